@@ -1,0 +1,177 @@
+"""Plain, frozen configuration objects shared by every module (no torch here).
+
+A student is data: `StudentArch` (shape) plus a hint mapping (student layer ->
+teacher layer). Layers are numbered from 1; layer k is the output of the k-th
+transformer block, i.e. `hidden_states[k]` in transformers' outputs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, replace
+
+
+class UserError(Exception):
+    """Bad input from the user: the CLI prints it as one line and exits with code 2."""
+
+
+# ---------------------------------------------------------------------------
+# Tasks
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Where a task's data lives and how it is scored."""
+
+    name: str                      # "sst2", "cola", "amazon", or a custom folder's name
+    metric: str                    # "accuracy" or "mcc" (Matthews correlation)
+    max_len: int                   # tokens per example after truncation
+    glue_dir: str | None = None    # sub-folder of --data-dir in the GLUE layout
+    columns: tuple[str, ...] | None = None  # header of headerless files (CoLA)
+    text_column: str = "sentence"
+    label_column: str = "label"
+    labels: tuple[str, ...] = ("0", "1")    # label strings, in class-id order
+    hub: tuple[str, ...] | None = None      # datasets.load_dataset(*hub)
+    hub_text_columns: tuple[str, ...] = ("sentence",)
+    hub_dev_split: str = "validation"
+    path: str | None = None        # custom task: folder with train and dev files
+    extra_metrics: tuple[str, ...] = ()     # reported beside the main metric
+
+
+# ---------------------------------------------------------------------------
+# Students
+
+ARCH_PATTERN = re.compile(r"^L(\d+)-H(\d+)-A(\d+)-I(\d+)$")
+
+
+@dataclass(frozen=True)
+class StudentArch:
+    """A BERT student's shape and its FitNets hint mapping.
+
+    hints: ((student_layer, teacher_layer), ...), student layers strictly
+    increasing, teacher layers non-decreasing (a monotone mapping).
+    """
+
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    hints: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layers}-H{self.hidden}-A{self.heads}-I{self.ffn}"
+
+    @property
+    def hints_str(self) -> str:
+        return ",".join(f"{s}:{t}" for s, t in self.hints)
+
+    @classmethod
+    def parse(cls, arch: str, hints: str | None = None) -> "StudentArch":
+        """'L8-H256-A4-I1024' and '2:1,4:2,...' -> StudentArch (not yet validated)."""
+        m = ARCH_PATTERN.match(arch.strip())
+        if not m:
+            raise UserError(f"--arch {arch!r}: expected the form L<layers>-H<hidden>-A<heads>-I<ffn>, "
+                            "e.g. L8-H256-A4-I1024")
+        layers, hidden, heads, ffn = (int(g) for g in m.groups())
+        return cls(layers, hidden, heads, ffn, parse_hints(hints) if hints else ())
+
+    def validate(self, teacher_layers: int) -> "StudentArch":
+        """Refuse an impossible student with a message naming the field; return self."""
+        for fld in ("layers", "hidden", "heads", "ffn"):
+            if getattr(self, fld) < 1:
+                raise UserError(f"student {fld}={getattr(self, fld)}: must be at least 1")
+        if self.hidden % self.heads:
+            raise UserError(f"student heads={self.heads}: must divide hidden={self.hidden}")
+        prev_s, prev_t = 0, 1
+        for s, t in self.hints:
+            if not 1 <= s <= self.layers:
+                raise UserError(f"hint {s}:{t}: student layer {s} out of range 1..{self.layers}")
+            if not 1 <= t <= teacher_layers:
+                raise UserError(f"hint {s}:{t}: teacher layer {t} out of range 1..{teacher_layers}")
+            if s <= prev_s or t < prev_t:
+                raise UserError(f"hint {s}:{t}: the mapping must be monotone "
+                                "(student layers increasing, teacher layers non-decreasing)")
+            prev_s, prev_t = s, t
+        return self
+
+    def with_default_hints(self, teacher_layers: int) -> "StudentArch":
+        """No hints given: map the last student layer to the last teacher layer."""
+        return self if self.hints else replace(self, hints=((self.layers, teacher_layers),))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hints"] = [list(p) for p in self.hints]
+        return d
+
+
+def parse_hints(text: str) -> tuple[tuple[int, int], ...]:
+    """'2:1,4:2' -> ((2, 1), (4, 2))."""
+    pairs = []
+    for item in text.split(","):
+        try:
+            s, t = item.split(":")
+            pairs.append((int(s), int(t)))
+        except ValueError:
+            raise UserError(f"--hints {text!r}: expected student:teacher pairs like 2:1,4:2") from None
+    return tuple(pairs)
+
+
+# ---------------------------------------------------------------------------
+# Distillation
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One truncated FitNets run: stage 1 hints, stage 2 knowledge distillation."""
+
+    hint_steps: int = 200          # optimizer steps of stage 1 (hint regression)
+    kd_steps: int = 1500           # optimizer steps of stage 2 (soft targets)
+    eval_every: int = 250          # stage-2 steps between validation evaluations
+    batch_size: int = 32           # examples per step
+    examples: int = 20000          # training examples drawn from the train split
+    eval_examples: int = 1000      # validation examples used at each evaluation
+    lr: float = 3e-4               # AdamW peak learning rate (small students like it high)
+    hint_lr: float = 1e-3          # stage-1 peak learning rate (regressors start from zero)
+    warmup: float = 0.06           # fraction of each stage spent warming up the learning rate
+    weight_decay: float = 0.01
+    temperature: float = 2.0       # KD softmax temperature (Hinton et al. 2015)
+    kd_alpha: float = 0.9          # weight of KD loss against the hard-label cross-entropy
+    hint_weight: float = 0.0       # weight of the hint loss kept during stage 2 (0 = off)
+    init: str = "teacher"          # "teacher" (pruned teacher weights) or "random"
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Step budgets per preset. `small` fits a CPU (about 15 minutes for a student with a
+# quarter of the teacher's FLOPs on 2 cores); `standard` is for a GPU; `smoke` for tests.
+BUDGETS: dict[str, dict] = {
+    "smoke": dict(hint_steps=4, kd_steps=8, eval_every=4, batch_size=8, examples=64, eval_examples=32),
+    "small": dict(hint_steps=300, kd_steps=3000, eval_every=500, batch_size=32, examples=67000,
+                  eval_examples=1000),
+    "standard": dict(hint_steps=1000, kd_steps=10000, eval_every=1000, batch_size=64, examples=100000,
+                     eval_examples=2000),
+}
+
+
+def budget_config(budget: str, **overrides) -> DistillConfig:
+    if budget not in BUDGETS:
+        raise UserError(f"--budget {budget!r}: unknown; choose one of {', '.join(BUDGETS)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return DistillConfig(**{**BUDGETS[budget], **given})
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """Fine-tuning recipe for the teacher (per task defaults in teacher.py)."""
+
+    epochs: float = 1.0            # passes over the train split
+    batch_size: int = 32
+    lr: float = 1e-4               # peak AdamW learning rate
+    warmup: float = 0.06           # fraction of steps warming up
+    weight_decay: float = 0.01
+    max_minutes: float = 40.0      # wall-clock cap; training stops cleanly when reached
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,205 @@
+"""FitNets, truncated: pure losses and the two-stage distillation loop.
+
+Stage 1 (hints): the student, cut after its last hinted layer, learns to make a
+linear regressor of its hidden states match the teacher's (real tokens only).
+Stage 2 (KD): the whole student learns the teacher's softened logits, mixed
+with the hard labels, optionally keeping the hint loss. Every `eval_every`
+stage-2 steps the student is scored on the validation split and a callback may
+stop the run (the hook the search uses for pruning).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import DistillConfig, StudentArch, TaskSpec
+from .tasks import Encoded, collate
+from .training import batch_stream, evaluate, optimizer_and_schedule, progress, to_device
+
+GRAD_CLIP = 1.0  # max global gradient norm
+
+
+# ---------------------------------------------------------------------------
+# Losses (pure)
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of the logits softened at `temperature`, times T² (Hinton et al.).
+
+    student_logits, teacher_logits: (B, C) -> scalar; 0 when they are equal.
+    """
+    t = temperature
+    log_p_s = F.log_softmax(student_logits / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits / t, dim=-1)
+    return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * t * t
+
+
+def hint_loss(student_h: torch.Tensor, teacher_h: torch.Tensor, regressor: torch.nn.Module,
+              mask: torch.Tensor) -> torch.Tensor:
+    """FitNets hint loss: MSE between regressor(student) and teacher, on real tokens only.
+
+    student_h: (B, T, Hs); teacher_h: (B, T, Ht); mask: (B, T), 1 for real tokens -> scalar.
+    """
+    real = mask.bool()
+    return F.mse_loss(regressor(student_h[real]), teacher_h[real])  # (N, Ht) vs (N, Ht)
+
+
+# ---------------------------------------------------------------------------
+# Where the teacher's outputs come from: the disk cache, or a live forward pass
+
+class TeacherSource(Protocol):
+    def __call__(self, idx: np.ndarray, batch: dict, hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Teacher logits (B, C) and, if `hidden`, the hinted hidden states (B, K, T, Ht)."""
+
+
+@dataclass
+class CachedTeacher:
+    outputs: object          # teacher.TeacherOutputs, indexed like the training examples
+    layers: list[int]        # teacher layers of the hints (0 = embeddings)
+
+    def __call__(self, idx, batch, hidden):
+        device = batch["input_ids"].device
+        logits, states = self.outputs.batch(idx, self.layers if hidden else [], batch["input_ids"].shape[1])
+        return logits.to(device), states.to(device) if hidden else None
+
+
+@dataclass
+class LiveTeacher:
+    model: torch.nn.Module
+    layers: list[int]
+
+    @torch.inference_mode()
+    def __call__(self, idx, batch, hidden):
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         output_hidden_states=hidden)
+        if not hidden:
+            return out.logits.float().clone(), None
+        states = torch.stack([out.hidden_states[t] for t in self.layers], dim=1)  # (B, K, T, Ht)
+        return out.logits.float().clone(), states.float().clone()
+
+
+# ---------------------------------------------------------------------------
+# The loop
+
+@dataclass
+class DistillResult:
+    metrics: dict                          # final validation metrics ("metric" is the task's)
+    curve: list = field(default_factory=list)   # [(kd_step, metric), ...]
+    hint_steps: int = 0
+    kd_steps: int = 0
+    train_seconds: float = 0.0             # optimizer steps only, evaluation excluded
+    examples_per_s: float = 0.0
+    stopped_at: int | None = None          # kd step at which the callback stopped the run
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@contextmanager
+def truncated(student, layers: int):
+    """The student with only its first `layers` encoder layers, for stage 1."""
+    full = student.bert.encoder.layer
+    student.bert.encoder.layer = full[:layers]
+    try:
+        yield student
+    finally:
+        student.bert.encoder.layer = full
+
+
+def make_regressors(arch: StudentArch, teacher_hidden: int, device) -> torch.nn.ModuleList:
+    """One linear map (student width -> teacher width) per hint pair."""
+    return torch.nn.ModuleList(torch.nn.Linear(arch.hidden, teacher_hidden) for _ in arch.hints).to(device)
+
+
+def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: int, train: Encoded,
+            val: Encoded, spec: TaskSpec, cfg: DistillConfig, device: torch.device,
+            on_eval: Callable[[int, dict], bool] | None = None, show_progress: bool = True) -> DistillResult:
+    """Run stage 1 then stage 2; `on_eval(step, metrics)` returning True stops the run."""
+    torch.manual_seed(cfg.seed)
+    student.to(device).train()
+    regressors = make_regressors(arch, teacher_hidden, device)
+    s_layers = [s for s, _ in arch.hints]
+    stream = batch_stream(train.lengths(), cfg.batch_size, cfg.seed)
+    result = DistillResult(metrics={})
+    seen = 0
+
+    def next_batch(hidden: bool):
+        idx = next(stream)
+        batch = to_device(collate(train, idx), device)
+        return batch, *teacher(idx, batch, hidden)
+
+    def hints(hidden_states, t_hidden, mask):
+        return sum(hint_loss(hidden_states[s], t_hidden[:, k], regressors[k], mask)
+                   for k, s in enumerate(s_layers)) / len(s_layers)
+
+    def step(loss, opt, sched, params):
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+
+    with progress() if show_progress else _quiet() as bar:
+        # Stage 1: hint regression on the truncated student.
+        if cfg.hint_steps and s_layers:
+            params = list(student.parameters()) + list(regressors.parameters())
+            opt, sched = optimizer_and_schedule(params, cfg.hint_lr, cfg.hint_steps, cfg.warmup, cfg.weight_decay)
+            task = bar.add_task("stage 1: hints", total=cfg.hint_steps, info="")
+            start = time.perf_counter()
+            with truncated(student, max(s_layers)) as part:
+                for _ in range(cfg.hint_steps):
+                    batch, _, t_hidden = next_batch(hidden=True)
+                    out = part.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    output_hidden_states=True)
+                    loss = hints(out.hidden_states, t_hidden, batch["attention_mask"])
+                    step(loss, opt, sched, params)
+                    seen += len(batch["labels"])
+                    result.hint_steps += 1
+                    bar.update(task, advance=1, info=f"hint {loss.item():.4f}")
+            result.train_seconds += time.perf_counter() - start
+
+        # Stage 2: knowledge distillation on the whole student.
+        params = list(student.parameters()) + (list(regressors.parameters()) if cfg.hint_weight else [])
+        opt, sched = optimizer_and_schedule(params, cfg.lr, cfg.kd_steps, cfg.warmup, cfg.weight_decay)
+        task = bar.add_task("stage 2: KD", total=cfg.kd_steps, info="")
+        for kd_step in range(1, cfg.kd_steps + 1):
+            start = time.perf_counter()
+            batch, t_logits, t_hidden = next_batch(hidden=bool(cfg.hint_weight))
+            out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          output_hidden_states=bool(cfg.hint_weight))
+            loss = (cfg.kd_alpha * kd_loss(out.logits, t_logits, cfg.temperature)
+                    + (1 - cfg.kd_alpha) * F.cross_entropy(out.logits, batch["labels"]))
+            if cfg.hint_weight:
+                loss = loss + cfg.hint_weight * hints(out.hidden_states, t_hidden, batch["attention_mask"])
+            step(loss, opt, sched, params)
+            seen += len(batch["labels"])
+            result.kd_steps = kd_step
+            result.train_seconds += time.perf_counter() - start
+            bar.update(task, advance=1, info=f"loss {loss.item():.4f}")
+            if kd_step % cfg.eval_every == 0 or kd_step == cfg.kd_steps:
+                result.metrics = evaluate(student, spec, val, device, cfg.eval_examples)
+                result.curve.append((kd_step, result.metrics["metric"]))
+                bar.update(task, info=f"val {spec.metric} {result.metrics['metric']:.4f}")
+                if on_eval is not None and on_eval(kd_step, result.metrics):
+                    result.stopped_at = kd_step
+                    break
+    result.examples_per_s = seen / result.train_seconds if result.train_seconds else 0.0
+    return result
+
+
+@contextmanager
+def _quiet():
+    class Bar:
+        def add_task(self, *a, **k):
+            return 0
+
+        def update(self, *a, **k):
+            pass
+
+    yield Bar()

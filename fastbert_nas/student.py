@@ -1,0 +1,166 @@
+"""StudentArch -> a BERT classifier, initialized at random or from the teacher.
+
+Teacher init (structured pruning): every student layer takes the weights of a
+teacher layer chosen along the hint mapping; widths are cut to the student's by
+keeping the most important hidden dimensions, attention heads and FFN neurons,
+scored on a calibration batch; the embeddings are cut the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from .config import StudentArch, UserError
+
+INIT_CHOICES = ("teacher", "random")
+
+
+def student_config(arch: StudentArch, teacher_config: BertConfig) -> BertConfig:
+    """The teacher's config with the student's shape (vocabulary, positions, labels kept)."""
+    cfg = BertConfig.from_dict(teacher_config.to_dict())
+    cfg.num_hidden_layers, cfg.hidden_size = arch.layers, arch.hidden
+    cfg.num_attention_heads, cfg.intermediate_size = arch.heads, arch.ffn
+    return cfg
+
+
+def layer_sources(arch: StudentArch, teacher_layers: int) -> list[int]:
+    """The teacher layer (1-based) whose weights each student layer takes.
+
+    Piecewise-linear through (0, 0), the hint pairs and (student depth, teacher
+    depth), rounded up: hinted layers take their own teacher layer; a student
+    deeper than the teacher reuses teacher layers. E.g. 8 layers with hints
+    2:1,4:2,6:4,8:6 -> [1, 1, 2, 2, 3, 4, 5, 6].
+    """
+    points = [(0, 0), *arch.hints]
+    if points[-1][0] != arch.layers:
+        points.append((arch.layers, teacher_layers))
+    sources = []
+    for s in range(1, arch.layers + 1):
+        (s0, t0), (s1, t1) = next((a, b) for a, b in zip(points, points[1:]) if a[0] < s <= b[0])
+        t = t0 + (t1 - t0) * (s - s0) / (s1 - s0)
+        sources.append(min(teacher_layers, max(1, math.ceil(t - 1e-9))))
+    return sources
+
+
+def build_student(arch: StudentArch, teacher: BertForSequenceClassification, init: str = "teacher",
+                  calibration: dict | None = None, seed: int = 0) -> BertForSequenceClassification:
+    """A new student on the teacher's device; `calibration` (a padded batch) scores the pruning."""
+    if init not in INIT_CHOICES:
+        raise UserError(f"--init {init!r}: choose one of {', '.join(INIT_CHOICES)}")
+    arch.validate(teacher.config.num_hidden_layers)
+    torch.manual_seed(seed)
+    student = BertForSequenceClassification(student_config(arch, teacher.config))
+    student.to(next(teacher.parameters()).device)
+    if init == "teacher":
+        if calibration is None:
+            raise ValueError("teacher init needs a calibration batch")
+        copy_from_teacher(student, teacher, arch, importance(teacher, calibration))
+    return student
+
+
+# ---------------------------------------------------------------------------
+# Importance scores on a calibration batch
+
+@torch.inference_mode()
+def importance(teacher: BertForSequenceClassification, batch: dict) -> dict[str, object]:
+    """Scores of the teacher's hidden dimensions, heads and FFN neurons.
+
+    hidden: (H,) mean |activation| of the residual stream over real tokens and layers.
+    heads[l]: (A,) mean norm of each head's contribution to the attention output.
+    ffn[l]: (I,) mean |activation| of each neuron times the norm of its output weights.
+    """
+    cfg = teacher.config
+    dh = cfg.hidden_size // cfg.num_attention_heads
+    mask = batch["attention_mask"].bool()  # (B, T)
+    captured: dict[str, torch.Tensor] = {}
+    hooks = []
+    for i, layer in enumerate(teacher.bert.encoder.layer):
+        for name, mod in (("ctx", layer.attention.output.dense), ("act", layer.output.dense)):
+            hooks.append(mod.register_forward_pre_hook(
+                lambda m, args, key=f"{name}{i}": captured.__setitem__(key, args[0][mask])))
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      output_hidden_states=True)
+    finally:
+        for h in hooks:
+            h.remove()
+        teacher.train(was_training)
+    hidden = torch.stack([h[mask] for h in out.hidden_states]).abs().mean((0, 1))  # (H,)
+    heads, ffn = [], []
+    for i, layer in enumerate(teacher.bert.encoder.layer):
+        ctx = captured[f"ctx{i}"]                                            # (N, H) real tokens
+        w_o = layer.attention.output.dense.weight                           # (H, H)
+        per_head = [(ctx[:, a * dh:(a + 1) * dh] @ w_o[:, a * dh:(a + 1) * dh].T).norm(dim=-1).mean()
+                    for a in range(cfg.num_attention_heads)]
+        heads.append(torch.stack(per_head))                                  # (A,)
+        act = captured[f"act{i}"]                                            # (N, I)
+        ffn.append(act.abs().mean(0) * layer.output.dense.weight.norm(dim=0))  # (I,)
+    return {"hidden": hidden, "heads": heads, "ffn": ffn}
+
+
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k highest scores (ties to the lower index), in ascending order."""
+    order = np.argsort(-scores.float().cpu().numpy(), kind="stable")
+    return torch.as_tensor(np.sort(order[: min(k, len(order))]))
+
+
+# ---------------------------------------------------------------------------
+# Copying cut teacher weights
+
+@torch.no_grad()
+def copy_cut(dst: torch.Tensor, src: torch.Tensor, rows=None, cols=None, scale: float = 1.0) -> None:
+    """dst[:r, :c] = src[rows][:, cols] * scale; a wider student keeps random values beyond."""
+    if rows is not None:
+        src = src.index_select(0, rows.to(src.device))
+    if cols is not None:
+        src = src.index_select(1, cols.to(src.device))
+    dst[tuple(slice(0, n) for n in src.shape)] = src * scale
+
+
+def copy_from_teacher(student, teacher, arch: StudentArch, scores: dict) -> None:
+    """Fill the student with cut teacher weights (see the module docstring)."""
+    tcfg = teacher.config
+    dh_t = tcfg.hidden_size // tcfg.num_attention_heads
+    dh_s = arch.hidden // arch.heads
+    keep = top_k(scores["hidden"], arch.hidden)                             # kept hidden dims
+    q_scale = math.sqrt(dh_s / dh_t)  # keep per-teacher-head attention logits when heads merge
+
+    def cut_layernorm(dst, src):
+        copy_cut(dst.weight, src.weight, keep)
+        copy_cut(dst.bias, src.bias, keep)
+
+    se, te = student.bert.embeddings, teacher.bert.embeddings
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        copy_cut(getattr(se, name).weight, getattr(te, name).weight, cols=keep)
+    cut_layernorm(se.LayerNorm, te.LayerNorm)
+
+    for s, t in enumerate(layer_sources(arch, tcfg.num_hidden_layers)):
+        sl, tl = student.bert.encoder.layer[s], teacher.bert.encoder.layer[t - 1]
+        # attention: whole heads in order of importance, as many dims as the student's width
+        attn = top_k(scores["heads"][t - 1].repeat_interleave(dh_t), arch.hidden)
+        for name in ("query", "key", "value"):
+            src, dst = getattr(tl.attention.self, name), getattr(sl.attention.self, name)
+            scale = q_scale if name == "query" else 1.0
+            copy_cut(dst.weight, src.weight, attn, keep, scale)
+            copy_cut(dst.bias, src.bias, attn, scale=scale)
+        copy_cut(sl.attention.output.dense.weight, tl.attention.output.dense.weight, keep, attn)
+        copy_cut(sl.attention.output.dense.bias, tl.attention.output.dense.bias, keep)
+        cut_layernorm(sl.attention.output.LayerNorm, tl.attention.output.LayerNorm)
+        # feed-forward: the most important neurons
+        neurons = top_k(scores["ffn"][t - 1], arch.ffn)
+        copy_cut(sl.intermediate.dense.weight, tl.intermediate.dense.weight, neurons, keep)
+        copy_cut(sl.intermediate.dense.bias, tl.intermediate.dense.bias, neurons)
+        copy_cut(sl.output.dense.weight, tl.output.dense.weight, keep, neurons)
+        copy_cut(sl.output.dense.bias, tl.output.dense.bias, keep)
+        cut_layernorm(sl.output.LayerNorm, tl.output.LayerNorm)
+
+    copy_cut(student.bert.pooler.dense.weight, teacher.bert.pooler.dense.weight, keep, keep)
+    copy_cut(student.bert.pooler.dense.bias, teacher.bert.pooler.dense.bias, keep)
+    copy_cut(student.classifier.weight, teacher.classifier.weight, cols=keep)
+    copy_cut(student.classifier.bias, teacher.classifier.bias)

