@@ -136,5 +136,28 @@ def distill(task: Task,
     typer.echo(f"{r['distill']['examples_per_s']:.0f} examples/s; written to {r['path']}")
 
 
+bench_app = typer.Typer(no_args_is_help=True,
+                        help="Benchmarks: measured figures written to RESULTS/benchmarks/ (JSON and Markdown).")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("distill")
+@user_errors
+def bench_distill(task: Task = "sst2",
+                  arch: Annotated[str, typer.Option("--arch", help="Student shape.")] = "L4-H192-A6-I768",
+                  hints: Annotated[Optional[str], typer.Option("--hints", help="Hint mapping.")] = "2:3,4:6",
+                  budget: Annotated[str, typer.Option("--budget", help="Step budget preset.")] = "small",
+                  data_dir: DataDir = None, teacher: TeacherOpt = None, device: Device = "auto",
+                  threads: Threads = None, results: Results = Path("results")):
+    """One student with teacher init and with random init at the same budget, plus distillation
+    throughput with and without the teacher cache."""
+    from . import bench
+
+    r = bench.bench_distill(task=task, arch=arch, hints=hints, budget=budget, results=results,
+                            data_dir=data_dir, teacher=teacher, device=device, threads=threads)
+    typer.echo(bench.distill_markdown(r))
+    typer.echo(f"written to {r['path']}")
+
+
 def main() -> None:  # pragma: no cover
     app(sys.argv[1:])

@@ -129,7 +129,7 @@ class DistillConfig:
     batch_size: int = 32           # examples per step
     examples: int = 20000          # training examples drawn from the train split
     eval_examples: int = 1000      # validation examples used at each evaluation
-    lr: float = 3e-4               # AdamW peak learning rate (small students like it high)
+    lr: float = 2e-4               # AdamW peak learning rate (small students like it high)
     hint_lr: float = 1e-3          # stage-1 peak learning rate (regressors start from zero)
     warmup: float = 0.06           # fraction of each stage spent warming up the learning rate
     weight_decay: float = 0.01
@@ -147,7 +147,7 @@ class DistillConfig:
 # quarter of the teacher's FLOPs on 2 cores); `standard` is for a GPU; `smoke` for tests.
 BUDGETS: dict[str, dict] = {
     "smoke": dict(hint_steps=4, kd_steps=8, eval_every=4, batch_size=8, examples=64, eval_examples=32),
-    "small": dict(hint_steps=300, kd_steps=3000, eval_every=500, batch_size=32, examples=67000,
+    "small": dict(hint_steps=300, kd_steps=3000, eval_every=500, batch_size=32, examples=32000,
                   eval_examples=1000),
     "standard": dict(hint_steps=1000, kd_steps=10000, eval_every=1000, batch_size=64, examples=100000,
                      eval_examples=2000),

@@ -104,12 +104,32 @@ class DistillResult:
 @contextmanager
 def truncated(student, layers: int):
     """The student with only its first `layers` encoder layers, for stage 1."""
+    _hook_all_layers(student)
     full = student.bert.encoder.layer
     student.bert.encoder.layer = full[:layers]
     try:
         yield student
     finally:
         student.bert.encoder.layer = full
+
+
+@torch.no_grad()
+def _hook_all_layers(student) -> None:
+    """Have transformers hook every encoder layer for `output_hidden_states` before a cut.
+
+    transformers 5 records hidden states with forward hooks installed once, lazily, on the
+    layers present at the model's first `output_hidden_states=True` call. Were that call
+    made on the cut student, the cut layers would stay unhooked for good and every later
+    `hidden_states` would silently lack them (its last entry replaced by the final output).
+    One eval-mode forward of one token on the whole student installs them everywhere.
+    """
+    was_training = student.training
+    student.eval()  # no dropout: the training run's random stream is left as it was
+    try:
+        ids = torch.ones(1, 1, dtype=torch.long, device=next(student.parameters()).device)  # (1, 1)
+        student.bert(input_ids=ids, output_hidden_states=True)
+    finally:
+        student.train(was_training)
 
 
 def make_regressors(arch: StudentArch, teacher_hidden: int, device) -> torch.nn.ModuleList:

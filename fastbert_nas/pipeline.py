@@ -7,6 +7,7 @@ returns a plain dict; the CLI only prints it.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,7 +60,7 @@ def distill_one(task: str, arch: str, hints: str | None, init: str, budget: str,
                 teacher: str | None = None, base: str = DEFAULT_BASE, device: str = "auto",
                 threads: int | None = None, results: Path = Path("results"), use_cache: bool = True,
                 seed: int = 0, latency: bool = True, overrides: dict | None = None,
-                show_progress: bool = True) -> dict:
+                show_progress: bool = True, tag: str = "") -> dict:
     """One FitNets distillation of one student; the result is written under results/distill/."""
     spec = resolve_task(task, text_column, label_column, max_len)
     data = load_task(spec, data_dir)
@@ -72,15 +73,19 @@ def distill_one(task: str, arch: str, hints: str | None, init: str, budget: str,
     train = distill_examples(data, t.tokenizer, cfg.examples)
     val = encode(data.val, t.tokenizer, spec.max_len)
     layers = [tl for _, tl in student_arch.hints]
+    start = time.perf_counter()
     if use_cache:
         outputs = teacher_outputs(t, train, spec.name, "distill", spec.max_len, Path(results), dev)
         source = CachedTeacher(outputs, layers)
     else:
         source = LiveTeacher(t.model, layers)
+    cache_seconds = time.perf_counter() - start
     calibration = to_device(collate(train, np.arange(min(CALIBRATION_EXAMPLES, len(train)))), dev)
     student = build_student(student_arch, t.model, cfg.init, calibration, cfg.seed)
+    start = time.perf_counter()
     result = distill(student, student_arch, source, t.model.config.hidden_size, train, val, spec, cfg, dev,
                      show_progress=show_progress)
+    distill_seconds = time.perf_counter() - start
 
     student_dev = evaluate(student, spec, encode(data.dev, t.tokenizer, spec.max_len), dev)
     teacher_dev = teacher_dev_metrics(t, data, dev)
@@ -94,11 +99,12 @@ def distill_one(task: str, arch: str, hints: str | None, init: str, budget: str,
         "val": result.metrics, "dev": student_dev,
         "retention": student_dev["metric"] / teacher_dev["metric"] if teacher_dev["metric"] else None,
         "costs": s_cost, "vs_teacher": cost_summary(s_cost, t_cost),
-        "distill": result.to_dict(), "teacher_cache": use_cache, "device": str(dev), "threads": threads,
+        "distill": result.to_dict(), "distill_minutes": distill_seconds / 60,
+        "cache_minutes": cache_seconds / 60, "teacher_cache": use_cache, "device": str(dev), "threads": threads,
         "torch": torch.__version__, "data_source": data.source,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    out = Path(results) / "distill" / f"{spec.name}-{student_arch.name}-{cfg.init}-{budget}.json"
+    out = Path(results) / "distill" / f"{spec.name}-{student_arch.name}-{cfg.init}-{budget}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     report["path"] = str(out)

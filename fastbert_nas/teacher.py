@@ -9,7 +9,7 @@ import importlib.util
 import json
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +126,8 @@ def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, rec
                 sched.plan.total = min(steps, int(recipe.max_minutes * 60 / per_step))
                 bar.update(task, total=sched.plan.total)
             bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
+            if time.perf_counter() - start > recipe.max_minutes * 60:  # hard cap if the machine slowed
+                break
     minutes = (time.perf_counter() - start) / 60
     model.eval()
     val = evaluate(model, spec, encode(data.val, tok, spec.max_len), device)

@@ -1,0 +1,270 @@
+"""distill.py: the pure losses, the truncated student, the two-stage loop on a tiny teacher,
+and the two teacher sources (disk cache and live forward) agreeing."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+from fastbert_nas.config import StudentArch, budget_config
+from fastbert_nas.distill import CachedTeacher, LiveTeacher, distill, hint_loss, kd_loss, truncated
+from fastbert_nas.student import build_student
+from fastbert_nas.tasks import collate, encode
+from fastbert_nas.teacher import teacher_outputs
+
+CPU = torch.device("cpu")
+ROWS = 64        # real SST-2 rows distilled on in the end-to-end runs
+MAX_LEN = 64     # SST-2's tokens per example
+
+
+def toy_bert(layers=4, hidden=16, heads=2, ffn=32, vocab=50, cls=BertForSequenceClassification):
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=ffn, max_position_embeddings=32, num_labels=2,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return cls(cfg)
+
+
+# ---------------------------------------------------------------------------
+# kd_loss
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0, 4.0])
+def test_kd_loss_is_zero_for_identical_logits(temperature):
+    torch.manual_seed(0)
+    logits = torch.randn(8, 3) * 3
+    assert kd_loss(logits, logits.clone(), temperature).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_kd_loss_is_positive_for_different_logits(temperature):
+    torch.manual_seed(1)
+    s, t = torch.randn(8, 3), torch.randn(8, 3)
+    assert kd_loss(s, t, temperature).item() > 1e-4
+    # a constant shift per row changes no softmax: still zero
+    assert kd_loss(t + torch.randn(8, 1), t, temperature).item() == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_kd_loss_gradient_points_student_towards_teacher(temperature):
+    torch.manual_seed(2)
+    s = torch.randn(6, 4, requires_grad=True)
+    t = torch.randn(6, 4)
+    loss = kd_loss(s, t, temperature)
+    loss.backward()
+    p_s, p_t = F.softmax(s.detach() / temperature, -1), F.softmax(t / temperature, -1)
+    # d/ds of T²·KL(p_t || p_s) / B = T·(p_s - p_t) / B
+    torch.testing.assert_close(s.grad, temperature * (p_s - p_t) / len(s), rtol=1e-4, atol=1e-6)
+    # descending moves every student probability towards the teacher's
+    s_next = s.detach() - 0.5 * s.grad
+    p_next = F.softmax(s_next / temperature, -1)
+    assert kd_loss(s_next, t, temperature) < loss
+    assert ((p_next - p_t).abs().sum(-1) < (p_s - p_t).abs().sum(-1)).all()
+
+
+# ---------------------------------------------------------------------------
+# hint_loss
+
+def test_hint_loss_ignores_padded_positions():
+    torch.manual_seed(0)
+    reg = torch.nn.Linear(16, 24)
+    s_h, t_h = torch.randn(3, 7, 16), torch.randn(3, 7, 24)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[0, 5:] = 0
+    mask[2, 2:] = 0
+    base = hint_loss(s_h, t_h, reg, mask)
+
+    pad = ~mask.bool()
+    t_other, s_other = t_h.clone(), s_h.clone()
+    t_other[pad] = 1e3
+    s_other[pad] = -1e3
+    torch.testing.assert_close(hint_loss(s_other, t_other, reg, mask), base)
+
+    real_changed = t_h.clone()
+    real_changed[1, 0] += 5.0  # a real token: the loss must see it
+    assert hint_loss(s_h, real_changed, reg, mask) > base + 1e-3
+
+    # it is the MSE over real tokens only
+    expected = F.mse_loss(reg(s_h[mask.bool()]), t_h[mask.bool()])
+    torch.testing.assert_close(base, expected)
+
+
+def test_hint_loss_training_fits_a_fixed_target():
+    """Student (BERT, hidden 16) + regressor learn a fixed random target of width 24."""
+    student = toy_bert(layers=2, hidden=16, cls=BertModel)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 50, (2, 6), generator=g)                  # (B, T)
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    target = torch.randn(2, 6, 24, generator=g)                      # (B, T, Ht)
+    reg = torch.nn.Linear(16, 24)
+    opt = torch.optim.Adam(list(student.parameters()) + list(reg.parameters()), lr=1e-2)
+
+    def loss_now():
+        out = student(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        return hint_loss(out.hidden_states[-1], target, reg, mask)
+
+    first = loss_now().item()
+    for _ in range(50):
+        loss = loss_now()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss_now().item() < 0.5 * first
+
+
+# ---------------------------------------------------------------------------
+# truncated
+
+def test_truncated_keeps_the_first_layers_and_restores_them():
+    student = toy_bert(layers=4).eval()
+    ids = torch.randint(5, 50, (2, 5))
+    layers = list(student.bert.encoder.layer)
+    with truncated(student, 2) as part:
+        assert len(part.bert.encoder.layer) == 2
+        out = part.bert(input_ids=ids, output_hidden_states=True)
+        assert len(out.hidden_states) == 3
+        inside = out.hidden_states[2]
+    assert list(student.bert.encoder.layer) == layers
+    full = student.bert(input_ids=ids, output_hidden_states=True)
+    assert len(full.hidden_states) == 5
+    torch.testing.assert_close(full.hidden_states[2], inside)  # the same first two layers ran
+
+    with pytest.raises(RuntimeError), truncated(student, 1):
+        raise RuntimeError("boom")
+    assert list(student.bert.encoder.layer) == layers
+
+
+# ---------------------------------------------------------------------------
+# The loop, end to end on the tiny teacher and real SST-2 rows
+
+@pytest.fixture
+def rows(sst2_data, tiny_teacher):
+    """(train, val) encoded with the teacher's tokenizer: ROWS train rows, 64 val rows."""
+    train = encode(sst2_data.train.subset(np.arange(ROWS)), tiny_teacher.tokenizer, MAX_LEN)
+    val = encode(sst2_data.val.subset(np.arange(64)), tiny_teacher.tokenizer, MAX_LEN)
+    return train, val
+
+
+class Spy:
+    """A teacher source that snapshots the student when stage 2 asks its first batch."""
+
+    def __init__(self, inner, student):
+        self.inner, self.student, self.after_hints, self.calls = inner, student, None, []
+
+    def __call__(self, idx, batch, hidden):
+        self.calls.append(hidden)
+        if not hidden and self.after_hints is None:
+            self.after_hints = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
+        return self.inner(idx, batch, hidden)
+
+
+def test_distill_end_to_end(tiny_teacher, sst2_data, rows):
+    train, val = rows
+    arch = StudentArch.parse("L3-H32-A4-I64", "1:1,2:2").validate(tiny_teacher.layers)
+    calib = collate(train, np.arange(16))
+    student = build_student(arch, tiny_teacher.model, "teacher", calib)
+    before = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    cfg = budget_config("smoke")
+    source = Spy(LiveTeacher(tiny_teacher.model, [1, 2]), student)
+
+    r = distill(student, arch, source, 48, train, val, sst2_data.spec, cfg, CPU, show_progress=False)
+
+    assert r.hint_steps == cfg.hint_steps and r.kd_steps == cfg.kd_steps and r.stopped_at is None
+    assert [s for s, _ in r.curve] == [4, 8]
+    assert 0.0 <= r.metrics["metric"] <= 1.0 and r.metrics["metric"] == r.metrics["accuracy"]
+    assert r.curve[-1][1] == r.metrics["metric"]
+    assert r.train_seconds > 0 and r.examples_per_s > 0
+    assert source.calls == [True] * cfg.hint_steps + [False] * cfg.kd_steps  # hint_weight 0: no hiddens
+
+    # stage 1 trains the embeddings and layers 1..2 only (layer 3, pooler, classifier untouched)
+    mid = source.after_hints
+    changed = {k for k in before if not torch.equal(before[k], mid[k])}
+    assert "bert.embeddings.word_embeddings.weight" in changed
+    assert any(k.startswith("bert.encoder.layer.0.") for k in changed)
+    assert any(k.startswith("bert.encoder.layer.1.") for k in changed)
+    assert not [k for k in changed if k.startswith(("bert.encoder.layer.2.", "bert.pooler.", "classifier."))]
+    # stage 2 trains the whole student
+    after = student.state_dict()
+    assert not torch.equal(mid["bert.encoder.layer.2.output.dense.weight"], after["bert.encoder.layer.2.output.dense.weight"])
+    assert not torch.equal(mid["classifier.weight"], after["classifier.weight"])
+    assert len(student.bert.encoder.layer) == 3
+
+
+def test_stage_two_hints_see_every_layer(tiny_teacher, sst2_data, rows, monkeypatch):
+    """Regression: stage 1's cut must not leave the student's later layers out of hidden_states
+    (transformers 5 hooks the layers present at the first output_hidden_states call, once)."""
+    import fastbert_nas.distill as distill_mod
+
+    train, val = rows
+    arch = StudentArch.parse("L3-H32-A4-I64", "1:1,2:2").validate(tiny_teacher.layers)
+    student = build_student(arch, tiny_teacher.model, "random")
+    seen = []  # widths of the hidden_states tuples the stage-2 hint losses index into
+    real_hint_loss = distill_mod.hint_loss
+
+    def spy(student_h, teacher_h, regressor, mask):
+        seen.append(student_h)
+        return real_hint_loss(student_h, teacher_h, regressor, mask)
+
+    monkeypatch.setattr(distill_mod, "hint_loss", spy)
+    cfg = budget_config("smoke", hint_weight=1.0, kd_steps=2, eval_every=2)
+    distill(student, arch, LiveTeacher(tiny_teacher.model, [1, 2]), 48, train, val, sst2_data.spec, cfg, CPU,
+            show_progress=False)
+    assert len(seen) == 2 * (cfg.hint_steps + cfg.kd_steps)
+
+    student.eval()
+    batch = collate(train, np.arange(4))
+    with torch.no_grad():
+        out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      output_hidden_states=True)
+        last = student.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    assert len(out.hidden_states) == arch.layers + 1
+    assert not torch.allclose(out.hidden_states[2], last)  # layer 2's own output, not the final one
+
+
+def test_distill_on_eval_true_stops_early(tiny_teacher, sst2_data, rows):
+    train, val = rows
+    arch = StudentArch.parse("L2-H32-A4-I64", "2:3").validate(tiny_teacher.layers)
+    student = build_student(arch, tiny_teacher.model, "random")
+    cfg = budget_config("smoke")
+    seen = []
+
+    def on_eval(step, metrics):
+        seen.append((step, metrics["metric"]))
+        return True
+
+    r = distill(student, arch, LiveTeacher(tiny_teacher.model, [3]), 48, train, val, sst2_data.spec, cfg, CPU,
+                on_eval=on_eval, show_progress=False)
+    assert r.stopped_at == cfg.eval_every == 4
+    assert r.kd_steps == 4 < cfg.kd_steps
+    assert seen == r.curve == [(4, r.metrics["metric"])]
+
+
+# ---------------------------------------------------------------------------
+# Teacher sources
+
+def test_cached_and_live_teacher_agree(tiny_teacher, rows, tmp_path):
+    train, _ = rows
+    layers = [1, 3]
+    outputs = teacher_outputs(tiny_teacher, train, "sst2", "distill", MAX_LEN, tmp_path, CPU)
+    cached, live = CachedTeacher(outputs, layers), LiveTeacher(tiny_teacher.model, layers)
+    idx = np.array([5, 0, 17, 3, 40])
+    batch = collate(train, idx)
+    real = batch["attention_mask"].bool()                               # (B, T)
+
+    c_logits, c_states = cached(idx, batch, True)
+    l_logits, l_states = live(idx, batch, True)
+    assert c_states.shape == l_states.shape == (5, 2, real.shape[1], 48)
+    torch.testing.assert_close(c_logits, l_logits, rtol=1e-2, atol=1e-3)
+    for k in range(len(layers)):
+        torch.testing.assert_close(c_states[:, k][real], l_states[:, k][real], rtol=1e-2, atol=1e-2)
+        assert (c_states[:, k][~real] == 0).all()                       # the cache zero-pads
+    # the right layers were picked: layers differ by far more than cache and live do
+    error = max((c_states[:, k][real] - l_states[:, k][real]).abs().max() for k in range(len(layers)))
+    gap = (c_states[:, 0][real] - c_states[:, 1][real]).abs().max()
+    assert gap > 5 * error
+
+    c_only, none_c = cached(idx, batch, False)
+    l_only, none_l = live(idx, batch, False)
+    assert none_c is None and none_l is None
+    torch.testing.assert_close(c_only, l_only, rtol=1e-2, atol=1e-3)
