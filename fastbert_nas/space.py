@@ -1,0 +1,347 @@
+"""Search spaces: `search_spaces/*.yaml` -> SearchSpace, and one trial's sample of it (no torch here).
+
+A space file lists what a trial may pick: depth, width, heads, FFN ratio, how
+many FitNets hint pairs, the student init and the distillation settings, plus
+the per-trial step budget for each `--budget` preset. It is read and checked in
+one place, `load_space`; every mistake is one `UserError` naming the file and
+the key.
+
+Parameter names (stable, so that TPE learns across the conditional parts;
+a name always has the same distribution within a study):
+
+    layers          int   [layers.min, layers.max]       transformer blocks
+    hidden          cat   hidden choices                 model width
+    heads_h<W>      cat   heads choices that divide W    one name per width W, since the valid
+                                                         heads differ per width (e.g. heads_h256)
+    ffn_ratio       cat   ffn_ratio choices              FFN size = round(ratio * hidden)
+    n_hints         int   [1, max_hints]                 hint pairs; clipped to `layers`
+    hint_t<k>       int   [1, teacher_layers]            teacher layers of the hints, k = 1..n;
+                                                         sorted, so the mapping is monotone
+    init            cat   init choices                   "teacher" or "random"
+    temperature     float [min, max]                     KD softmax temperature
+    kd_alpha        float [min, max]                     weight of KD against hard labels
+    hint_weight     cat   hint_weight choices            hint loss kept in stage 2 (0 = off)
+    lr              float [min, max], log scale          stage-2 peak learning rate
+
+The student layers of the hints are not sampled: n hints sit evenly on the
+student, the last one on its last layer (`hint_student_layers`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import BUDGETS, DistillConfig, StudentArch, UserError
+
+# Where bare space names are looked up: the checkout's top-level folder, else the copy
+# installed inside the package (pyproject maps search_spaces/ to fastbert_nas/search_spaces/).
+SPACES_DIRS = (Path(__file__).resolve().parents[1] / "search_spaces",
+               Path(__file__).resolve().parent / "search_spaces")
+DEFAULT_SPACE = "thin-deep"  # students deeper than they are wide
+
+INITS = ("teacher", "random")  # the student inits student.py knows (student.INIT_CHOICES)
+
+# DistillConfig fields a space's budget section may set: the step budget, not the recipe.
+BUDGET_KEYS = ("hint_steps", "kd_steps", "eval_every", "batch_size", "examples", "eval_examples")
+
+# Keys of a space file: required ones, then optional ones.
+REQUIRED_KEYS = ("layers", "hidden", "heads", "ffn_ratio", "max_hints", "init", "temperature",
+                 "kd_alpha", "hint_weight", "lr")
+OPTIONAL_KEYS = ("description", "budget")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """One search space, as read from its YAML file (see search_spaces/thin-deep.yaml)."""
+
+    name: str                              # the file's stem, e.g. "thin-deep"
+    path: str                              # the file it came from
+    layers: tuple[int, int]                # (min, max) transformer blocks, inclusive
+    hidden: tuple[int, ...]                # width choices (d_model)
+    heads: tuple[int, ...]                 # attention-head choices; per width, only its divisors
+    ffn_ratio: tuple[float, ...]           # FFN size / hidden choices
+    max_hints: int                         # most FitNets hint pairs (at most `layers` per student)
+    init: tuple[str, ...]                  # student init choices: "teacher", "random"
+    temperature: tuple[float, float]       # (min, max) KD softmax temperature
+    kd_alpha: tuple[float, float]          # (min, max) weight of KD against the hard labels, in [0, 1]
+    hint_weight: tuple[float, ...]         # choices of the stage-2 hint-loss weight (0 = off)
+    lr: tuple[float, float]                # (min, max) stage-2 peak learning rate, sampled on a log scale
+    description: str = ""
+    budget: dict[str, dict[str, int]] = field(default_factory=dict, hash=False)  # preset -> BUDGET_KEYS
+
+    def heads_for(self, hidden: int) -> tuple[int, ...]:
+        """The heads choices that divide `hidden` (never empty for a loaded space's widths)."""
+        return tuple(a for a in self.heads if hidden % a == 0)
+
+
+# ---------------------------------------------------------------------------
+# Loading and checking
+
+def space_path(name_or_path: str | Path) -> Path:
+    """A bare name ("thin-deep") -> the shipped file; anything else is a path to a YAML file."""
+    text = str(name_or_path)
+    if "/" not in text and "\\" not in text and not text.endswith((".yaml", ".yml")):
+        folder = spaces_dir()
+        if folder and (folder / f"{text}.yaml").is_file():
+            return folder / f"{text}.yaml"
+        raise UserError(f"--space {text!r}: no such search space; shipped: {', '.join(shipped_spaces())} "
+                        "(or give a path to a .yaml file)")
+    path = Path(text)
+    if not path.is_file():
+        raise UserError(f"--space {text!r}: file not found")
+    return path
+
+
+def spaces_dir() -> Path | None:
+    """The folder of the shipped space files (the checkout's, else the installed copy)."""
+    return next((d for d in SPACES_DIRS if d.is_dir()), None)
+
+
+def shipped_spaces() -> list[str]:
+    """Names of the space files shipped with the tool."""
+    folder = spaces_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder else []
+
+
+def load_space(name_or_path: str | Path = DEFAULT_SPACE) -> SearchSpace:
+    """Read and check a space file; each mistake is a UserError naming the file and the key."""
+    path = space_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of keys (layers, hidden, ...) at the top level")
+    return _Checker(path).space(data)
+
+
+class _Checker:
+    """Reads one file's values; `fail(key, why)` raises a UserError naming file and key."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, why: str):
+        raise UserError(f"{self.path}: {key}: {why}")
+
+    def known(self, data: dict, allowed: tuple[str, ...], where: str = "") -> None:
+        for key in data:
+            if key not in allowed:
+                self.fail(f"{where}{key}", f"unknown key; expected one of {', '.join(allowed)}")
+
+    def number(self, key: str, value: Any, kind: type = float, low: float = 0.0, open_low: bool = True):
+        """A number > low (>= low if not open_low); PyYAML reads 1e-4 as a string, so strings are tried."""
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(key, f"{value!r} is not a number")
+        if kind is int:
+            if value != int(value):
+                self.fail(key, f"{value!r} is not a whole number")
+            value = int(value)
+        if value < low or (open_low and value == low):
+            self.fail(key, f"{value!r} must be {'>' if open_low else '>='} {low:g}")
+        return kind(value)
+
+    def choices(self, key: str, value: Any, item) -> tuple:
+        if not isinstance(value, list):
+            self.fail(key, f"expected a list of choices, got {value!r}")
+        if not value:
+            self.fail(key, "empty list of choices")
+        out = tuple(item(f"{key}[{i}]", v) for i, v in enumerate(value))
+        if len(set(out)) != len(out):
+            self.fail(key, f"duplicate choices in {list(out)}")
+        return out
+
+    def range(self, key: str, value: Any, item) -> tuple:
+        if not isinstance(value, dict):
+            self.fail(key, f"expected a range {{min: ..., max: ...}}, got {value!r}")
+        self.known(value, ("min", "max"), f"{key}.")
+        for end in ("min", "max"):
+            if end not in value:
+                self.fail(f"{key}.{end}", "missing")
+        low, high = item(f"{key}.min", value["min"]), item(f"{key}.max", value["max"])
+        if low > high:
+            self.fail(key, f"min {low:g} is greater than max {high:g}")
+        return low, high
+
+    def space(self, data: dict) -> SearchSpace:
+        self.known(data, REQUIRED_KEYS + OPTIONAL_KEYS)
+        for key in REQUIRED_KEYS:
+            if key not in data:
+                self.fail(key, "missing")
+        pos_int = lambda k, v: self.number(k, v, int)                    # noqa: E731  >= 1
+        pos = lambda k, v: self.number(k, v)                             # noqa: E731  > 0
+        nonneg = lambda k, v: self.number(k, v, low=0.0, open_low=False)  # noqa: E731  >= 0
+
+        def init(k, v):
+            if v not in INITS:
+                self.fail(k, f"{v!r}: choose among {', '.join(INITS)}")
+            return v
+
+        def fraction(k, v):
+            v = nonneg(k, v)
+            if v > 1:
+                self.fail(k, f"{v:g} must be at most 1")
+            return v
+
+        hidden = self.choices("hidden", data["hidden"], pos_int)
+        heads = self.choices("heads", data["heads"], pos_int)
+        for h in hidden:
+            if not any(h % a == 0 for a in heads):
+                self.fail("hidden", f"width {h} is divided by none of the heads choices {list(heads)}")
+        ffn_ratio = self.choices("ffn_ratio", data["ffn_ratio"], pos)
+        for h in hidden:
+            for r in ffn_ratio:
+                if round(r * h) < 1:
+                    self.fail("ffn_ratio", f"ratio {r:g} gives an empty FFN at width {h}")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            self.fail("description", "expected text")
+        return SearchSpace(
+            name=self.path.stem, path=str(self.path),
+            layers=self.range("layers", data["layers"], pos_int),
+            hidden=hidden, heads=heads, ffn_ratio=ffn_ratio,
+            max_hints=pos_int("max_hints", data["max_hints"]),
+            init=self.choices("init", data["init"], init),
+            temperature=self.range("temperature", data["temperature"], pos),
+            kd_alpha=self.range("kd_alpha", data["kd_alpha"], fraction),
+            hint_weight=self.choices("hint_weight", data["hint_weight"], nonneg),
+            lr=self.range("lr", data["lr"], pos),
+            description=description,
+            budget=self.budget(data.get("budget") or {}),
+        )
+
+    def budget(self, section: Any) -> dict[str, dict[str, int]]:
+        """budget: {preset: {hint_steps: ..., ...}}; each preset, merged with config.BUDGETS, must make sense."""
+        if not isinstance(section, dict):
+            self.fail("budget", f"expected a mapping preset -> steps, got {section!r}")
+        out = {}
+        for preset, steps in section.items():
+            key = f"budget.{preset}"
+            if preset not in BUDGETS:
+                self.fail(key, f"unknown budget preset; choose among {', '.join(BUDGETS)}")
+            if not isinstance(steps, dict):
+                self.fail(key, f"expected a mapping of {', '.join(BUDGET_KEYS)}, got {steps!r}")
+            self.known(steps, BUDGET_KEYS, f"{key}.")
+            out[preset] = {k: self.number(f"{key}.{k}", v, int, open_low=k != "hint_steps")
+                           for k, v in steps.items()}  # hint_steps may be 0 (no stage 1)
+            merged = {**BUDGETS[preset], **out[preset]}
+            if merged["eval_every"] > merged["kd_steps"]:
+                self.fail(f"{key}.eval_every", f"{merged['eval_every']} exceeds kd_steps={merged['kd_steps']}: "
+                          "no checkpoint would be evaluated")
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Budgets
+
+def space_budget(space: SearchSpace, preset: str, **overrides) -> DistillConfig:
+    """config.BUDGETS[preset], then the space's budget section for it, then the non-None overrides."""
+    if preset not in BUDGETS:
+        raise UserError(f"--budget {preset!r}: unknown; choose one of {', '.join(BUDGETS)}")
+    known = {f.name for f in fields(DistillConfig)}
+    for key in overrides:
+        if key not in known:
+            raise UserError(f"budget override {key!r}: unknown; expected one of {', '.join(sorted(known))}")
+    cfg = DistillConfig(**{**BUDGETS[preset], **space.budget.get(preset, {}),
+                           **{k: v for k, v in overrides.items() if v is not None}})
+    for key in ("kd_steps", "eval_every", "batch_size", "examples", "eval_examples"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)}: must be at least 1")
+    if cfg.eval_every > cfg.kd_steps:
+        raise UserError(f"--eval-every {cfg.eval_every}: exceeds kd_steps={cfg.kd_steps}, "
+                        "so no checkpoint would be evaluated")
+    return cfg
+
+
+# ---------------------------------------------------------------------------
+# Sampling one trial
+
+def hint_student_layers(layers: int, n: int) -> tuple[int, ...]:
+    """n student layers spread evenly over 1..layers, the last one always included (1 <= n <= layers).
+
+    E.g. (8, 4) -> (2, 4, 6, 8); (6, 4) -> (1, 3, 4, 6); (5, 1) -> (5,).
+    """
+    return tuple(i * layers // n for i in range(1, n + 1))
+
+
+def heads_param(hidden: int) -> str:
+    """The per-width name of the heads parameter, e.g. 256 -> 'heads_h256'."""
+    return f"heads_h{hidden}"
+
+
+def sample(space: SearchSpace, trial, teacher_layers: int) -> tuple[StudentArch, dict]:
+    """One student and its distillation settings from `trial.suggest_*` (any optuna Trial or FixedTrial).
+
+    Returns (arch, overrides): a StudentArch that passes `validate(teacher_layers)`, with a
+    monotone hint mapping, and a dict of DistillConfig fields (init, temperature, kd_alpha,
+    hint_weight, lr) to apply with `dataclasses.replace`.
+    """
+    layers = trial.suggest_int("layers", *space.layers)
+    hidden = trial.suggest_categorical("hidden", list(space.hidden))
+    heads = trial.suggest_categorical(heads_param(hidden), list(space.heads_for(hidden)))
+    ffn = round(trial.suggest_categorical("ffn_ratio", list(space.ffn_ratio)) * hidden)
+    n_hints = min(trial.suggest_int("n_hints", 1, space.max_hints), layers)
+    teacher = sorted(trial.suggest_int(f"hint_t{k}", 1, teacher_layers) for k in range(1, n_hints + 1))
+    hints = tuple(zip(hint_student_layers(layers, n_hints), teacher))
+    arch = StudentArch(layers, hidden, heads, ffn, hints).validate(teacher_layers)
+    overrides = dict(
+        init=trial.suggest_categorical("init", list(space.init)),
+        temperature=trial.suggest_float("temperature", *space.temperature),
+        kd_alpha=trial.suggest_float("kd_alpha", *space.kd_alpha),
+        hint_weight=trial.suggest_categorical("hint_weight", list(space.hint_weight)),
+        lr=trial.suggest_float("lr", *space.lr, log=True),
+    )
+    return arch, overrides
+
+
+def fixed_params(space: SearchSpace, arch: StudentArch, teacher_layers: int, **settings) -> dict:
+    """The params `sample` reads to produce `arch` (and `settings`), for `study.enqueue_trial`.
+
+    settings: any of init, temperature, kd_alpha, hint_weight, lr; those left out are
+    sampled by the study as usual. A student without hints gets the default one (last
+    student layer -> last teacher layer). Numbers outside the space's ranges are kept
+    (Optuna warns); choices the space lacks, or hints not laid out as `sample` lays them
+    (evenly, the last on the last layer), cannot be represented: UserError.
+    """
+    arch = arch.with_default_hints(teacher_layers).validate(teacher_layers)
+    where = f"baseline {arch.name} hints {arch.hints_str} in space {space.name!r}"
+
+    def choice(key: str, value, options) -> Any:
+        if value not in options:
+            raise UserError(f"{where}: {key}={value!r} is not among the space's choices {list(options)}")
+        return value
+
+    ratio = next((r for r in space.ffn_ratio if round(r * arch.hidden) == arch.ffn), None)
+    if ratio is None:
+        raise UserError(f"{where}: ffn={arch.ffn} is no ffn_ratio choice {list(space.ffn_ratio)} "
+                        f"times hidden={arch.hidden}")
+    students = tuple(s for s, _ in arch.hints)
+    if students != hint_student_layers(arch.layers, len(arch.hints)):
+        raise UserError(f"{where}: hints must sit on student layers "
+                        f"{list(hint_student_layers(arch.layers, len(arch.hints)))} (evenly, last on last)")
+    params = {
+        "layers": arch.layers,
+        "hidden": choice("hidden", arch.hidden, space.hidden),
+        heads_param(arch.hidden): choice("heads", arch.heads, space.heads_for(arch.hidden)),
+        "ffn_ratio": ratio,
+        "n_hints": len(arch.hints),
+        **{f"hint_t{k}": t for k, (_, t) in enumerate(arch.hints, start=1)},
+    }
+    for key, value in settings.items():
+        if key not in ("init", "temperature", "kd_alpha", "hint_weight", "lr"):
+            raise UserError(f"{where}: unknown setting {key!r}")
+        if key in ("init", "hint_weight"):
+            choice(key, value, getattr(space, key))
+        params[key] = value
+    return params
+

@@ -1,0 +1,273 @@
+"""Search-space files: loading, checking, sampling, budgets and the baseline round trip (no torch)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from fastbert_nas.config import BUDGETS, StudentArch, UserError
+from fastbert_nas.space import (DEFAULT_SPACE, fixed_params, heads_param, hint_student_layers,
+                                load_space, sample, shipped_spaces, space_budget, spaces_dir)
+
+TEACHER_LAYERS = 6  # the default teacher, MiniLM-L6
+SHIPPED = ("thin-deep", "shallow-wide", "tiny")
+SAMPLED_TRIALS = 200  # per shipped space, with a real TPE study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_every_shipped_space_loads():
+    assert set(SHIPPED) <= set(shipped_spaces())
+    assert DEFAULT_SPACE == "thin-deep"
+    for name in shipped_spaces():
+        space = load_space(name)
+        assert space.name == name and Path(space.path).parent == spaces_dir()
+        for h in space.hidden:
+            assert space.heads_for(h), (name, h)
+
+
+def test_shipped_spaces_match_the_brief():
+    thin, wide, tiny = (load_space(n) for n in SHIPPED)
+    assert thin.layers == (4, 12) and min(thin.hidden) == 128 and max(thin.hidden) == 384
+    assert wide.layers == (1, 4) and min(wide.hidden) == 256 and max(wide.hidden) == 768
+    assert tiny.layers == (1, 2) and max(tiny.hidden) <= 32 and "smoke" in tiny.budget
+
+
+def test_a_path_loads_too(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text((spaces_dir() / "tiny.yaml").read_text())
+    assert load_space(str(path)).name == "mine"
+    assert load_space(path).hidden == load_space("tiny").hidden
+
+
+def test_unknown_name_and_missing_file():
+    with pytest.raises(UserError, match="no such search space.*thin-deep"):
+        load_space("no-such-space")
+    with pytest.raises(UserError, match="file not found"):
+        load_space("nowhere/x.yaml")
+
+
+# ---------------------------------------------------------------------------
+# Broken files: each gives a UserError naming the file and the key
+
+def tiny_data() -> dict:
+    return yaml.safe_load((spaces_dir() / "tiny.yaml").read_text())
+
+
+def edit(data: dict, key: str, value) -> dict:
+    """data with data[a][b] = value for key 'a.b'; value None deletes it."""
+    *parents, last = key.split(".")
+    node = data
+    for p in parents:
+        node = node[p]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+BROKEN = [  # (key to edit, new value (None = delete), key named in the message, words of the message)
+    ("colour", "blue", "colour", "unknown key"),
+    ("layers.step", 2, "layers.step", "unknown key"),
+    ("budget.smoke.kd_stepz", 5, "budget.smoke.kd_stepz", "unknown key"),
+    ("hidden", [], "hidden", "empty"),
+    ("heads", [], "heads", "empty"),
+    ("init", [], "init", "empty"),
+    ("hint_weight", [], "hint_weight", "empty"),
+    ("hidden", [16, 15], "hidden", "width 15 is divided by none"),
+    ("heads", [5, 7], "hidden", "divided by none"),
+    ("layers", {"min": 3, "max": 2}, "layers", "min 3 is greater than max 2"),
+    ("lr", {"min": 1e-2, "max": 1e-4}, "lr", "greater than max"),
+    ("temperature", {"min": 4, "max": 1}, "temperature", "greater than max"),
+    ("layers", {"min": 0, "max": 2}, "layers.min", "must be > 0"),
+    ("hidden", [16, -32], "hidden[1]", "must be > 0"),
+    ("heads", [2, 0], "heads[1]", "must be > 0"),
+    ("ffn_ratio", [0], "ffn_ratio[0]", "must be > 0"),
+    ("max_hints", 0, "max_hints", "must be > 0"),
+    ("lr", {"min": 0, "max": 1e-3}, "lr.min", "must be > 0"),
+    ("hint_weight", [-1.0], "hint_weight[0]", "must be >= 0"),
+    ("kd_alpha", {"min": 0.5, "max": 1.5}, "kd_alpha.max", "at most 1"),
+    ("hidden", [16, 24.5], "hidden[1]", "not a whole number"),
+    ("lr", {"min": "fast", "max": 1e-3}, "lr.min", "not a number"),
+    ("hidden", [16, 16], "hidden", "duplicate"),
+    ("layers", [1, 2], "layers", "expected a range"),
+    ("hidden", 16, "hidden", "expected a list"),
+    ("init", ["teacher", "pretrained"], "init[1]", "choose among"),
+    ("layers.max", None, "layers.max", "missing"),
+    ("lr", None, "lr", "missing"),
+    ("budget.huge", {"kd_steps": 10}, "budget.huge", "unknown budget preset"),
+    ("budget.smoke.kd_steps", 0, "budget.smoke.kd_steps", "must be > 0"),
+    ("budget.smoke.eval_every", 8, "budget.smoke.eval_every", "exceeds kd_steps"),
+]
+
+
+@pytest.mark.parametrize("key, value, named, words", BROKEN, ids=[f"{b[0]}={b[1]}" for b in BROKEN])
+def test_broken_space_names_file_and_key(tmp_path, key, value, named, words):
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(edit(tiny_data(), key, value)))
+    with pytest.raises(UserError) as err:
+        load_space(str(path))
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: {named}: "), msg
+    assert words in msg, msg
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    for text, words in (("layers: [1, 2\n", "not valid YAML"), ("- 1\n- 2\n", "mapping")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(text)
+        with pytest.raises(UserError, match=words) as err:
+            load_space(str(path))
+        assert str(path) in str(err.value)
+
+
+def test_exponents_without_a_dot_are_numbers(tmp_path):
+    """PyYAML reads 1e-4 (no dot) as a string; a space file may still write it."""
+    path = tmp_path / "exp.yaml"
+    path.write_text((spaces_dir() / "tiny.yaml").read_text().replace("1.0e-4", "1e-4"))
+    assert load_space(str(path)).lr == (1e-4, 1e-2)
+
+
+# ---------------------------------------------------------------------------
+# Budgets
+
+def test_budget_layers_config_space_overrides():
+    tiny = load_space("tiny")
+    cfg = space_budget(tiny, "smoke")
+    assert (cfg.hint_steps, cfg.kd_steps, cfg.eval_every) == (2, 4, 2)   # the space's smoke section
+    cfg = space_budget(tiny, "small")                                    # no section: config.BUDGETS
+    assert cfg.kd_steps == BUDGETS["small"]["kd_steps"]
+    cfg = space_budget(tiny, "smoke", kd_steps=6, examples=None)         # None = not given
+    assert (cfg.kd_steps, cfg.examples) == (6, 16)
+    with pytest.raises(UserError, match="--budget 'huge'"):
+        space_budget(tiny, "huge")
+    with pytest.raises(UserError, match="'kd_stepz'"):
+        space_budget(tiny, "smoke", kd_stepz=3)
+    with pytest.raises(UserError, match="--eval-every 9"):
+        space_budget(tiny, "smoke", eval_every=9)
+    with pytest.raises(UserError, match="--kd-steps 0"):
+        space_budget(tiny, "smoke", kd_steps=0)
+
+
+# ---------------------------------------------------------------------------
+# Sampling
+
+def test_hint_student_layers():
+    assert hint_student_layers(8, 4) == (2, 4, 6, 8)
+    assert hint_student_layers(6, 4) == (1, 3, 4, 6)
+    assert hint_student_layers(5, 1) == (5,)
+    assert hint_student_layers(3, 3) == (1, 2, 3)
+    for layers in range(1, 13):
+        for n in range(1, layers + 1):
+            s = hint_student_layers(layers, n)
+            assert len(s) == n and s[-1] == layers and s[0] >= 1
+            assert all(a < b for a, b in zip(s, s[1:]))
+
+
+def fixed(**params) -> dict:
+    base = dict(layers=8, hidden=256, heads_h256=4, ffn_ratio=4.0, n_hints=4,
+                hint_t1=5, hint_t2=1, hint_t3=6, hint_t4=3,
+                init="teacher", temperature=2.0, kd_alpha=0.9, hint_weight=0.1, lr=3e-4)
+    return {**base, **params}
+
+
+def test_sample_with_a_fixed_trial():
+    space = load_space("thin-deep")
+    arch, overrides = sample(space, optuna.trial.FixedTrial(fixed()), TEACHER_LAYERS)
+    # teacher layers are sorted into a monotone mapping; student layers spread evenly
+    assert arch == StudentArch(8, 256, 4, 1024, ((2, 1), (4, 3), (6, 5), (8, 6)))
+    assert overrides == dict(init="teacher", temperature=2.0, kd_alpha=0.9, hint_weight=0.1, lr=3e-4)
+
+
+def test_sample_clips_hints_to_depth():
+    space = load_space("shallow-wide")
+    trial = optuna.trial.FixedTrial(fixed(layers=2, hidden=384, heads_h384=12, ffn_ratio=2.0))
+    arch, _ = sample(space, trial, TEACHER_LAYERS)
+    assert arch.hints == ((1, 1), (2, 5))        # n_hints 4 clipped to 2: hint_t1=5, hint_t2=1 sorted
+    assert set(trial.params) == set(fixed(heads_h384=12)) - {"heads_h256", "hint_t3", "hint_t4"}
+
+
+def check_arch(arch: StudentArch, space, teacher_layers: int) -> None:
+    arch.validate(teacher_layers)
+    assert space.layers[0] <= arch.layers <= space.layers[1]
+    assert arch.hidden in space.hidden and arch.hidden % arch.heads == 0 and arch.heads in space.heads
+    assert arch.ffn in {round(r * arch.hidden) for r in space.ffn_ratio}
+    assert 1 <= len(arch.hints) <= min(arch.layers, space.max_hints)
+    s, t = zip(*arch.hints)
+    assert list(s) == sorted(set(s)) and s[-1] == arch.layers    # student layers increasing
+    assert list(t) == sorted(t) and 1 <= t[0] and t[-1] <= teacher_layers  # teacher non-decreasing
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_sample_with_a_real_study(name):
+    """TPE (Optuna 5's multi-objective default) always gets valid students and stable names."""
+    space = load_space(name)
+    teacher_layers = 3 if name == "tiny" else TEACHER_LAYERS
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=20))
+    names = {"layers", "hidden", "ffn_ratio", "n_hints", "init", "temperature", "kd_alpha", "hint_weight",
+             "lr"}
+    names |= {heads_param(h) for h in space.hidden} | {f"hint_t{k}" for k in range(1, space.max_hints + 1)}
+    seen = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any out-of-range or incompatible-distribution warning fails
+        for _ in range(SAMPLED_TRIALS):
+            trial = study.ask()
+            arch, overrides = sample(space, trial, teacher_layers)
+            check_arch(arch, space, teacher_layers)
+            assert overrides["init"] in space.init and overrides["hint_weight"] in space.hint_weight
+            assert space.lr[0] <= overrides["lr"] <= space.lr[1]
+            assert set(trial.params) <= names
+            assert trial.params["hint_t1"] >= 1 and f"heads_h{arch.hidden}" in trial.params
+            seen |= set(trial.params)
+            # made-up objectives so TPE leaves its random start-up and models the space
+            study.tell(trial, [arch.layers * 0.01 + overrides["kd_alpha"], arch.hidden * arch.layers])
+    assert seen == names  # every conditional part was visited
+
+
+# ---------------------------------------------------------------------------
+# Baselines: hand-designed students back to params
+
+SETTINGS = dict(init="random", temperature=4.0, kd_alpha=0.7, hint_weight=0.0, lr=1e-4)
+
+
+@pytest.mark.parametrize("arch", [
+    StudentArch(4, 256, 4, 1024, ((1, 2), (2, 3), (3, 4), (4, 6))),
+    StudentArch(12, 384, 12, 768, ((6, 3), (12, 6))),
+    StudentArch(6, 128, 2, 384),                           # no hints: the default last -> last
+    StudentArch(5, 192, 6, 768, ((5, 6),)),
+])
+def test_baseline_round_trip(arch):
+    space = load_space("thin-deep")
+    params = fixed_params(space, arch, TEACHER_LAYERS, **SETTINGS)
+    got, overrides = sample(space, optuna.trial.FixedTrial(params), TEACHER_LAYERS)
+    assert got == arch.with_default_hints(TEACHER_LAYERS)
+    assert overrides == SETTINGS
+
+
+def test_baseline_enqueued_in_a_study():
+    """Settings left out are sampled; the student is exactly the baseline."""
+    space = load_space("thin-deep")
+    arch = StudentArch(8, 256, 4, 1024, ((2, 1), (4, 2), (6, 4), (8, 6)))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial(fixed_params(space, arch, TEACHER_LAYERS, init="teacher"))
+    got, overrides = sample(space, study.ask(), TEACHER_LAYERS)
+    assert got == arch and overrides["init"] == "teacher"
+
+
+@pytest.mark.parametrize("arch, words", [
+    (StudentArch(8, 200, 4, 800), "hidden=200"),                       # not a width choice
+    (StudentArch(8, 256, 16, 1024), "heads=16"),                       # not a heads choice
+    (StudentArch(8, 256, 4, 1000), "ffn=1000"),                        # no ffn_ratio gives it
+    (StudentArch(8, 256, 4, 1024, ((3, 2), (8, 6))), "student layers [4, 8]"),  # uneven hints
+])
+def test_baseline_outside_the_space(arch, words):
+    with pytest.raises(UserError, match=words.replace("[", r"\[")):
+        fixed_params(load_space("thin-deep"), arch, TEACHER_LAYERS)
+    with pytest.raises(UserError, match="init='pretrained'"):
+        fixed_params(load_space("thin-deep"), StudentArch(8, 256, 4, 1024), TEACHER_LAYERS, init="pretrained")
