@@ -66,14 +66,14 @@ def distill_markdown(r: dict) -> str:
              f"Measured {r['time']} on {r['machine']['cpu']}, {r['machine']['threads']} threads, "
              f"torch {r['machine']['torch']}. FLOPs count 2 per multiply-add, batch 1, 128 tokens; "
              "latency is the median of torch.utils.benchmark at 128 tokens.", "",
-             "| init | dev | retention | val | FLOPs (G) | FLOPs share | params | speed-up b1 | speed-up b32 "
+             "| model | dev | retention | val | FLOPs (G) | FLOPs share | params | speed-up b1 | speed-up b32 "
              "| distill min |", "|---|---|---|---|---|---|---|---|---|---|"]
     t = r["teacher_costs"]
-    lines.append(f"| teacher | {r['teacher_dev'][metric]:.4f} | 100% | | {t['flops'] / 1e9:.3f} | 100% | "
+    lines.append(f"| teacher (fine-tuned) | {r['teacher_dev'][metric]:.4f} | 100% | | {t['flops'] / 1e9:.3f} | 100% | "
                  f"{t['params']['total']:,} | 1.00x | 1.00x | |")
     for init, run in r["runs"].items():
         vs = run["vs_teacher"]
-        lines.append(f"| {init} | {run['dev'][metric]:.4f} | {run['retention']:.1%} | {run['val'][metric]:.4f} | "
+        lines.append(f"| student, {init} init | {run['dev'][metric]:.4f} | {run['retention']:.1%} | {run['val'][metric]:.4f} | "
                      f"{run['costs']['flops'] / 1e9:.3f} | {vs['flops_share']:.1%} | "
                      f"{run['costs']['params']['total']:,} | {vs['speedup_b1']:.2f}x | {vs['speedup_b32']:.2f}x | "
                      f"{run['distill_minutes']:.1f} |")

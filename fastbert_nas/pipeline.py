@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import StudentArch, budget_config
+from .config import DistillConfig, StudentArch, TaskSpec, budget_config
 from .cost import cost_summary, model_costs
 from .distill import CachedTeacher, LiveTeacher, distill
 from .student import build_student
 from .tasks import SPLIT_SEED, Encoded, TaskData, collate, encode, load_task, resolve_task
-from .teacher import DEFAULT_BASE, DEFAULT_RECIPE, RECIPES, Teacher, get_teacher, teacher_outputs
+from .teacher import DEFAULT_BASE, DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutputs, get_teacher, teacher_outputs
 from .training import evaluate, resolve_device, set_threads, to_device
 
 
@@ -55,56 +55,90 @@ def teacher_dev_metrics(t: Teacher, data: TaskData, device) -> dict:
     return t.manifest["dev"]
 
 
+@dataclass
+class Context:
+    """What every student of one task shares: data, teacher, encoded examples, the teacher cache.
+
+    Built once per process (a `distill` run, or a search worker) by `prepare`.
+    """
+
+    spec: TaskSpec
+    data: TaskData
+    device: torch.device
+    threads: int
+    teacher: Teacher
+    teacher_id: str
+    train: Encoded                    # the distillation examples
+    val: Encoded                      # validation split carved from train (trials are scored here)
+    outputs: TeacherOutputs | None    # cached teacher outputs for `train`; None = run the teacher live
+    cache_seconds: float              # time spent building (or opening) the cache
+    results: Path
+
+
+def prepare(task: str, examples: int, data_dir: str | None = None, text_column: str | None = None,
+            label_column: str | None = None, max_len: int | None = None, teacher: str | None = None,
+            base: str = DEFAULT_BASE, device: str = "auto", threads: int | None = None,
+            results: Path = Path("results"), use_cache: bool = True) -> Context:
+    """Load the task, get (or fine-tune) the teacher, encode the examples, open the teacher cache."""
+    spec = resolve_task(task, text_column, label_column, max_len)
+    data = load_task(spec, data_dir)
+    dev = resolve_device(device)
+    threads = set_threads(threads)
+    t = get_teacher(data, Path(results), dev, teacher=teacher, base=base)
+    train = distill_examples(data, t.tokenizer, examples)
+    start = time.perf_counter()
+    outputs = teacher_outputs(t, train, spec.name, "distill", spec.max_len, Path(results), dev) if use_cache else None
+    return Context(spec, data, dev, threads, t, teacher or f"results/teachers/{spec.name}", train,
+                   encode(data.val, t.tokenizer, spec.max_len), outputs, time.perf_counter() - start, Path(results))
+
+
+def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=None, latency: bool = True,
+                show_progress: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Build, distill and cost one (validated) student; returns the model and a plain report."""
+    layers = [tl for _, tl in arch.hints]
+    source = CachedTeacher(ctx.outputs, layers) if ctx.outputs is not None else LiveTeacher(ctx.teacher.model, layers)
+    calibration = to_device(collate(ctx.train, np.arange(min(CALIBRATION_EXAMPLES, len(ctx.train)))), ctx.device)
+    student = build_student(arch, ctx.teacher.model, cfg.init, calibration, cfg.seed)
+    start = time.perf_counter()
+    result = distill(student, arch, source, ctx.teacher.model.config.hidden_size, ctx.train, ctx.val, ctx.spec,
+                     cfg, ctx.device, on_eval=on_eval, show_progress=show_progress)
+    distill_seconds = time.perf_counter() - start
+    s_cost = model_costs(student, threads=ctx.threads, latency=latency)
+    t_cost = model_costs(ctx.teacher.model, threads=ctx.threads, latency=latency)
+    report = {
+        "task": ctx.spec.name, "arch": arch.to_dict(), "name": arch.name, "hints": arch.hints_str,
+        "init": cfg.init, "config": cfg.to_dict(),
+        "teacher": {"id": ctx.teacher_id, "fingerprint": ctx.teacher.fingerprint, "costs": t_cost},
+        "val": result.metrics, "costs": s_cost, "vs_teacher": cost_summary(s_cost, t_cost),
+        "distill": result.to_dict(), "distill_minutes": distill_seconds / 60,
+        "cache_minutes": ctx.cache_seconds / 60, "teacher_cache": ctx.outputs is not None,
+        "device": str(ctx.device), "threads": ctx.threads, "torch": torch.__version__,
+        "data_source": ctx.data.source, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return student, report
+
+
 def distill_one(task: str, arch: str, hints: str | None, init: str, budget: str, data_dir: str | None = None,
                 text_column: str | None = None, label_column: str | None = None, max_len: int | None = None,
                 teacher: str | None = None, base: str = DEFAULT_BASE, device: str = "auto",
                 threads: int | None = None, results: Path = Path("results"), use_cache: bool = True,
                 seed: int = 0, latency: bool = True, overrides: dict | None = None,
                 show_progress: bool = True, tag: str = "") -> dict:
-    """One FitNets distillation of one student; the result is written under results/distill/."""
-    spec = resolve_task(task, text_column, label_column, max_len)
-    data = load_task(spec, data_dir)
-    dev = resolve_device(device)
-    threads = set_threads(threads)
-    t = get_teacher(data, Path(results), dev, teacher=teacher, base=base)
-    student_arch = StudentArch.parse(arch, hints).with_default_hints(t.layers).validate(t.layers)
+    """One FitNets distillation of one student, scored on the official dev set too;
+    the result is written under results/distill/."""
     cfg = budget_config(budget, init=init, seed=seed, **(overrides or {}))
-
-    train = distill_examples(data, t.tokenizer, cfg.examples)
-    val = encode(data.val, t.tokenizer, spec.max_len)
-    layers = [tl for _, tl in student_arch.hints]
-    start = time.perf_counter()
-    if use_cache:
-        outputs = teacher_outputs(t, train, spec.name, "distill", spec.max_len, Path(results), dev)
-        source = CachedTeacher(outputs, layers)
-    else:
-        source = LiveTeacher(t.model, layers)
-    cache_seconds = time.perf_counter() - start
-    calibration = to_device(collate(train, np.arange(min(CALIBRATION_EXAMPLES, len(train)))), dev)
-    student = build_student(student_arch, t.model, cfg.init, calibration, cfg.seed)
-    start = time.perf_counter()
-    result = distill(student, student_arch, source, t.model.config.hidden_size, train, val, spec, cfg, dev,
-                     show_progress=show_progress)
-    distill_seconds = time.perf_counter() - start
-
-    student_dev = evaluate(student, spec, encode(data.dev, t.tokenizer, spec.max_len), dev)
-    teacher_dev = teacher_dev_metrics(t, data, dev)
-    s_cost = model_costs(student, threads=threads, latency=latency)
-    t_cost = model_costs(t.model, threads=threads, latency=latency)
-    report = {
-        "task": spec.name, "arch": student_arch.to_dict(), "name": student_arch.name,
-        "hints": student_arch.hints_str, "init": cfg.init, "budget": budget, "config": cfg.to_dict(),
-        "teacher": {"id": teacher or f"results/teachers/{spec.name}", "fingerprint": t.fingerprint,
-                    "dev": teacher_dev, "costs": t_cost},
-        "val": result.metrics, "dev": student_dev,
-        "retention": student_dev["metric"] / teacher_dev["metric"] if teacher_dev["metric"] else None,
-        "costs": s_cost, "vs_teacher": cost_summary(s_cost, t_cost),
-        "distill": result.to_dict(), "distill_minutes": distill_seconds / 60,
-        "cache_minutes": cache_seconds / 60, "teacher_cache": use_cache, "device": str(dev), "threads": threads,
-        "torch": torch.__version__, "data_source": data.source,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    out = Path(results) / "distill" / f"{spec.name}-{student_arch.name}-{cfg.init}-{budget}{tag}.json"
+    ctx = prepare(task, cfg.examples, data_dir=data_dir, text_column=text_column, label_column=label_column,
+                  max_len=max_len, teacher=teacher, base=base, device=device, threads=threads, results=results,
+                  use_cache=use_cache)
+    layers = ctx.teacher.layers
+    student_arch = StudentArch.parse(arch, hints).with_default_hints(layers).validate(layers)
+    student, report = run_student(ctx, student_arch, cfg, latency=latency, show_progress=show_progress)
+    dev_set = encode(ctx.data.dev, ctx.teacher.tokenizer, ctx.spec.max_len)
+    report["dev"] = evaluate(student, ctx.spec, dev_set, ctx.device)
+    report["teacher"]["dev"] = teacher_dev = teacher_dev_metrics(ctx.teacher, ctx.data, ctx.device)
+    report["retention"] = report["dev"]["metric"] / teacher_dev["metric"] if teacher_dev["metric"] else None
+    report["budget"] = budget
+    out = Path(results) / "distill" / f"{ctx.spec.name}-{student_arch.name}-{cfg.init}-{budget}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     report["path"] = str(out)
