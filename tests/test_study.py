@@ -1,0 +1,376 @@
+"""The search (`fastbert-nas search`, fastbert_nas.study): create, resume, refuse, reject, prune, survive a kill.
+
+Tiny random teacher, the `tiny` space, the `smoke` budget, SQLite in tmp_path, one thread.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+from transformers import BertConfig
+from typer.testing import CliRunner
+
+import fastbert_nas.pipeline as pipeline
+import fastbert_nas.study as study_mod
+from fastbert_nas.cli import app
+from fastbert_nas.config import UserError
+from fastbert_nas.pruning import PRUNE_MARGIN
+from fastbert_nas.space import load_space
+
+STUDY = "sst2-tiny"  # the default name: <task>-<space>
+ATTRS = {"arch", "name", "hints", "config", "budget", "seed", "teacher_id", "teacher_fingerprint", "device",
+         "params", "params_parts", "flops", "latency_ms", "latency_device", "latency_threads", "curve",
+         "train_steps", "wall_s", "worker", "val"}
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch, restore_threads):
+    """Short latency timings, one thread."""
+    monkeypatch.setattr(study_mod, "TRIAL_LATENCY_RUN_S", 0.05)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def search_args(data_dir, teacher, results, *extra, **over):
+    opts = {"--task": "sst2", "--space": "tiny", "--budget": "smoke", "--data-dir": data_dir, "--teacher": teacher,
+            "--results": results, "--threads": 1, "--trials": 3, **over}
+    return ["search", *[str(x) for k, v in opts.items() if v is not None for x in (k, v)], *extra]
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, *fragments):
+    """Exit code 2, one 'error:' line (the last), the expected words, no traceback (as in test_cli)."""
+    out = result.output
+    assert result.exit_code == 2, out
+    assert "Traceback" not in out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error:") and sum(ln.startswith("error:") for ln in lines) == 1, out
+    for f in fragments:
+        assert f in lines[-1], lines[-1]
+
+
+def load(results: Path, name: str = STUDY) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{results}/{name}.db")
+
+
+# ---------------------------------------------------------------------------
+# Create, resume, refuse
+
+def test_smoke_study_completes_then_resumes(data_dir, tiny_teacher_dir, tmp_path):
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path))
+    assert r.exit_code == 0, r.output
+    assert f"study {STUDY} (new)" in r.output
+    assert "baseline TinyBERT-4-like skipped: space 'tiny' cannot represent it (4 layers" in r.output
+    assert "ran 3 trials" in r.output and "Front of sst2-tiny" in r.output
+    assert sum(line.startswith("trial ") for line in r.output.splitlines()) == 3
+    first = load(tmp_path).get_trials()
+    assert [t.number for t in first] == [0, 1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in first)
+    for t in first:
+        a = t.user_attrs
+        assert ATTRS <= set(a), ATTRS - set(a)
+        assert a["arch"]["layers"] == t.params["layers"] and isinstance(a["arch"]["hints"], list)
+        assert a["flops"] > 0 and a["params"] > 0 and a["latency_ms"] > 0 and a["latency_device"] == "cpu"
+        assert a["teacher_id"] == str(tiny_teacher_dir) and a["seed"] == 0
+        assert list(a["curve"]) == ["2", "4"] and a["train_steps"] == 2 + 4
+        assert t.values[0] == pytest.approx(a["curve"]["4"]) and t.values[1] == a["flops"]
+    attrs = load(tmp_path).user_attrs
+    assert attrs["space"] == "tiny" and attrs["objectives"] == "metric,flops" and attrs["task"] == "sst2"
+
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 5}))
+    assert r.exit_code == 0, r.output
+    assert f"study {STUDY} (resumed)" in r.output and "ran 2 trials" in r.output
+    assert "baseline" not in r.output  # queued only in a new study
+    after = load(tmp_path).get_trials()
+    assert [t.number for t in after] == [0, 1, 2, 3, 4]
+    for old, new in zip(first, after):
+        assert (new.state, new.params, new.datetime_start, new.datetime_complete) == \
+               (old.state, old.params, old.datetime_start, old.datetime_complete)
+
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 5}))
+    assert r.exit_code == 0 and "ran 0 trials" in r.output
+    assert len(load(tmp_path).get_trials()) == 5
+
+
+def test_reopening_with_another_space_or_objectives_is_refused(data_dir, tiny_teacher_dir, tmp_path):
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 0}))  # creates, runs nothing
+    assert r.exit_code == 0, r.output
+    assert load(tmp_path).get_trials() == []
+    other_space = search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--study": STUDY, "--space": "shallow-wide"})
+    assert_user_error(invoke(*other_space), "created with --space tiny", "--space shallow-wide", "--study NEW_NAME")
+    other_obj = search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--objectives": "metric,latency"})
+    assert_user_error(invoke(*other_obj), "--objectives metric,flops", "--objectives metric,latency",
+                      "--study NEW_NAME")
+    edited = tmp_path / "tiny.yaml"  # same name, other choices
+    edited.write_text(Path(load_space("tiny").path).read_text().replace("ffn_ratio: [2]", "ffn_ratio: [2, 4]"))
+    assert_user_error(invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--space": edited})),
+                      "a space with other choices", "--study NEW_NAME")
+    assert load(tmp_path).get_trials() == []
+
+
+@pytest.mark.parametrize("over, fragments", [
+    ({"--objectives": "flops,metric"}, ["--objectives 'flops,metric'"]),
+    ({"--objectives": "metric,flops,flops"}, ["--objectives"]),
+    ({"--objectives": "metric"}, ["needs a cost constraint"]),
+    ({"--max-flops": -1}, ["--max-flops -1"]),
+    ({"--pruning": "median"}, ["--pruning 'median'"]),
+    ({"--pruner": "asha"}, ["--pruner 'asha'"]),
+    ({"--workers": 0}, ["--workers 0"]),
+    ({"--space": "nosuchspace"}, ["--space 'nosuchspace'"]),
+    ({"--budget": "huge"}, ["--budget 'huge'"]),
+    ({"--storage": "nosuchdb://x"}, ["--storage nosuchdb://x"]),
+])
+def test_bad_options_are_one_error_line(data_dir, tiny_teacher_dir, tmp_path, over, fragments):
+    assert_user_error(invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **over)), *fragments)
+
+
+def test_parse_objectives_and_limits():
+    assert study_mod.parse_objectives("metric,flops,latency") == ("metric", "flops", "latency")
+    assert study_mod.parse_objectives("metric") == ("metric",)
+    for bad in ("", "metric,", "metric,flops,latency,params", "metric,speed"):
+        with pytest.raises(UserError):
+            study_mod.parse_objectives(bad)
+    limits = study_mod.Limits(flops=100, latency=2.0)
+    costs = {"flops": 150, "params": 10, "latency": 1.0}
+    assert limits.excess(costs) == {"max_flops": pytest.approx(0.5), "max_latency": pytest.approx(-0.5)}
+    assert limits.violated(costs) == "FLOPs 150 > --max-flops 100"
+    assert limits.violated({**costs, "flops": 100}) is None
+
+
+# ---------------------------------------------------------------------------
+# Cost constraints: rejected before any training step
+
+def test_constraint_rejects_before_training(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("a student over the constraint was trained")
+
+    monkeypatch.setattr(pipeline, "distill_student", no_training)
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--max-flops": 1000}))
+    assert r.exit_code == 0, r.output
+    trials = load(tmp_path).get_trials()
+    assert len(trials) == 3 and all(t.state == TrialState.PRUNED for t in trials)  # they count toward --trials
+    for t in trials:
+        a = t.user_attrs
+        assert a["prune_reason"] == "constraint" and "> --max-flops 1000" in a["prune_detail"]
+        assert a["train_steps"] == 0 and a["curve"] == {} and a["flops"] > 1000
+        assert t.constraints["max_flops"] > 0  # TPE is told the region is infeasible
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("trial ")]
+    assert len(lines) == 3 and all(" PRUNED " in ln and "(constraint: FLOPs" in ln for ln in lines), r.output
+
+
+def test_single_objective_with_a_constraint(data_dir, tiny_teacher_dir, tmp_path):
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--objectives": "metric", "--max-params": 1e9,
+                                                                     "--trials": 2}))
+    assert r.exit_code == 0, r.output
+    study = load(tmp_path)
+    assert len(study.directions) == 1 and study.user_attrs["objectives"] == "metric"
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert all(t.intermediate_values == {2: t.user_attrs["curve"]["2"], 4: t.user_attrs["curve"]["4"]}
+               for t in trials)  # reported to Optuna's pruner
+    assert all(t.constraints["max_params"] < 0 for t in trials)
+
+
+# ---------------------------------------------------------------------------
+# Pareto pruning
+
+# (costs, curve) of finished trials: a cheap, good one and a costly, better one
+FINISHED = [({"flops": 10.0, "latency": 5.0, "params": 1.0}, {"100": 0.80, "200": 0.85}),
+            ({"flops": 50.0, "latency": 1.0, "params": 1.0}, {"100": 0.90, "200": 0.92})]
+
+
+def test_pareto_reason_compares_with_cheaper_finished_trials():
+    costs = {"flops": 20.0, "latency": 10.0, "params": 1.0}
+    kw = dict(finished=FINISHED, warmup=1)
+    assert "below 0.8000" in study_mod.pareto_reason(100, 0.70, costs, ("flops",), **kw)
+    assert study_mod.pareto_reason(100, 0.80 - PRUNE_MARGIN / 2, costs, ("flops",), **kw) is None  # within margin
+    assert study_mod.pareto_reason(100, 0.70, {**costs, "flops": 5.0}, ("flops",), **kw) is None  # nothing cheaper
+    assert study_mod.pareto_reason(100, 0.70, costs, ("flops",), finished=FINISHED, warmup=3) is None  # warm-up
+    # three objectives: the cheaper-FLOPs trial is costlier in latency here, so it is no bar
+    assert study_mod.pareto_reason(100, 0.70, {**costs, "latency": 2.0}, ("flops", "latency"), **kw) is None
+    assert study_mod.pareto_reason(100, 0.70, costs, ("flops", "latency"), **kw) is not None
+    # latency as the cost: the costly-FLOPs trial is the fastest, and sets the bar
+    assert "below 0.9000" in study_mod.pareto_reason(100, 0.85, costs, ("latency",), **kw)
+
+
+class FakeTrial:
+    def __init__(self):
+        self.user_attrs = {}
+
+    def set_user_attr(self, key, value):
+        self.user_attrs[key] = value
+
+
+def test_checkpoints_record_the_curve_and_stop_a_hopeless_trial():
+    trial = FakeTrial()
+    check = study_mod.Checkpoints(trial, "pareto", {"flops": 20.0, "latency": 1.0, "params": 1.0}, ("flops",),
+                                  warmup=1, finished=lambda: FINISHED)
+    assert check(100, {"metric": 0.79}) is False and check.reason is None
+    assert trial.user_attrs["curve"] == {"100": 0.79}
+    assert check(200, {"metric": 0.70}) is True and "pruned at step 200" in check.reason
+    assert trial.user_attrs["curve"] == {"100": 0.79, "200": 0.70}
+    off = study_mod.Checkpoints(FakeTrial(), "none", {"flops": 20.0}, ("flops",), 0, lambda: FINISHED)
+    assert off(100, {"metric": 0.0}) is False
+
+
+def test_pareto_pruning_prunes_a_trial_in_a_study(data_dir, tiny_teacher_dir, tmp_path):
+    """A finished trial of lowest cost with a perfect curve: a new trial falls short at its first checkpoint."""
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 0, "--pruning-warmup": 1})
+    assert invoke(*args).exit_code == 0
+    study = load(tmp_path)
+    study.add_trial(create_trial(state=TrialState.COMPLETE, values=[1.0, 1.0],
+                                 user_attrs={"flops": 1, "params": 1, "latency_ms": 1e-3, "curve": {"2": 1.0, "4": 1.0},
+                                             "name": "perfect"}))
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 2, "--pruning-warmup": 1})
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    t = load(tmp_path).get_trials()[1]
+    assert t.state == TrialState.PRUNED, r.output
+    a = t.user_attrs
+    assert a["prune_reason"] == "pareto" and "pruned at step 2" in a["prune_detail"]
+    assert list(a["curve"]) == ["2"] and a["kd_steps"] == 2  # stopped at the first checkpoint
+    assert "(pareto: pruned at step 2" in r.output
+
+
+# ---------------------------------------------------------------------------
+# Baselines
+
+def test_baselines_for_the_default_teacher():
+    """MiniLM-L6-H384 (12 heads, FFN 1536) in the shipped spaces; what a space cannot hold is a note."""
+    teacher = BertConfig(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536)
+    queued, notes = study_mod.baseline_params(load_space("thin-deep"), teacher)
+    assert notes == ["baseline DistilBERT-like skipped: space 'thin-deep' cannot represent it "
+                     "(3 layers, the space allows 4-12)"]
+    assert {name: (arch.name, arch.hints_str) for name, arch, _ in queued} == {
+        "TinyBERT-4-like": ("L4-H320-A8-I1280", "1:2,2:3,3:5,4:6"),       # 312 -> 320 wide; 8 heads divide it
+        "MobileBERT-like": ("L12-H128-A4-I512", "3:2,6:3,9:5,12:6"),
+        "teacher-depth-half-width": ("L6-H192-A12-I768", "1:1,3:3,4:4,6:6")}
+    assert all(p["init"] == "teacher" for _, _, p in queued)
+
+    queued, notes = study_mod.baseline_params(load_space("shallow-wide"), teacher)
+    assert {name: arch.name for name, arch, _ in queued} == {"DistilBERT-like": "L3-H384-A12-I1536",
+                                                             "TinyBERT-4-like": "L4-H256-A8-I1024"}
+    assert [n.split(" skipped")[0] for n in notes] == ["baseline MobileBERT-like", "baseline teacher-depth-half-width"]
+
+
+def test_baselines_run_first_in_a_new_study(data_dir, tiny_teacher_dir, tmp_path):
+    space = tmp_path / "small3.yaml"  # holds two of the four baselines of the L3-H48 tiny teacher
+    space.write_text(Path(load_space("tiny").path).read_text()
+                     .replace("layers: {min: 1, max: 2}", "layers: {min: 1, max: 3}")
+                     .replace("hidden: [16, 24, 32]", "hidden: [24, 48]"))
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--space": space, "--trials": 2}))
+    assert r.exit_code == 0, r.output
+    assert "baseline DistilBERT-like: L1-H48-A4-I96 hints 1:3 queued" in r.output
+    assert "baseline teacher-depth-half-width: L3-H24-A4-I48 hints 1:1,3:3 queued" in r.output
+    assert "baseline TinyBERT-4-like skipped" in r.output and "baseline MobileBERT-like skipped" in r.output
+    trials = load(tmp_path, "sst2-small3").get_trials()
+    assert [(t.user_attrs["baseline"], t.user_attrs["name"], t.state) for t in trials] == [
+        ("DistilBERT-like", "L1-H48-A4-I96", TrialState.COMPLETE),
+        ("teacher-depth-half-width", "L3-H24-A4-I48", TrialState.COMPLETE)]
+
+
+# ---------------------------------------------------------------------------
+# Trial budget: a retried FAIL counts once
+
+def test_trials_used_counts_a_retried_failure_once():
+    def trial(number, state, **system_attrs):
+        t = create_trial(state=state, values=[0.5, 1.0] if state == TrialState.COMPLETE else None,
+                         system_attrs=system_attrs)
+        t.number = number
+        return t
+
+    trials = [trial(0, TrialState.COMPLETE), trial(1, TrialState.FAIL), trial(2, TrialState.PRUNED),
+              trial(3, TrialState.WAITING, failed_trial=1, retry_history=[1]), trial(4, TrialState.FAIL)]
+    assert study_mod.trials_used(trials) == 4 - 1  # 0, 2 and 4; 1 counts through its retry, 3, once it runs
+    trials[3].state = TrialState.COMPLETE
+    assert study_mod.trials_used(trials) == 4
+
+
+# ---------------------------------------------------------------------------
+# Crash safety and workers (subprocesses: slower)
+
+def running_mid_distillation(db: Path) -> int | None:
+    """The number of a RUNNING trial past its first checkpoint, read-only (opening the file through optuna
+    while the search creates its tables would race with it)."""
+    if not db.exists():
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            row = con.execute("SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                              "WHERE t.state = 'RUNNING' AND a.key = 'curve' AND a.value_json != '{}'").fetchone()
+    except sqlite3.Error:  # tables not there yet, or locked
+        return None
+    return row[0] if row else None
+
+
+def cli_command(args):
+    return [sys.executable, "-c", "from fastbert_nas.cli import main; main()", *args]
+
+
+@pytest.mark.slow
+def test_a_killed_trial_is_failed_and_retried_once(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    env = {**os.environ, study_mod.HEARTBEAT_ENV: "1,2", "OMP_NUM_THREADS": "1"}
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--kd-steps": 60})
+    proc = subprocess.Popen(cli_command(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    db = tmp_path / f"{STUDY}.db"
+    number = None
+    deadline = time.monotonic() + 120
+    while number is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        number = running_mid_distillation(db)
+    if number is None:
+        proc.kill()
+        pytest.fail(f"no trial caught running:\n{proc.communicate()[0]}")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    victim = load(tmp_path).get_trials()[number]
+    assert victim.state == TrialState.RUNNING  # dead, but not yet known to be
+    time.sleep(2 + 1.5)  # past the grace period
+
+    monkeypatch.setenv(study_mod.HEARTBEAT_ENV, "1,2")
+    r = invoke(*args)  # the same command again, in this process
+    assert r.exit_code == 0, r.output
+    assert f"trial {victim.number} FAIL: its worker sent no heartbeat" in r.output
+    trials = load(tmp_path).get_trials()
+    assert trials[victim.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE and retries[0].params == victim.params
+    assert f"[retry of trial {victim.number}]" in r.output
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 3 and study_mod.trials_used(trials) == 3
+    assert len({tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE}) == 3
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_study(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    """--workers 2: this process and a spawned one. This one's first trial waits for the other's first."""
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    distill_student = pipeline.distill_student
+
+    def once_the_other_worker_runs(*args, **kwargs):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and all(t.user_attrs.get("worker", me) == me
+                                                  for t in load(tmp_path).get_trials()):
+            time.sleep(0.2)
+        return distill_student(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "distill_student", once_the_other_worker_runs)  # here only, not in the spawned one
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines",
+                            **{"--trials": 4, "--workers": 2}))
+    assert r.exit_code == 0, r.output
+    assert "running 4 more on 2 workers" in r.output
+    trials = load(tmp_path).get_trials()
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials), r.output  # no extra trial
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
