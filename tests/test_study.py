@@ -317,7 +317,7 @@ def running_mid_distillation(db: Path) -> int | None:
 
 
 def cli_command(args):
-    return [sys.executable, "-c", "from fastbert_nas.cli import main; main()", *args]
+    return [sys.executable, "-c", "from fastbert_nas.cli import app; app()", *args]
 
 
 @pytest.mark.slow
