@@ -24,14 +24,18 @@ from .teacher import DEFAULT_BASE, DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutp
 from .training import evaluate, resolve_device, set_threads, to_device
 
 
+def load_for(task: str, data_dir: str | None, text_column: str | None, label_column: str | None,
+             max_len: int | None, device: str, threads: int | None):
+    """What every job starts with: (task spec, its data, the torch device, the thread count)."""
+    spec = resolve_task(task, text_column, label_column, max_len)
+    return spec, load_task(spec, data_dir), resolve_device(device), set_threads(threads)
+
+
 def fine_tune_teacher(task: str, data_dir: str | None, text_column: str | None, label_column: str | None,
                       max_len: int | None, base: str, device: str, threads: int | None, results: Path,
                       refit: bool, max_minutes: float | None = None, epochs: float | None = None,
                       lr: float | None = None) -> dict:
-    spec = resolve_task(task, text_column, label_column, max_len)
-    data = load_task(spec, data_dir)
-    dev = resolve_device(device)
-    set_threads(threads)
+    spec, data, dev, _ = load_for(task, data_dir, text_column, label_column, max_len, device, threads)
     recipe = RECIPES.get(spec.name, DEFAULT_RECIPE)
     recipe = replace(recipe, **{k: v for k, v in dict(max_minutes=max_minutes, epochs=epochs, lr=lr).items()
                                 if v is not None})
@@ -80,10 +84,7 @@ def prepare(task: str, examples: int, data_dir: str | None = None, text_column: 
             base: str = DEFAULT_BASE, device: str = "auto", threads: int | None = None,
             results: Path = Path("results"), use_cache: bool = True) -> Context:
     """Load the task, get (or fine-tune) the teacher, encode the examples, open the teacher cache."""
-    spec = resolve_task(task, text_column, label_column, max_len)
-    data = load_task(spec, data_dir)
-    dev = resolve_device(device)
-    threads = set_threads(threads)
+    spec, data, dev, threads = load_for(task, data_dir, text_column, label_column, max_len, device, threads)
     t = get_teacher(data, Path(results), dev, teacher=teacher, base=base)
     train = distill_examples(data, t.tokenizer, examples)
     start = time.perf_counter()
