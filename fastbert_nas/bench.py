@@ -2,6 +2,8 @@
 
 `distill`: one student distilled with teacher init and with random init on the same
 budget, and distillation throughput with and without the teacher-output cache.
+`pruning`: the same study run with Pareto pruning and without; training steps saved
+and the hypervolume each front keeps.
 """
 
 from __future__ import annotations
@@ -11,9 +13,20 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+import statistics
+from dataclasses import replace
+
+import optuna
 import torch
+from optuna.trial import TrialState
 
 from .pipeline import distill_one
+from .pruning import hypervolume_2d
+from .study import SearchOptions, front_rows, make_storage, run_search, trial_metric
+
+# Hypervolume reference point (metric, FLOPs): the metric of a coin flip on a balanced binary task, and
+# the teacher's FLOPs (a student costlier than the teacher adds nothing). Fixed, so fronts compare.
+HV_REF_METRIC = 0.5
 
 THROUGHPUT_STEPS = dict(hint_steps=30, kd_steps=150, eval_every=150, eval_examples=200)  # short timed runs
 
@@ -81,4 +94,99 @@ def distill_markdown(r: dict) -> str:
     lines += ["", f"Distillation throughput ({r['throughput_run']['hint_steps']} hint + "
               f"{r['throughput_run']['kd_steps']} KD steps, teacher init): {s['cache']:.0f} examples/s with "
               f"the teacher cache, {s['no_cache']:.0f} without ({s['cache_speedup']:.2f}x).", ""]
+    return "\n".join(lines)
+
+
+def spread(values: list[float]) -> dict | None:
+    """min, median, max (and the count) of a list of figures."""
+    if not values:
+        return None
+    return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
+
+
+def study_figures(study: optuna.Study) -> dict:
+    """What a finished study cost and found: states, training steps, wall time per trial, its front."""
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state.is_finished()]
+    teacher_flops = study.user_attrs["teacher_flops"]
+    points = [(t.values[0], t.user_attrs["flops"]) for t in finished if t.state == TrialState.COMPLETE]
+    states: dict[str, int] = {}
+    for t in finished:
+        key = t.state.name if t.user_attrs.get("prune_reason") != "constraint" else "REJECTED"
+        states[key] = states.get(key, 0) + 1
+    return {
+        "study": study.study_name, "trials": len(finished), "states": states,
+        "train_steps": sum(t.user_attrs.get("train_steps", 0) for t in finished),
+        "wall_s_per_trial": spread([t.user_attrs["wall_s"] for t in finished if "wall_s" in t.user_attrs]),
+        "wall_minutes": sum(t.user_attrs.get("wall_s", 0.0) for t in finished) / 60,
+        "hypervolume": hypervolume_2d(points, (HV_REF_METRIC, teacher_flops)),
+        "hv_ref": [HV_REF_METRIC, teacher_flops], "teacher_flops": teacher_flops,
+        "front": front_rows(study, ("metric", "flops")),
+        "pruned_at": spread([max(map(int, t.user_attrs.get("curve") or {0: 0})) for t in finished
+                             if t.state == TrialState.PRUNED and t.user_attrs.get("prune_reason") == "pareto"]),
+        "trial_rows": [{"trial": t.number, "state": t.state.name, "name": t.user_attrs.get("name"),
+                        "metric": trial_metric(t), "flops": t.user_attrs.get("flops"),
+                        "train_steps": t.user_attrs.get("train_steps", 0), "wall_s": t.user_attrs.get("wall_s")}
+                       for t in finished],
+    }
+
+
+def bench_pruning(opts: SearchOptions, log=print) -> dict:
+    """Run (or resume) the study `opts` describes twice, with Pareto pruning and with none; compare.
+
+    Study names: <task>-<space>-pareto and <task>-<space>-none unless opts.study is set (then
+    <study>-pareto and <study>-none). Both use the same seed, budget and trial count.
+    """
+    runs = {}
+    for mode in ("pareto", "none"):
+        o = replace(opts, pruning=mode, study=f"{opts.study or f'{_task_name(opts.task)}-{Path(opts.space).stem}'}-{mode}")
+        summary = run_search(o, log)
+        study = optuna.load_study(study_name=summary["study"], storage=make_storage(summary["storage"]))
+        runs[mode] = study_figures(study) | {"storage": summary["storage"]}
+    pruned, full = runs["pareto"], runs["none"]
+    report = {
+        "task": opts.task, "space": opts.space, "budget": opts.budget, "trials": opts.trials, "seed": opts.seed,
+        "runs": runs,
+        "steps_saved": 1 - pruned["train_steps"] / full["train_steps"] if full["train_steps"] else None,
+        "hypervolume_kept": pruned["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None,
+        "machine": machine(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out = Path(opts.results) / "benchmarks" / f"pruning-{_task_name(opts.task)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(pruning_markdown(report))
+    report["path"] = str(out)
+    return report
+
+
+def _task_name(task: str) -> str:
+    return Path(task).name or task
+
+
+def pruning_markdown(r: dict) -> str:
+    """The pruning benchmark as Markdown: a summary table, then each front."""
+    lines = [f"# Pareto pruning against none: {r['task']}, space {r['space']}, budget {r['budget']}, "
+             f"{r['trials']} trials, seed {r['seed']}", "",
+             f"Measured {r['time']} on {r['machine']['cpu']}, {r['machine']['threads']} threads, "
+             f"torch {r['machine']['torch']}. Hypervolume of (validation metric, FLOPs) against the reference "
+             f"point (metric {HV_REF_METRIC}, the teacher's FLOPs), in metric x GFLOPs.", "",
+             "| pruning | trials | states | training steps | wall min | per trial s (min / median / max) "
+             "| hypervolume |", "|---|---|---|---|---|---|---|"]
+    for mode, f in r["runs"].items():
+        w = f["wall_s_per_trial"] or {"min": 0, "median": 0, "max": 0}
+        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(f["states"].items()))
+        lines.append(f"| {mode} | {f['trials']} | {states} | {f['train_steps']:,} | {f['wall_minutes']:.1f} | "
+                     f"{w['min']:.0f} / {w['median']:.0f} / {w['max']:.0f} | {f['hypervolume'] / 1e9:.4f} |")
+    saved, kept = r["steps_saved"], r["hypervolume_kept"]
+    lines += ["", "Training steps saved by pruning: " + (f"**{saved:.1%}**" if saved is not None else "n/a (no steps)")
+              + " (goal >= 40%). Hypervolume kept: " + (f"**{kept:.1%}**" if kept is not None else
+                                                          "n/a (the unpruned front is empty)") + " (goal >= 98%).", ""]
+    for mode, f in r["runs"].items():
+        lines += [f"## Front, pruning {mode}", "", "| trial | student | hints | val metric | GFLOPs | FLOPs share "
+                  "| params | latency ms | baseline |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in f["front"]:
+            lines.append(f"| {row['trial']} | {row['name']} | {row['hints']} | {row['metric']:.4f} | "
+                         f"{row['flops'] / 1e9:.3f} | {row['flops'] / f['teacher_flops']:.1%} | "
+                         f"{row['params']:,} | {row['latency_ms']:.2f} | {row['baseline']} |")
+        lines.append("")
     return "\n".join(lines)

@@ -263,3 +263,29 @@ def bench_distill(task: Task = "sst2",
                             data_dir=data_dir, teacher=teacher, device=device, threads=threads)
     typer.echo(bench.distill_markdown(r))
     typer.echo(f"written to {r['path']}")
+
+
+@bench_app.command("pruning")
+@user_errors
+def bench_pruning(task: Task = "sst2",
+                  trials: Annotated[int, typer.Option("--trials", help="Trials in each of the two studies.")] = 30,
+                  study: Annotated[Optional[str], typer.Option(
+                      "--study", help="Name prefix of the two studies \\[default: <task>-<space>]; they are "
+                      "<prefix>-pareto and <prefix>-none, and are resumed when they exist.")] = None,
+                  space: Annotated[str, typer.Option("--space", help="Search space name or .yaml path.")] = DEFAULT_SPACE,
+                  budget: Annotated[str, typer.Option("--budget", help="Step budget per trial.")] = "small",
+                  seed: Annotated[int, typer.Option("--seed", help="Seed of both studies.")] = 0,
+                  data_dir: DataDir = None, teacher: TeacherOpt = None, device: Device = "auto",
+                  threads: Threads = None, results: Results = Path("results")):
+    """The same study with Pareto pruning and without: training steps saved, hypervolume kept, both fronts.
+
+    Runs (or resumes) two searches, one after the other, then compares them.
+    """
+    from . import bench, study as study_mod
+
+    opts = study_mod.SearchOptions(task=task, trials=trials, study=study, space=space, budget=budget, seed=seed,
+                                   data_dir=data_dir, teacher=teacher, device=device, threads=threads,
+                                   results=results)
+    r = bench.bench_pruning(opts, log=typer.echo)
+    typer.echo(bench.pruning_markdown(r))
+    typer.echo(f"written to {r['path']}")

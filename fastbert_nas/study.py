@@ -260,7 +260,12 @@ def make_storage(url: str) -> RDBStorage:
         try:
             return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
-        except Exception as exc:  # a bad URL, a missing database driver, an unreachable server
+        except ImportError:  # SQLAlchemy imports the URL's database driver when it opens it
+            if url.startswith("postgresql"):
+                raise UserError(f"--storage {url}: the PostgreSQL driver is not installed: "
+                                "pip install 'fastbert-nas[postgres]'") from None
+            raise UserError(f"--storage {url}: cannot open it: its database driver is not installed") from None
+        except Exception as exc:  # a bad URL, an unreachable server
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(f"--storage {url}: cannot open it: {first[:200]}") from None
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -74,3 +80,69 @@ def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------
+# A throwaway PostgreSQL server (Debian's package postgresql; .ci/run installs it)
+
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+
+
+def postgres_bin() -> Path:
+    """The folder with initdb and pg_ctl: Debian's newest /usr/lib/postgresql/<version>/bin, else PATH's."""
+    found = sorted((Path(d) for d in glob.glob(PG_BIN_GLOB) if (Path(d) / "initdb").exists()),
+                   key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0)
+    if found:
+        return found[-1]
+    on_path = shutil.which("initdb")
+    if on_path and shutil.which("pg_ctl"):
+        return Path(on_path).resolve().parent  # a link on PATH: the folder with pg_ctl and createdb too
+    pytest.fail(f"PostgreSQL server binaries not found (no initdb under {PG_BIN_GLOB} or on PATH): install "
+                "the Debian package postgresql (apt-get install -y --no-install-recommends postgresql; "
+                ".ci/run does)", pytrace=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh PostgreSQL server on 127.0.0.1 (a free port, unix sockets in its own folder) with an empty
+    database; yields its SQLAlchemy URL and stops the server at the end. As root, the server runs as the
+    `postgres` user (PostgreSQL refuses root) from a folder under /tmp it owns."""
+    bindir = postgres_bin()
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # Not under pytest's tmp_path: that is private to this user, and the postgres user must reach it.
+    root = Path(tempfile.mkdtemp(prefix="fastbert-nas-postgres-"))
+    user, password, database, port = "fastbert", secrets.token_hex(8), "fastbert_nas", free_port()
+    (root / "pwfile").write_text(password + "\n")
+    if as_postgres:
+        shutil.chown(root, "postgres", "postgres")
+        shutil.chown(root / "pwfile", "postgres", "postgres")
+    data, log = root / "data", root / "server.log"
+
+    def run(*cmd, server=True):
+        proc = subprocess.run([*(as_postgres if server else []), *map(str, cmd)], cwd=root, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "PGPASSWORD": password})
+        if proc.returncode:
+            server_log = log.read_text()[-3000:] if log.exists() else ""
+            pytest.fail(f"{' '.join(map(str, cmd))} exited with {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+                        f"{server_log}", pytrace=False)
+
+    started = False
+    try:
+        run(bindir / "initdb", "-D", data, "-U", user, f"--pwfile={root / 'pwfile'}", "--auth=scram-sha-256",
+            "-E", "UTF8", "--no-sync")
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+        run(bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start")
+        started = True
+        run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", user, database, server=False)
+        yield f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
+    finally:
+        if started:
+            subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                           cwd=root, capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)

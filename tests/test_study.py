@@ -1,6 +1,7 @@
 """The search (`fastbert-nas search`, fastbert_nas.study): create, resume, refuse, reject, prune, survive a kill.
 
-Tiny random teacher, the `tiny` space, the `smoke` budget, SQLite in tmp_path, one thread.
+Tiny random teacher, the `tiny` space, the `smoke` budget, SQLite in tmp_path (or a throwaway PostgreSQL
+server: the postgres_url fixture), one thread.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Callable
 
 import optuna
 import pytest
@@ -353,20 +355,25 @@ def test_a_killed_trial_is_failed_and_retried_once(data_dir, tiny_teacher_dir, t
     assert len({tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE}) == 3
 
 
-@pytest.mark.slow
-def test_two_workers_share_the_study(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
-    """--workers 2: this process and a spawned one. This one's first trial waits for the other's first."""
+def wait_for_another_worker(monkeypatch, trials: Callable[[], list]) -> None:
+    """Make this process's trials wait (up to 120 s) until a trial of another worker is in `trials()`, so
+    that every worker runs some: patched here only, not in the spawned workers."""
     me = f"{socket.gethostname()}:{os.getpid()}"
     distill_student = pipeline.distill_student
 
     def once_the_other_worker_runs(*args, **kwargs):
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and all(t.user_attrs.get("worker", me) == me
-                                                  for t in load(tmp_path).get_trials()):
+        while time.monotonic() < deadline and all(t.user_attrs.get("worker", me) == me for t in trials()):
             time.sleep(0.2)
         return distill_student(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "distill_student", once_the_other_worker_runs)  # here only, not in the spawned one
+    monkeypatch.setattr(pipeline, "distill_student", once_the_other_worker_runs)
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_study(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    """--workers 2: this process and a spawned one. This one's first trial waits for the other's first."""
+    wait_for_another_worker(monkeypatch, lambda: load(tmp_path).get_trials())
     r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines",
                             **{"--trials": 4, "--workers": 2}))
     assert r.exit_code == 0, r.output
@@ -374,3 +381,76 @@ def test_two_workers_share_the_study(data_dir, tiny_teacher_dir, tmp_path, monke
     trials = load(tmp_path).get_trials()
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials), r.output  # no extra trial
     assert len({t.user_attrs["worker"] for t in trials}) == 2
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_postgresql_study(data_dir, tiny_teacher_dir, tmp_path, monkeypatch, postgres_url):
+    """--workers 2 on a real PostgreSQL server: every trial run exactly once, then a rerun has nothing left."""
+    storage = optuna.storages.RDBStorage(postgres_url)
+    wait_for_another_worker(monkeypatch, lambda: optuna.load_study(study_name=STUDY, storage=storage).get_trials())
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines",
+                       **{"--trials": 6, "--workers": 2, "--storage": postgres_url})
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    assert f"study {STUDY} (new) in {postgres_url}" in r.output and "running 6 more on 2 workers" in r.output
+    assert not list(tmp_path.glob("*.db"))  # nothing went to the default SQLite file
+    trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
+    assert len(trials) == 6 and study_mod.trials_used(trials) == 6, r.output
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), r.output  # none RUNNING/WAITING
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    by_params: dict[tuple, list] = {}
+    for t in trials:
+        by_params.setdefault(tuple(sorted(t.params.items())), []).append(t)
+    for same in by_params.values():  # a student run twice only as the recorded retry of a failed run
+        assert all(t.system_attrs.get("failed_trial") in {u.number for u in same} for t in same[1:]), same
+
+    r = invoke(*args)  # the same command again: resumes, nothing left to run
+    assert r.exit_code == 0, r.output
+    assert f"study {STUDY} (resumed)" in r.output and "ran 0 trials" in r.output
+    assert len(optuna.load_study(study_name=STUDY, storage=storage).get_trials()) == 6
+
+
+def test_postgresql_storage_without_its_driver_names_the_extra(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    for driver in ("psycopg", "psycopg2"):  # `import psycopg` fails as if it were not installed
+        monkeypatch.setitem(sys.modules, driver, None)
+    over = {"--storage": "postgresql://user:pass@127.0.0.1:9/db"}
+    assert_user_error(invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **over)),
+                      "--storage postgresql://", "the PostgreSQL driver is not installed",
+                      "pip install 'fastbert-nas[postgres]'")
+
+
+# ---------------------------------------------------------------------------
+# The pruning benchmark (fastbert-nas bench pruning)
+
+def test_bench_pruning_runs_both_studies_and_compares(data_dir, tiny_teacher_dir, tmp_path):
+    import json
+
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path)[1:]
+    r = invoke("bench", "pruning", *args)
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "benchmarks" / "pruning-sst2.json").read_text())
+    runs = report["runs"]
+    assert [runs[m]["study"] for m in ("pareto", "none")] == ["sst2-tiny-pareto", "sst2-tiny-none"]
+    for mode, figures in runs.items():
+        study = load(tmp_path, figures["study"])
+        done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        assert figures["trials"] == 3 and sum(figures["states"].values()) == 3
+        assert figures["train_steps"] == sum(t.user_attrs["train_steps"] for t in study.trials) > 0
+        assert figures["wall_s_per_trial"]["n"] == 3
+        assert {row["trial"] for row in figures["front"]} == {t.number for t in study.best_trials}
+        assert figures["hypervolume"] == pytest.approx(study_mod_hv(done, figures["teacher_flops"]))
+    assert report["steps_saved"] == pytest.approx(1 - runs["pareto"]["train_steps"] / runs["none"]["train_steps"])
+    assert "Training steps saved by pruning" in (tmp_path / "benchmarks" / "pruning-sst2.md").read_text()
+
+
+def study_mod_hv(done, teacher_flops):
+    """The hypervolume of finished trials, by brute force over a grid-free sweep (independent of pruning.py)."""
+    pts = sorted((t.user_attrs["flops"], t.values[0]) for t in done if t.values[0] > 0.5 and t.user_attrs["flops"] < teacher_flops)
+    # area = integral over cost c of (best metric among points with cost <= c) - 0.5
+    area, best = 0.0, 0.5
+    edges = [c for c, _ in pts] + [teacher_flops]
+    for i, (c, m) in enumerate(pts):
+        best = max(best, m)
+        area += (best - 0.5) * (edges[i + 1] - c)
+    return area
