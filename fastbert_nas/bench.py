@@ -22,11 +22,8 @@ from optuna.trial import TrialState
 
 from .pipeline import distill_one
 from .pruning import hypervolume_2d
+from .report import hv_reference
 from .study import SearchOptions, front_rows, make_storage, run_search, trial_metric
-
-# Hypervolume reference point (metric, FLOPs): the metric of a coin flip on a balanced binary task, and
-# the teacher's FLOPs (a student costlier than the teacher adds nothing). Fixed, so fronts compare.
-HV_REF_METRIC = 0.5
 
 THROUGHPUT_STEPS = dict(hint_steps=30, kd_steps=150, eval_every=150, eval_examples=200)  # short timed runs
 
@@ -109,6 +106,7 @@ def study_figures(study: optuna.Study) -> dict:
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished()]
     teacher_flops = study.user_attrs["teacher_flops"]
+    ref = hv_reference(teacher_flops)
     points = [(t.values[0], t.user_attrs["flops"]) for t in finished if t.state == TrialState.COMPLETE]
     states: dict[str, int] = {}
     for t in finished:
@@ -119,8 +117,8 @@ def study_figures(study: optuna.Study) -> dict:
         "train_steps": sum(t.user_attrs.get("train_steps", 0) for t in finished),
         "wall_s_per_trial": spread([t.user_attrs["wall_s"] for t in finished if "wall_s" in t.user_attrs]),
         "wall_minutes": sum(t.user_attrs.get("wall_s", 0.0) for t in finished) / 60,
-        "hypervolume": hypervolume_2d(points, (HV_REF_METRIC, teacher_flops)),
-        "hv_ref": [HV_REF_METRIC, teacher_flops], "teacher_flops": teacher_flops,
+        "hypervolume": hypervolume_2d(points, ref) / ref[1],  # mean best metric over FLOPs budgets up to ref
+        "hv_ref": list(ref), "teacher_flops": teacher_flops,
         "front": front_rows(study, ("metric", "flops")),
         "pruned_at": spread([max(map(int, t.user_attrs.get("curve") or {0: 0})) for t in finished
                              if t.state == TrialState.PRUNED and t.user_attrs.get("prune_reason") == "pareto"]),
@@ -165,18 +163,21 @@ def _task_name(task: str) -> str:
 
 def pruning_markdown(r: dict) -> str:
     """The pruning benchmark as Markdown: a summary table, then each front."""
+    ref = r["runs"]["pareto"]["hv_ref"]
     lines = [f"# Pareto pruning against none: {r['task']}, space {r['space']}, budget {r['budget']}, "
              f"{r['trials']} trials, seed {r['seed']}", "",
              f"Measured {r['time']} on {r['machine']['cpu']}, {r['machine']['threads']} threads, "
-             f"torch {r['machine']['torch']}. Hypervolume of (validation metric, FLOPs) against the reference "
-             f"point (metric {HV_REF_METRIC}, the teacher's FLOPs), in metric x GFLOPs.", "",
+             f"torch {r['machine']['torch']}. Hypervolume of the (validation metric, FLOPs) front against the "
+             f"reference point (metric {ref[0]:g}, {ref[1] / 1e9:.3f} GFLOPs = twice the teacher's), divided by "
+             "the reference FLOPs: the mean, over FLOPs budgets up to the reference, of the best metric the "
+             "front reaches within that budget.", "",
              "| pruning | trials | states | training steps | wall min | per trial s (min / median / max) "
              "| hypervolume |", "|---|---|---|---|---|---|---|"]
     for mode, f in r["runs"].items():
         w = f["wall_s_per_trial"] or {"min": 0, "median": 0, "max": 0}
         states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(f["states"].items()))
         lines.append(f"| {mode} | {f['trials']} | {states} | {f['train_steps']:,} | {f['wall_minutes']:.1f} | "
-                     f"{w['min']:.0f} / {w['median']:.0f} / {w['max']:.0f} | {f['hypervolume'] / 1e9:.4f} |")
+                     f"{w['min']:.0f} / {w['median']:.0f} / {w['max']:.0f} | {f['hypervolume']:.4f} |")
     saved, kept = r["steps_saved"], r["hypervolume_kept"]
     lines += ["", "Training steps saved by pruning: " + (f"**{saved:.1%}**" if saved is not None else "n/a (no steps)")
               + " (goal >= 40%). Hypervolume kept: " + (f"**{kept:.1%}**" if kept is not None else

@@ -242,6 +242,59 @@ def print_front(r: dict) -> None:
     Console(width=max(120, Console().width)).print(table)
 
 
+# Options of plot and show: which study to report on.
+StudyStorage = Annotated[Optional[str], typer.Option(
+    "--storage", help="Optuna storage URL of the study \\[default: sqlite:///RESULTS/<study>.db, or the newest "
+    "RESULTS/*.db].")]
+ReportResults = Annotated[Path, typer.Option(
+    "--results", help="Where the study databases are, and where the figures are written (RESULTS/<study>/).")]
+
+
+@app.command()
+@user_errors
+def plot(study: Annotated[Optional[list[str]], typer.Option(
+             "--study", help="Study to plot \\[default: the newest in the newest RESULTS/*.db]; give it more "
+             "than once to overlay several studies' fronts.")] = None,
+         storage: StudyStorage = None,
+         all_trials: Annotated[bool, typer.Option("--all", help="Also draw pruned trials (at their last "
+                                                  "checkpoint's metric).")] = False,
+         remeasure: Annotated[bool, typer.Option(
+             "--remeasure", help="First re-time the teacher and every student on the fronts side by side in this "
+             "process (random weights: latency does not depend on them), store the figures in the study, and "
+             "plot those.")] = False,
+         no_fasttext: Annotated[bool, typer.Option(
+             "--no-fasttext", help="Leave out the fastText reference (trained once per task split and cached "
+             "under RESULTS/fasttext/).")] = False,
+         data_dir: DataDir = None, results: ReportResults = Path("results")):
+    """Pareto fronts of the metric against FLOPs and latency, the hypervolume history and parameter
+    importances, as HTML and PNG under RESULTS/<study>/, with the teacher, the baselines and fastText."""
+    from . import plots
+
+    written = plots.plot(study, storage, results, show_pruned=all_trials, remeasure_front=remeasure,
+                         data_dir=data_dir, fasttext=not no_fasttext, log=typer.echo)
+    typer.echo(f"written to {written[0].parent}/: {', '.join(p.name for p in written)}")
+
+
+@app.command()
+@user_errors
+def show(study: Annotated[Optional[str], typer.Option(
+             "--study", help="Study to show \\[default: the newest in the newest RESULTS/*.db].")] = None,
+         storage: StudyStorage = None,
+         fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+         results: ReportResults = Path("results")):
+    """The study's Pareto front sorted by FLOPs: metric, retention and speed-up against the teacher,
+    params, FLOPs (2 per multiply-add), batch-1 latency, student and hints."""
+    from . import report
+
+    out = report.show_front(study, storage, results, fmt)
+    if isinstance(out, str):
+        typer.echo(out)
+    else:
+        from rich.console import Console
+
+        Console(width=max(120, Console().width)).print(out)
+
+
 bench_app = typer.Typer(no_args_is_help=True,
                         help="Benchmarks: measured figures written to RESULTS/benchmarks/ (JSON and Markdown).")
 app.add_typer(bench_app, name="bench")

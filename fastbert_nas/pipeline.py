@@ -19,7 +19,7 @@ from .config import DistillConfig, StudentArch, TaskSpec, budget_config
 from .cost import cost_summary, model_costs
 from .distill import CachedTeacher, LiveTeacher, distill
 from .student import build_student
-from .tasks import SPLIT_SEED, Encoded, TaskData, collate, encode, load_task, resolve_task
+from .tasks import SPLIT_SEED, Encoded, Split, TaskData, collate, encode, load_task, resolve_task
 from .teacher import DEFAULT_BASE, DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutputs, get_teacher, teacher_outputs
 from .training import evaluate, resolve_device, set_threads, to_device
 
@@ -46,10 +46,15 @@ def fine_tune_teacher(task: str, data_dir: str | None, text_column: str | None, 
 CALIBRATION_EXAMPLES = 128  # examples scoring heads, neurons and dims for teacher init
 
 
-def distill_examples(data: TaskData, tokenizer, n: int) -> Encoded:
+def distill_rows(data: TaskData, n: int) -> Split:
     """The first `n` examples of a fixed shuffle of the train split (a prefix for any smaller n)."""
     order = np.random.default_rng(SPLIT_SEED).permutation(len(data.train))[:n]
-    return encode(data.train.subset(order), tokenizer, data.spec.max_len)
+    return data.train.subset(order)
+
+
+def distill_examples(data: TaskData, tokenizer, n: int) -> Encoded:
+    """`distill_rows`, encoded: the examples a student is distilled on."""
+    return encode(distill_rows(data, n), tokenizer, data.spec.max_len)
 
 
 def teacher_dev_metrics(t: Teacher, data: TaskData, device) -> dict:

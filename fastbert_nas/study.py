@@ -54,6 +54,7 @@ from .pruning import PRUNE_WARMUP_TRIALS, should_prune
 from .space import DEFAULT_SPACE, SearchSpace, fixed_params, hint_student_layers, load_space, sample, space_budget
 from .tasks import resolve_task
 from .teacher import DEFAULT_BASE
+from .training import evaluate
 
 # Crash safety. A running trial writes a heartbeat every HEARTBEAT_S seconds; one silent for
 # GRACE_S seconds is dead (its process was killed): the next trial start marks it FAIL and
@@ -310,6 +311,14 @@ def check_compatible(search: Search, attrs: dict) -> None:
                             "run with the same settings to resume it, or start another with --study NEW_NAME")
 
 
+def teacher_reference(ctx: pipeline.Context) -> dict:
+    """The teacher's validation metrics and batch-1 latency (timed like a trial's): its point on the plots."""
+    val = ctx.teacher.manifest.get("val") or evaluate(ctx.teacher.model, ctx.spec, ctx.val, ctx.device)
+    latency = measure_latency(ctx.teacher.model, 1, threads=ctx.threads, min_run_time=TRIAL_LATENCY_RUN_S)
+    return {"teacher_val": val, "teacher_latency_ms": latency["median_ms"],
+            "teacher_latency_device": latency["device"], "teacher_latency_threads": latency["threads"]}
+
+
 def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank: int = 0) -> tuple[optuna.Study, bool]:
     """Create the study (with its identifying attrs) or load it; returns (study, created)."""
     n_before = 0
@@ -322,7 +331,8 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
             for key, value in {**search.study_attrs(), "metric": search.metric, "teacher_id": ctx.teacher_id,
                                "teacher_fingerprint": ctx.teacher.fingerprint,
                                "teacher_params": count_params(ctx.teacher.model)["total"],
-                               "teacher_flops": count_flops(ctx.teacher.model), "seq_len": REF_SEQ_LEN,
+                               "teacher_flops": count_flops(ctx.teacher.model), **teacher_reference(ctx),
+                               "seq_len": REF_SEQ_LEN,
                                "flops_unit": "FLOPs, 2 per multiply-add", "seed": search.opts.seed}.items():
                 study.set_user_attr(key, value)
             created = True

@@ -445,12 +445,13 @@ def test_bench_pruning_runs_both_studies_and_compares(data_dir, tiny_teacher_dir
 
 
 def study_mod_hv(done, teacher_flops):
-    """The hypervolume of finished trials, by brute force over a grid-free sweep (independent of pruning.py)."""
-    pts = sorted((t.user_attrs["flops"], t.values[0]) for t in done if t.values[0] > 0.5 and t.user_attrs["flops"] < teacher_flops)
-    # area = integral over cost c of (best metric among points with cost <= c) - 0.5
-    area, best = 0.0, 0.5
-    edges = [c for c, _ in pts] + [teacher_flops]
+    """The normalized hypervolume of finished trials (reference: metric 0, twice the teacher's FLOPs), by a
+    sweep over cost independent of pruning.py: the mean over budgets of the best metric within each."""
+    ref = 2 * teacher_flops
+    pts = sorted((t.user_attrs["flops"], t.values[0]) for t in done if t.values[0] > 0 and t.user_attrs["flops"] < ref)
+    area, best = 0.0, 0.0
+    edges = [c for c, _ in pts] + [ref]
     for i, (c, m) in enumerate(pts):
         best = max(best, m)
-        area += (best - 0.5) * (edges[i + 1] - c)
-    return area
+        area += best * (edges[i + 1] - c)
+    return area / ref

@@ -1,0 +1,87 @@
+"""Re-time the front side by side: the students on it, beside the teacher, in one process.
+
+Each trial timed its student while other work shared the machine, so per-trial latencies are noisy
+(DESIGN.md section 3). Latency does not depend on the weights: every student on the metric-vs-FLOPs
+or metric-vs-latency front (and every completed baseline) is rebuilt from its recorded architecture
+with random weights, the teacher from its config, and each is timed with cost.measure_latency at the
+thread count the trials were timed with. The figures go back into the study, as its user attr
+report.REMEASURED (Optuna 5 refuses to change a finished trial's user attrs), where report.py
+reads them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import torch
+from transformers import AutoConfig, BertForSequenceClassification
+
+from .config import StudentArch, UserError
+from .cost import measure_latency
+from .report import PLOTTED_COSTS, REMEASURED, StudyData, pareto_front
+from .student import student_config
+from .study import COST_ATTRS
+
+
+def teacher_config(study: optuna.Study, results: Path):
+    """The teacher's transformers config: its folder (the cached teacher, or --teacher's), or hub id."""
+    attrs = study.user_attrs
+    task, teacher_id = attrs.get("task", "?"), attrs.get("teacher_id")
+    cached = Path(results) / "teachers" / task if teacher_id == f"results/teachers/{task}" else None
+    candidates = [c for c in (cached, teacher_id) if c]  # search records the cached teacher as results/...
+    for source in candidates:
+        try:
+            return AutoConfig.from_pretrained(str(source))
+        except OSError:
+            continue
+    raise UserError(f"--remeasure: cannot find the teacher of study {study.study_name!r} "
+                    f"(tried {', '.join(map(str, candidates))}): its config gives the students' vocabulary "
+                    "and positions")
+
+
+def to_remeasure(data: StudyData) -> list[dict]:
+    """Rows on either plotted front, and the completed baselines, in trial order."""
+    picked = {r["trial"]: r for cost in PLOTTED_COSTS for r in pareto_front(data.rows, COST_ATTRS[cost])}
+    picked.update({r["trial"]: r for r in data.rows if r["baseline"] and r["state"] == "COMPLETE"})
+    return [picked[n] for n in sorted(picked)]
+
+
+def timing_setup(trials: list) -> tuple[torch.device, int]:
+    """The device and thread count most of the trials were timed with."""
+    devices = Counter(t.user_attrs["latency_device"] for t in trials if "latency_device" in t.user_attrs)
+    threads = Counter(t.user_attrs["latency_threads"] for t in trials if "latency_threads" in t.user_attrs)
+    device = devices.most_common(1)[0][0] if devices else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--remeasure: the trials were timed on {device}; re-measure on a machine with a CUDA GPU")
+    return torch.device(device), threads.most_common(1)[0][0] if threads else torch.get_num_threads()
+
+
+def remeasure(study: optuna.Study, data: StudyData, results: Path, log: Callable[[str], None] = print) -> int:
+    """Time the teacher and the front's students now, one after the other, and keep the figures in the
+    study's user attr report.REMEASURED (replacing an earlier re-measurement). Returns how many students."""
+    rows = to_remeasure(data)
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    device, threads = timing_setup([by_number[r["trial"]] for r in rows])
+    config = teacher_config(study, results)
+    log(f"re-measuring the teacher and {len(rows)} students on {device}, {threads} threads ...")
+
+    def timed(cfg) -> float:
+        model = BertForSequenceClassification(cfg).to(device)
+        return measure_latency(model, 1, threads=threads)["median_ms"]
+
+    teacher_ms = timed(config)
+    log(f"teacher: {teacher_ms:.2f} ms (was {data.teacher['latency_ms_trial'] or float('nan'):.2f})")
+    trials = {}
+    for r in rows:
+        a = by_number[r["trial"]].user_attrs["arch"]
+        arch = StudentArch(a["layers"], a["hidden"], a["heads"], a["ffn"], tuple(map(tuple, a["hints"])))
+        trials[str(r["trial"])] = ms = timed(student_config(arch, config))
+        log(f"trial {r['trial']} {r['name']}: {ms:.2f} ms (was {r['latency_ms_trial'] or float('nan'):.2f})")
+    study.set_user_attr(REMEASURED, {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                     "device": str(device), "threads": threads, "batch": 1,
+                                     "teacher_ms": teacher_ms, "trials": trials})
+    return len(rows)

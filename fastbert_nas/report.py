@@ -1,0 +1,291 @@
+"""A finished (or running) study -> plain rows: every trial's figures, the 2-D Pareto fronts of the
+metric against FLOPs and against latency, the hypervolume history, parameter importances, and the
+front as a table. No plotting here (plots.py draws these rows) and no torch.
+
+Units, as the trials record them (study.py): FLOPs count 2 per multiply-add, batch 1, 128 tokens;
+latency is the batch-1 median in ms at 128 tokens, with the device and thread count recorded.
+`plot --remeasure` (remeasure.py) re-times the teacher and the front side by side and keeps the
+figures in the study's user attr REMEASURED (Optuna 5 refuses to change a finished trial's attrs);
+those figures are used wherever they exist.
+
+Hypervolume (of the metric-vs-FLOPs front): pruning.hypervolume_2d against the reference point
+(metric HV_REF_METRIC, HV_REF_FLOPS_X_TEACHER x the teacher's FLOPs), divided by the reference
+FLOPs. The result reads in metric units: the mean, over FLOPs budgets from 0 to the reference,
+of the best metric the front reaches within that budget (0 where it reaches none).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .config import UserError
+from .pruning import hypervolume_2d
+from .study import front_rows, make_storage, state_counts, trial_metric
+
+HV_REF_METRIC = 0.0           # metric at the hypervolume reference: no accuracy, or MCC of chance
+HV_REF_FLOPS_X_TEACHER = 2.0  # reference FLOPs, in teacher FLOPs: students up to twice its cost count
+MIN_IMPORTANCE_TRIALS = 4     # completed trials below which parameter importances are not computed
+IMPORTANCE_SEED = 0           # fANOVA's random forest: the same study gives the same importances
+REMEASURED = "latency_remeasured"  # study user attr: {"at", "device", "threads", "teacher_ms", "trials": {n: ms}}
+PLOTTED_COSTS = ("flops", "latency")  # the costs the metric is plotted against; a row's key is COST_ATTRS[cost]
+
+
+# ---------------------------------------------------------------------------
+# Finding the study
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL, else None."""
+    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+
+
+def find_study(name: str | None, storage: str | None, results: Path) -> optuna.Study:
+    """The study to report on. No name and no storage: the newest RESULTS/*.db and the newest study in it;
+    a name alone: RESULTS/<name>.db (search's default); a storage alone: its newest study."""
+    if storage is None:
+        if name is not None:
+            path = Path(results) / f"{name}.db"
+            if not path.exists():
+                raise UserError(f"--study {name}: {path} not found (give --storage URL for a study kept elsewhere)")
+        else:
+            dbs = sorted(Path(results).glob("*.db"), key=lambda p: p.stat().st_mtime)
+            if not dbs:
+                raise UserError(f"no study database (*.db) under {results}/: run fastbert-nas search first, "
+                                "or give --storage URL")
+            path = dbs[-1]
+        storage = f"sqlite:///{path}"
+    elif sqlite_path(storage) is not None and not sqlite_path(storage).exists():
+        raise UserError(f"--storage {storage}: {sqlite_path(storage)} not found")
+    store = make_storage(storage)
+    summaries = optuna.get_all_study_summaries(store, include_best_trial=False)
+    names = [s.study_name for s in summaries]
+    if not names:
+        raise UserError(f"{storage} holds no study")
+    if name is None:
+        # the latest first trial; among studies without trials, the last created
+        name = max(enumerate(summaries), key=lambda p: (p[1].datetime_start or datetime.min, p[0]))[1].study_name
+    elif name not in names:
+        raise UserError(f"no study {name!r} in {storage} (it has: {', '.join(names)})")
+    return optuna.load_study(study_name=name, storage=store)
+
+
+# ---------------------------------------------------------------------------
+# Rows
+
+@dataclass
+class StudyData:
+    """What the plots and the table need of one study, as plain rows."""
+
+    name: str
+    task: str
+    metric: str                      # the metric's name (accuracy, mcc)
+    objectives: tuple[str, ...]
+    teacher: dict                    # a row like a trial's (metric on the validation split)
+    rows: list[dict]                 # COMPLETE trials, and PRUNED ones that reached a checkpoint
+    counts: dict[str, int]           # trials per state
+    hv_reference: tuple[float, float]
+    hv_history: list[dict]           # {"finished", "trial", "hypervolume"} after each finished trial
+    examples: int | None             # training examples the trials distilled on (for the fastText reference)
+    latency_note: str                # how the latency figures were measured
+    fasttext: dict | None = None     # fasttext_ref.fasttext_reference's result, when there is one
+    notes: list[str] = field(default_factory=list)
+
+
+def trial_row(t: FrozenTrial, remeasured: dict) -> dict:
+    """One trial's figures; `latency_ms` is the re-measured one (`remeasured`: {str(number): ms}) when there is one."""
+    a, again = t.user_attrs, remeasured.get(str(t.number))
+    return {"trial": t.number, "state": t.state.name, "name": a.get("name"), "hints": a.get("hints"),
+            "metric": trial_metric(t), "flops": a.get("flops"), "params": a.get("params"),
+            "latency_ms": again if again is not None else a.get("latency_ms"), "latency_ms_trial": a.get("latency_ms"),
+            "remeasured": again is not None, "baseline": a.get("baseline", "")}
+
+
+def teacher_row(attrs: dict, task: str, results: Path) -> dict:
+    """The teacher as a row: its validation metric (recorded at study creation, else its manifest's)."""
+    val, again = attrs.get("teacher_val"), attrs.get(REMEASURED, {}).get("teacher_ms")
+    manifest = Path(results) / "teachers" / task / "manifest.json"
+    if val is None and manifest.exists():
+        m = json.loads(manifest.read_text())
+        val = m.get("val") if m.get("fingerprint") == attrs.get("teacher_fingerprint") else None
+    return {"trial": None, "state": "teacher", "name": "teacher", "hints": None,
+            "metric": val["metric"] if val else None, "flops": attrs.get("teacher_flops"),
+            "params": attrs.get("teacher_params"),
+            "latency_ms": again if again is not None else attrs.get("teacher_latency_ms"),
+            "latency_ms_trial": attrs.get("teacher_latency_ms"), "remeasured": again is not None,
+            "baseline": "", "detail": attrs.get("teacher_id")}
+
+
+def pareto_front(rows: list[dict], cost: str) -> list[dict]:
+    """The COMPLETE rows on the (metric maximized, `cost` minimized) front, cheapest first.
+
+    A row is on it when no row of no higher cost has a metric as high (ties: the cheaper, then
+    the first, is kept).
+    """
+    done = sorted((r for r in rows if r["state"] == "COMPLETE" and r["metric"] is not None and r[cost] is not None),
+                  key=lambda r: (r[cost], -r["metric"]))
+    front, best = [], -math.inf
+    for r in done:
+        if r["metric"] > best:
+            front.append(r)
+            best = r["metric"]
+    return front
+
+
+def hv_reference(teacher_flops: float) -> tuple[float, float]:
+    """The hypervolume reference point (metric, FLOPs) for a study of this teacher."""
+    return HV_REF_METRIC, HV_REF_FLOPS_X_TEACHER * teacher_flops
+
+
+def hypervolume_history(trials: list[FrozenTrial], reference: tuple[float, float]) -> list[dict]:
+    """The normalized hypervolume of the metric-vs-FLOPs front after each finished trial, in the order
+    they finished (see the module's docstring for the units)."""
+    finished = sorted((t for t in trials if t.state.is_finished()),
+                      key=lambda t: (t.datetime_complete or datetime.max, t.number))
+    points, history = [], []
+    for i, t in enumerate(finished, 1):
+        if t.state == TrialState.COMPLETE and t.values and t.user_attrs.get("flops") is not None:
+            points.append((t.values[0], t.user_attrs["flops"]))
+        history.append({"finished": i, "trial": t.number, "state": t.state.name,
+                        "hypervolume": hypervolume_2d(points, reference) / reference[1]})
+    return history
+
+
+def gather(study: optuna.Study, results: Path = Path("results")) -> StudyData:
+    """The study's rows; UserError when it has no completed trial (nothing to plot or show)."""
+    trials = study.get_trials(deepcopy=False)
+    counts = state_counts(study)
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        have = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no trials"
+        raise UserError(f"study {study.study_name!r} has no completed trial ({have}): nothing to report yet")
+    attrs = study.user_attrs
+    task = attrs.get("task", "?")
+    remeasured = attrs.get(REMEASURED, {})
+    rows = [trial_row(t, remeasured.get("trials", {})) for t in trials
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and trial_metric(t) is not None]
+    teacher = teacher_row(attrs, task, results)
+    notes = []
+    if teacher["metric"] is None:
+        notes.append("the study has no record of the teacher's validation metric: no teacher point")
+    if teacher["latency_ms"] is None:
+        notes.append("the study has no record of the teacher's latency: no teacher point on the latency plot "
+                     "(plot --remeasure times it)")
+    reference = hv_reference(teacher["flops"] or max((r["flops"] for r in rows if r["flops"]), default=1.0))
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    threads = {t.user_attrs.get("latency_threads") for t in trials if "latency_threads" in t.user_attrs}
+    devices = {t.user_attrs.get("latency_device") for t in trials if "latency_device" in t.user_attrs}
+    where = f"{'/'.join(sorted(map(str, devices))) or '?'}, {'/'.join(sorted(map(str, threads))) or '?'} threads"
+    n_re = sum(r["remeasured"] for r in done)
+    latency_note = f"batch 1, 128 tokens, {where}; timed during the search"
+    if n_re:
+        latency_note = (f"batch 1, 128 tokens; {n_re} students re-measured side by side with the teacher on "
+                        f"{remeasured.get('device')}, {remeasured.get('threads')} threads ({remeasured.get('at')})")
+    examples = next((t.user_attrs["config"].get("examples") for t in trials
+                     if isinstance(t.user_attrs.get("config"), dict)), None)
+    return StudyData(study.study_name, task, attrs.get("metric", "metric"),
+                     tuple((attrs.get("objectives") or "metric,flops").split(",")), teacher, rows, counts,
+                     reference, hypervolume_history(trials, reference), examples, latency_note, notes=notes)
+
+
+def param_importances(study: optuna.Study) -> tuple[dict[str, float], str | None]:
+    """optuna.importance (fANOVA) of every parameter for the metric: ({name: share}, None), or ({}, why not)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(done) < MIN_IMPORTANCE_TRIALS:
+        return {}, f"too few completed trials for parameter importances ({len(done)} < {MIN_IMPORTANCE_TRIALS})"
+    try:
+        found = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=IMPORTANCE_SEED),
+            target=lambda t: t.values[0])
+    except (ValueError, RuntimeError) as exc:  # e.g. no parameter common to all completed trials
+        return {}, f"no parameter importances: {exc}"
+    if not found:
+        return {}, "no parameter importances: the completed trials share no varying parameter"
+    return dict(found), None
+
+
+# ---------------------------------------------------------------------------
+# The front as a table (show)
+
+FORMATS = ("table", "csv", "json")
+FRONT_COLUMNS = ("trial", "student", "hints", "metric", "retention", "params_m", "gflops", "latency_ms",
+                 "speedup", "note")
+FRONT_HEADERS = {"trial": "trial", "student": "student", "hints": "hints", "metric": "{metric}",
+                 "retention": "retention", "params_m": "params M", "gflops": "GFLOPs", "latency_ms": "ms",
+                 "speedup": "speed-up", "note": "note"}  # the title gives the units and the references
+
+
+def front_table(study: optuna.Study, data: StudyData) -> list[dict]:
+    """The study's front (study.best_trials, via study.front_rows) sorted by FLOPs, with retention and
+    speed-up against the teacher; latencies re-measured when they were (and then the teacher's too)."""
+    by_number = {r["trial"]: r for r in data.rows}
+    t = data.teacher
+    out = []
+    for f in front_rows(study, ("metric", "flops")):
+        r = by_number.get(f["trial"], {})
+        latency = r.get("latency_ms", f["latency_ms"])
+        teacher_latency = t["latency_ms"] if r.get("remeasured") else t["latency_ms_trial"]
+        out.append({"trial": f["trial"], "student": f["name"], "hints": f["hints"], "metric": f["metric"],
+                    "retention": f["metric"] / t["metric"] if t["metric"] else None,
+                    "params_m": f["params"] / 1e6 if f["params"] is not None else None,
+                    "gflops": f["flops"] / 1e9 if f["flops"] is not None else None,
+                    "latency_ms": latency,
+                    "speedup": teacher_latency / latency if teacher_latency and latency else None,
+                    "note": "; ".join(x for x in (f["baseline"], "re-measured" if r.get("remeasured") else "") if x)})
+    return out
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key in ("metric",):
+        return f"{value:.4f}"
+    if key == "retention":
+        return f"{value:.1%}"
+    if key in ("params_m", "latency_ms"):
+        return f"{value:.2f}"
+    if key == "gflops":
+        return f"{value:.4g}"
+    if key == "speedup":
+        return f"{value:.2f}x"
+    return str(value)
+
+
+def format_front(rows: list[dict], fmt: str, metric: str, title: str):
+    """csv or json: the text; table: a rich Table (the CLI prints either)."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=FRONT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue().rstrip("\n")
+    from rich.table import Table
+
+    table = Table(title=title)
+    for key in FRONT_COLUMNS:
+        table.add_column(FRONT_HEADERS[key].format(metric=metric),
+                         justify="left" if key in ("student", "hints", "note") else "right")
+    for r in rows:
+        table.add_row(*(_cell(k, r[k]) for k in FRONT_COLUMNS))
+    return table
+
+
+def show_front(name: str | None, storage: str | None, results: Path, fmt: str):
+    """The job behind `fastbert-nas show`: the study's front_table, formatted."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    study = find_study(name, storage, results)
+    data = gather(study, results)
+    against = f"against {', '.join(data.objectives[1:])}" if len(data.objectives) > 1 else "within its cost limits"
+    title = (f"Front of {data.name}: {data.metric} (validation split) {against}. "
+             f"Retention and speed-up against the teacher; GFLOPs 2 per multiply-add; ms: latency, "
+             f"{data.latency_note}")
+    return format_front(front_table(study, data), fmt, data.metric, title)
