@@ -303,8 +303,8 @@ app.add_typer(bench_app, name="bench")
 @bench_app.command("distill")
 @user_errors
 def bench_distill(task: Task = "sst2",
-                  arch: Annotated[str, typer.Option("--arch", help="Student shape.")] = "L4-H192-A6-I768",
-                  hints: Annotated[Optional[str], typer.Option("--hints", help="Hint mapping.")] = "2:3,4:6",
+                  arch: Annotated[str, typer.Option("--arch", help="Student shape.")] = "L3-H320-A10-I640",
+                  hints: Annotated[Optional[str], typer.Option("--hints", help="Hint mapping.")] = "1:2,2:4,3:6",
                   budget: Annotated[str, typer.Option("--budget", help="Step budget preset.")] = "small",
                   data_dir: DataDir = None, teacher: TeacherOpt = None, device: Device = "auto",
                   threads: Threads = None, results: Results = Path("results")):

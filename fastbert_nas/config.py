@@ -147,7 +147,7 @@ class DistillConfig:
 # quarter of the teacher's FLOPs on 2 cores); `standard` is for a GPU; `smoke` for tests.
 BUDGETS: dict[str, dict] = {
     "smoke": dict(hint_steps=4, kd_steps=8, eval_every=4, batch_size=8, examples=64, eval_examples=32),
-    "small": dict(hint_steps=300, kd_steps=3000, eval_every=500, batch_size=32, examples=32000,
+    "small": dict(hint_steps=300, kd_steps=4000, eval_every=500, batch_size=32, examples=70000,
                   eval_examples=1000),
     "standard": dict(hint_steps=1000, kd_steps=10000, eval_every=1000, batch_size=64, examples=100000,
                      eval_examples=2000),
