@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .config import UserError
+from .config import CHECKPOINT_EVERY, UserError
 from .pruning import PRUNE_WARMUP_TRIALS  # pure (no torch): cheap to import for --help
 from .space import DEFAULT_SPACE
 
@@ -68,7 +68,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {' '.join(str(exc).splitlines())}", err=True)  # one line, whatever it quotes
             raise typer.Exit(2) from None
     return wrapper
 
@@ -169,9 +169,9 @@ def search(task: Task,
            pruning_warmup: Annotated[int, typer.Option(
                "--pruning-warmup", help="Finished trials with a checkpoint needed before any trial is "
                "pruned.")] = PRUNE_WARMUP_TRIALS,
-           pruner: Annotated[str, typer.Option(
-               "--pruner", help="Single-objective studies (--objectives metric): Optuna's median or hyperband "
-               "pruner, or none.")] = "median",
+           pruner: Annotated[Optional[str], typer.Option(
+               "--pruner", help="Single-objective studies (--objectives metric) only: Optuna's median or "
+               "hyperband pruner, or none \\[default: median].")] = None,
            max_flops: Annotated[Optional[float], typer.Option(
                "--max-flops", help="Reject students above this many FLOPs (2 per multiply-add, batch 1, 128 "
                "tokens), e.g. 1e9, before training them.")] = None,
@@ -293,6 +293,69 @@ def show(study: Annotated[Optional[str], typer.Option(
         from rich.console import Console
 
         Console(width=max(120, Console().width)).print(out)
+
+
+@app.command()
+@user_errors
+def export(out: Annotated[Path, typer.Option(
+               "--out", help="Model folder to write: new or empty, or holding this export's unfinished checkpoint "
+               "(the same command resumes it).")],
+           trial: Annotated[Optional[int], typer.Option("--trial", help="The trial whose student to export.")] = None,
+           pick: Annotated[Optional[str], typer.Option(
+               "--pick", help="Instead of --trial: 'flops<=0.25' takes the completed student with the best metric "
+               "among those with at most 25% of the teacher's FLOPs; 'latency<=0.5' likewise with batch-1 "
+               "latency.")] = None,
+           study: Annotated[Optional[str], typer.Option(
+               "--study", help="Study of the trial \\[default: the newest in the newest RESULTS/*.db].")] = None,
+           storage: StudyStorage = None,
+           budget: Annotated[str, typer.Option("--budget", help="Step budget: full (all of train; about 45 "
+                                               "minutes on a CPU for a quarter of the teacher's FLOPs), or any "
+                                               "other preset.")] = "full",
+           hint_steps: HintSteps = None, kd_steps: KdSteps = None, examples: Examples = None,
+           onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx, checked against PyTorch on "
+                                              "dev batches and timed in ONNX Runtime (extra: onnx).")] = False,
+           checkpoint_every: Annotated[int, typer.Option(
+               "--checkpoint-every", help="Optimizer steps between checkpoints in OUT/.checkpoint/.")
+           ] = CHECKPOINT_EVERY,
+           task: Annotated[Optional[str], typer.Option(
+               "--task", help="The task \\[default: the study's]; a custom task's folder must be given.")] = None,
+           data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,
+           max_len: MaxLen = None,
+           teacher: Annotated[Optional[str], typer.Option(
+               "--teacher", help="Teacher folder or hub id \\[default: the study's].")] = None,
+           no_cache: NoCache = False, device: Device = "auto", threads: Threads = None,
+           results: Results = Path("results")):
+    """Distill one student of a study again on a full budget and save it as a Hugging Face model folder.
+
+    The folder holds the model and its tokenizer, a model card (README.md) and export.json.
+    They give the dev metric beside the teacher's, params, FLOPs, batch-1 latency and speed-up.
+    Training is checkpointed: after an interruption the same command resumes it.
+    """
+    from . import export as export_mod
+    from .onnx_export import OnnxMismatch
+
+    opts = export_mod.ExportOptions(
+        out=out, trial=trial, pick=pick, study=study, storage=storage, results=results, budget=budget,
+        hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, onnx=onnx, checkpoint_every=checkpoint_every,
+        task=task, data_dir=data_dir, text_column=text_column, label_column=label_column, max_len=max_len,
+        teacher=teacher, no_cache=no_cache, device=device, threads=threads)
+    try:
+        r = export_mod.run_export(opts, log=typer.echo).report
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: run the same command to resume from the last checkpoint in {out}/", err=True)
+        raise typer.Exit(130) from None
+    except OnnxMismatch as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    vs = r["vs_teacher"]
+    typer.echo(f"trial {r['trial']} {r['name']} hints {r['hints']}: dev {r['dev']['metric']:.4f} (teacher "
+               f"{r['teacher']['dev']['metric']:.4f}, retention {r['retention']:.1%}); FLOPs {vs['flops_share']:.1%} "
+               f"of the teacher's; speed-up b1 {vs['speedup_b1']:.2f}x")
+    if "onnx" in r:
+        o = r["onnx"]
+        typer.echo(f"model.onnx: max |logit difference| {o['max_abs_diff']:.2g}; onnxruntime {o['onnxruntime_ms']:.2f} "
+                   f"ms, PyTorch {o['pytorch_ms']:.2f} ms (batch 1, {o['seq_len']} tokens)")
+    typer.echo(f"written to {out}/")
 
 
 bench_app = typer.Typer(no_args_is_help=True,

@@ -103,6 +103,11 @@ class StudentArch:
         d["hints"] = [list(p) for p in self.hints]
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudentArch":
+        """The inverse of `to_dict` (e.g. a trial's "arch" user attr)."""
+        return cls(d["layers"], d["hidden"], d["heads"], d["ffn"], tuple(tuple(p) for p in d["hints"]))
+
 
 def parse_hints(text: str) -> tuple[tuple[int, int], ...]:
     """'2:1,4:2' -> ((2, 1), (4, 2))."""
@@ -145,13 +150,21 @@ class DistillConfig:
 
 # Step budgets per preset. `small` fits a CPU (about 15 minutes for a student with a
 # quarter of the teacher's FLOPs on 2 cores); `standard` is for a GPU; `smoke` for tests.
+# `full` is export's: one chosen student, every train row, more steps than small (about 45
+# minutes for a quarter-FLOPs student on 2 cores; minutes on a GPU).
+ALL_EXAMPLES = 10**9  # more rows than any train split holds: every row
 BUDGETS: dict[str, dict] = {
     "smoke": dict(hint_steps=4, kd_steps=8, eval_every=4, batch_size=8, examples=64, eval_examples=32),
     "small": dict(hint_steps=300, kd_steps=4000, eval_every=500, batch_size=32, examples=70000,
                   eval_examples=1000),
     "standard": dict(hint_steps=1000, kd_steps=10000, eval_every=1000, batch_size=64, examples=100000,
                      eval_examples=2000),
+    "full": dict(hint_steps=500, kd_steps=8000, eval_every=1000, batch_size=32, examples=ALL_EXAMPLES,
+                 eval_examples=2000),
 }
+
+
+CHECKPOINT_EVERY = 500  # optimizer steps between export's checkpoints: an interruption costs a few CPU minutes
 
 
 def budget_config(budget: str, **overrides) -> DistillConfig:

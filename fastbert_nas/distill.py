@@ -5,7 +5,8 @@ linear regressor of its hidden states match the teacher's (real tokens only).
 Stage 2 (KD): the whole student learns the teacher's softened logits, mixed
 with the hard labels, optionally keeping the hint loss. Every `eval_every`
 stage-2 steps the student is scored on the validation split and a callback may
-stop the run (the hook the search uses for pruning).
+stop the run (the hook the search uses for pruning). An optional `Checkpointer`
+keeps the run's whole state every so many steps, and a later run resumes from it.
 """
 
 from __future__ import annotations
@@ -139,8 +140,13 @@ def make_regressors(arch: StudentArch, teacher_hidden: int, device) -> torch.nn.
 
 def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: int, train: Encoded,
             val: Encoded, spec: TaskSpec, cfg: DistillConfig, device: torch.device,
-            on_eval: Callable[[int, dict], bool] | None = None, show_progress: bool = True) -> DistillResult:
-    """Run stage 1 then stage 2; `on_eval(step, metrics)` returning True stops the run."""
+            on_eval: Callable[[int, dict], bool] | None = None, show_progress: bool = True,
+            checkpoint: Checkpointer | None = None) -> DistillResult:
+    """Run stage 1 then stage 2; `on_eval(step, metrics)` returning True stops the run.
+
+    With `checkpoint`, the run starts from its last saved state, if any, and saves its state
+    every `checkpoint.every` steps and after the last one.
+    """
     torch.manual_seed(cfg.seed)
     student.to(device).train()
     regressors = make_regressors(arch, teacher_hidden, device)
@@ -148,6 +154,14 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
     stream = batch_stream(train.lengths(), cfg.batch_size, cfg.seed)
     result = DistillResult(metrics={})
     seen = 0
+    layers = student.bert.encoder.layer  # all of them, even while stage 1 cuts some off
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        result, seen = restore_training_state(state, student, regressors, stream)
+
+    def save(stage: int, opt, sched, last: bool = False) -> None:
+        if checkpoint is not None and (last or (result.hint_steps + result.kd_steps) % checkpoint.every == 0):
+            checkpoint.save(training_state(stage, student, layers, regressors, opt, sched, result, seen))
 
     def next_batch(hidden: bool):
         idx = next(stream)
@@ -159,6 +173,9 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
                    for k, s in enumerate(s_layers)) / len(s_layers)
 
     def step(loss, opt, sched, params):
+        if not torch.isfinite(loss):  # one NaN/inf step poisons every weight: stop, saying why
+            raise FloatingPointError(f"non-finite loss ({loss.item()}) after {result.hint_steps} hint and "
+                                     f"{result.kd_steps} KD steps: training diverged (learning rate too high?)")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
         opt.step()
@@ -167,13 +184,15 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
 
     with progress(show_progress) as bar:
         # Stage 1: hint regression on the truncated student.
-        if cfg.hint_steps and s_layers:
+        if cfg.hint_steps and s_layers and result.hint_steps < cfg.hint_steps:
             params = list(student.parameters()) + list(regressors.parameters())
             opt, sched = optimizer_and_schedule(params, cfg.hint_lr, cfg.hint_steps, cfg.warmup, cfg.weight_decay)
+            restore_optimizer(state, 1, opt, sched)
             task = bar.add_task("stage 1: hints", total=cfg.hint_steps, info="")
-            start = time.perf_counter()
+            bar.update(task, advance=result.hint_steps)
             with truncated(student, max(s_layers)) as part:
-                for _ in range(cfg.hint_steps):
+                for _ in range(result.hint_steps, cfg.hint_steps):
+                    start = time.perf_counter()
                     batch, _, t_hidden = next_batch(hidden=True)
                     out = part.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                     output_hidden_states=True)
@@ -181,14 +200,17 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
                     step(loss, opt, sched, params)
                     seen += len(batch["labels"])
                     result.hint_steps += 1
+                    result.train_seconds += time.perf_counter() - start
                     bar.update(task, advance=1, info=f"hint {loss.item():.4f}")
-            result.train_seconds += time.perf_counter() - start
+                    save(1, opt, sched)
 
         # Stage 2: knowledge distillation on the whole student.
         params = list(student.parameters()) + (list(regressors.parameters()) if cfg.hint_weight else [])
         opt, sched = optimizer_and_schedule(params, cfg.lr, cfg.kd_steps, cfg.warmup, cfg.weight_decay)
+        restore_optimizer(state, 2, opt, sched)
         task = bar.add_task("stage 2: KD", total=cfg.kd_steps, info="")
-        for kd_step in range(1, cfg.kd_steps + 1):
+        bar.update(task, advance=result.kd_steps)
+        for kd_step in range(result.kd_steps + 1, cfg.kd_steps + 1):
             start = time.perf_counter()
             batch, t_logits, t_hidden = next_batch(hidden=bool(cfg.hint_weight))
             out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -209,5 +231,55 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
                 if on_eval is not None and on_eval(kd_step, result.metrics):
                     result.stopped_at = kd_step
                     break
+            save(2, opt, sched, last=kd_step == cfg.kd_steps)
     result.examples_per_s = seen / result.train_seconds if result.train_seconds else 0.0
     return result
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints: the state a run needs to go on after an interruption
+
+class Checkpointer(Protocol):
+    """Keeps `distill`'s state between runs; the caller decides where (distill writes no files)."""
+
+    every: int  # optimizer steps (stages 1 and 2 counted together) between saves
+
+    def load(self) -> dict | None:
+        """The last state saved, or None: start at the first step."""
+
+    def save(self, state: dict) -> None:
+        """Keep `state` (tensors and plain values). Its tensors are the live ones: write or copy them now."""
+
+
+def training_state(stage: int, student, layers: torch.nn.ModuleList, regressors, opt, sched,
+                   result: DistillResult, seen: int) -> dict:
+    """Everything a resumed run needs to go on exactly as this one would have."""
+    weights = student.state_dict()
+    # during stage 1 `truncated` hides the cut layers from the student: take them all from `layers`
+    weights.update({f"bert.encoder.layer.{k}": v for k, v in layers.state_dict().items()})
+    schedule = {k: v for k, v in sched.state_dict().items() if k != "plan"}  # training.Plan: rebuilt, not kept
+    return {"stage": stage, "student": weights, "regressors": regressors.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": schedule, "result": result.to_dict(),
+            "seen": seen, "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_training_state(state: dict, student, regressors, stream) -> tuple[DistillResult, int]:
+    """Put a `training_state` back: weights, counters and random stream; the batch stream skips the
+    batches already used. Returns (result so far, examples seen)."""
+    student.load_state_dict(state["student"])
+    regressors.load_state_dict(state["regressors"])
+    result = DistillResult(**state["result"])
+    for _ in range(result.hint_steps + result.kd_steps):
+        next(stream)
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return result, state["seen"]
+
+
+def restore_optimizer(state: dict | None, stage: int, opt, sched) -> None:
+    """The optimizer and schedule of a state saved during this stage; fresh ones otherwise."""
+    if state is not None and state["stage"] == stage:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])

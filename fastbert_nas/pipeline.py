@@ -108,20 +108,23 @@ def init_student(ctx: Context, arch: StudentArch, cfg: DistillConfig) -> torch.n
 
 
 def distill_student(ctx: Context, student: torch.nn.Module, arch: StudentArch, cfg: DistillConfig,
-                    on_eval=None, show_progress: bool = True):
-    """Distill an `init_student` student in place (FitNets hints, then KD); returns distill.DistillResult."""
+                    on_eval=None, show_progress: bool = True, checkpoint=None):
+    """Distill an `init_student` student in place (FitNets hints, then KD); returns distill.DistillResult.
+
+    checkpoint: a distill.Checkpointer to resume from and save to, or None."""
     layers = [tl for _, tl in arch.hints]
     source = CachedTeacher(ctx.outputs, layers) if ctx.outputs is not None else LiveTeacher(ctx.teacher.model, layers)
     return distill(student, arch, source, ctx.teacher.model.config.hidden_size, ctx.train, ctx.val, ctx.spec,
-                   cfg, ctx.device, on_eval=on_eval, show_progress=show_progress)
+                   cfg, ctx.device, on_eval=on_eval, show_progress=show_progress, checkpoint=checkpoint)
 
 
 def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=None, latency: bool = True,
-                show_progress: bool = True) -> tuple[torch.nn.Module, dict]:
+                show_progress: bool = True, checkpoint=None) -> tuple[torch.nn.Module, dict]:
     """Build, distill and cost one (validated) student; returns the model and a plain report."""
     student = init_student(ctx, arch, cfg)
     start = time.perf_counter()
-    result = distill_student(ctx, student, arch, cfg, on_eval=on_eval, show_progress=show_progress)
+    result = distill_student(ctx, student, arch, cfg, on_eval=on_eval, show_progress=show_progress,
+                             checkpoint=checkpoint)
     distill_seconds = time.perf_counter() - start
     s_cost = model_costs(student, threads=ctx.threads, latency=latency)
     t_cost = model_costs(ctx.teacher.model, threads=ctx.threads, latency=latency)
@@ -136,6 +139,14 @@ def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=Non
         "data_source": ctx.data.source, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return student, report
+
+
+def score_on_dev(ctx: Context, student: torch.nn.Module, report: dict) -> None:
+    """Add the official dev metrics of a `run_student` report's student and teacher, and the retention."""
+    dev_set = encode(ctx.data.dev, ctx.teacher.tokenizer, ctx.spec.max_len)
+    report["dev"] = evaluate(student, ctx.spec, dev_set, ctx.device)
+    report["teacher"]["dev"] = teacher_dev = teacher_dev_metrics(ctx.teacher, ctx.data, ctx.device)
+    report["retention"] = report["dev"]["metric"] / teacher_dev["metric"] if teacher_dev["metric"] else None
 
 
 def distill_one(task: str, arch: str, hints: str | None, init: str, budget: str, data_dir: str | None = None,
@@ -153,10 +164,7 @@ def distill_one(task: str, arch: str, hints: str | None, init: str, budget: str,
     layers = ctx.teacher.layers
     student_arch = StudentArch.parse(arch, hints).with_default_hints(layers).validate(layers)
     student, report = run_student(ctx, student_arch, cfg, latency=latency, show_progress=show_progress)
-    dev_set = encode(ctx.data.dev, ctx.teacher.tokenizer, ctx.spec.max_len)
-    report["dev"] = evaluate(student, ctx.spec, dev_set, ctx.device)
-    report["teacher"]["dev"] = teacher_dev = teacher_dev_metrics(ctx.teacher, ctx.data, ctx.device)
-    report["retention"] = report["dev"]["metric"] / teacher_dev["metric"] if teacher_dev["metric"] else None
+    score_on_dev(ctx, student, report)
     report["budget"] = budget
     out = Path(results) / "distill" / f"{ctx.spec.name}-{student_arch.name}-{cfg.init}-{budget}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,11 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -72,6 +75,52 @@ def sst2_data(data_dir):
     return load_task(TASKS["sst2"], str(data_dir))
 
 
+# ---------------------------------------------------------------------------
+# The command line, as the tests run it
+
+def invoke(*args):
+    """Run the CLI in this process (typer's CliRunner); stdout and stderr together in `.output`."""
+    from typer.testing import CliRunner
+
+    from fastbert_nas.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def cli_command(args) -> list[str]:
+    """The CLI as a subprocess command line (through the Typer app, as the console script runs it)."""
+    return [sys.executable, "-c", "from fastbert_nas.cli import app; app()", *map(str, args)]
+
+
+def search_args(data_dir, teacher, results, *extra, **over) -> list[str]:
+    """`search` with the tiny teacher, the `tiny` space, the `smoke` budget, one thread, 3 trials; `over`
+    replaces or adds options (a None value drops one), `extra` adds flags."""
+    opts = {"--task": "sst2", "--space": "tiny", "--budget": "smoke", "--data-dir": data_dir, "--teacher": teacher,
+            "--results": results, "--threads": 1, "--trials": 3, **over}
+    return ["search", *[str(x) for k, v in opts.items() if v is not None for x in (k, v)], *extra]
+
+
+def assert_user_error(result, *fragments):
+    """Exit code 2, exactly one 'error:' line (the last one), the expected words, no traceback."""
+    out = result.output
+    assert result.exit_code == 2, out
+    assert "Traceback" not in out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], out
+    for f in fragments:
+        assert f in errors[0], errors[0]
+
+
+def assert_each_student_run_once(trials) -> None:
+    """No student (set of params) was run twice, but as the recorded retry of a failed run."""
+    by_params: dict[tuple, list] = {}
+    for t in trials:
+        by_params.setdefault(tuple(sorted(t.params.items())), []).append(t)
+    for same in by_params.values():
+        assert all(t.system_attrs.get("failed_trial") in {u.number for u in same} for t in same[1:]), same
+
+
 @pytest.fixture
 def restore_threads():
     """Put torch's intra-op thread count back after a test that sets it (e.g. --threads 1)."""
@@ -108,11 +157,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class PostgresServer:
+    """A running throwaway server: its SQLAlchemy URL, and stop()/start() for tests of a server that goes away
+    (each test that stops it starts it again)."""
+
+    url: str
+    stop: Callable[[], None]
+    start: Callable[[], None]
+
+
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres_server():
     """A fresh PostgreSQL server on 127.0.0.1 (a free port, unix sockets in its own folder) with an empty
-    database; yields its SQLAlchemy URL and stops the server at the end. As root, the server runs as the
-    `postgres` user (PostgreSQL refuses root) from a folder under /tmp it owns."""
+    database; stopped at the end. As root, the server runs as the `postgres` user (PostgreSQL refuses root)
+    from a folder under /tmp it owns."""
     bindir = postgres_bin()
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     # Not under pytest's tmp_path: that is private to this user, and the postgres user must reach it.
@@ -132,17 +191,29 @@ def postgres_url():
             pytest.fail(f"{' '.join(map(str, cmd))} exited with {proc.returncode}:\n{proc.stdout}{proc.stderr}"
                         f"{server_log}", pytrace=False)
 
+    def start():
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+        run(bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start")
+
+    def stop():
+        run(bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+
     started = False
     try:
         run(bindir / "initdb", "-D", data, "-U", user, f"--pwfile={root / 'pwfile'}", "--auth=scram-sha-256",
             "-E", "UTF8", "--no-sync")
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
-        run(bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start")
+        start()
         started = True
         run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", user, database, server=False)
-        yield f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
+        yield PostgresServer(f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}", stop, start)
     finally:
         if started:
             subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                            cwd=root, capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server) -> str:
+    """The SQLAlchemy URL of the throwaway PostgreSQL server's empty database."""
+    return postgres_server.url

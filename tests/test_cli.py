@@ -5,10 +5,9 @@ import json
 import re
 
 import pytest
-from typer.testing import CliRunner
+from conftest import assert_user_error, invoke
 
 import fastbert_nas.cost as cost
-from fastbert_nas.cli import app
 
 ARCH = "L2-H32-A4-I64"
 
@@ -17,10 +16,6 @@ ARCH = "L2-H32-A4-I64"
 def fast_latency(monkeypatch):
     """Latency still measured, with short timed runs (0.05 s a figure instead of 1 s)."""
     monkeypatch.setattr(cost, "measure_latency", functools.partial(cost.measure_latency, min_run_time=0.05))
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def distill_args(data_dir, teacher, results, **over):
@@ -53,18 +48,6 @@ def test_distill_smoke_writes_the_report(data_dir, tiny_teacher_dir, tmp_path, f
     assert report["threads"] == 1 and report["teacher_cache"] is True
     assert report["teacher"]["id"] == str(tiny_teacher_dir)
     assert list((tmp_path / "cache").glob("sst2-distill-*"))        # the teacher's outputs were cached
-
-
-def assert_user_error(result, *fragments):
-    """Exit code 2, exactly one 'error:' line (the last one), the expected words, no traceback."""
-    out = result.output
-    assert result.exit_code == 2, out
-    assert "Traceback" not in out
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], out
-    for f in fragments:
-        assert f in errors[0], errors[0]
 
 
 @pytest.mark.parametrize("over, fragments", [

@@ -240,6 +240,30 @@ def test_distill_on_eval_true_stops_early(tiny_teacher, sst2_data, rows):
     assert seen == r.curve == [(4, r.metrics["metric"])]
 
 
+@pytest.mark.parametrize("stage, when", [("hints", "after 0 hint and 0 KD steps"),
+                                         ("kd", "after 4 hint and 0 KD steps")])
+def test_a_non_finite_loss_stops_the_run_saying_when(tiny_teacher, sst2_data, rows, stage, when):
+    """A teacher output with an inf (stage 1's hidden states) or a NaN (stage 2's logits): no step is taken."""
+    train, val = rows
+    arch = StudentArch.parse("L2-H32-A4-I64", "2:3").validate(tiny_teacher.layers)
+    student = build_student(arch, tiny_teacher.model, "random")
+    live = LiveTeacher(tiny_teacher.model, [3])
+
+    def poisoned(idx, batch, hidden):
+        logits, states = live(idx, batch, hidden)
+        if stage == "hints" and hidden:
+            states = states.clone()  # (B, K, T, H), made outside inference mode
+            states[0, 0, 0, 0] = float("inf")  # the first token is always real
+        if stage == "kd" and not hidden:
+            logits = logits.clone()
+            logits[0, 0] = float("nan")
+        return logits, states
+
+    with pytest.raises(FloatingPointError, match=f"non-finite loss \\((inf|nan)\\) {when}: training diverged"):
+        distill(student, arch, poisoned, 48, train, val, sst2_data.spec, budget_config("smoke"), CPU,
+                show_progress=False)
+
+
 # ---------------------------------------------------------------------------
 # Teacher sources
 
