@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .config import UserError
 from .pruning import hypervolume_2d
-from .study import front_rows, make_storage, state_counts, trial_metric
+from .study import front_rows, make_storage, sqlite_path, state_counts, trial_metric
 
 HV_REF_METRIC = 0.0           # metric at the hypervolume reference: no accuracy, or MCC of chance
 HV_REF_FLOPS_X_TEACHER = 2.0  # reference FLOPs, in teacher FLOPs: students up to twice its cost count
@@ -41,11 +41,6 @@ PLOTTED_COSTS = ("flops", "latency")  # the costs the metric is plotted against;
 
 # ---------------------------------------------------------------------------
 # Finding the study
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a sqlite:/// URL, else None."""
-    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
-
 
 def find_study(name: str | None, storage: str | None, results: Path) -> optuna.Study:
     """The study to report on. No name and no storage: the newest RESULTS/*.db and the newest study in it;

@@ -29,7 +29,6 @@ student, the last one on its last layer (`hint_student_layers`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ BUDGET_KEYS = ("hint_steps", "kd_steps", "eval_every", "batch_size", "examples",
 REQUIRED_KEYS = ("layers", "hidden", "heads", "ffn_ratio", "max_hints", "init", "temperature",
                  "kd_alpha", "hint_weight", "lr")
 OPTIONAL_KEYS = ("description", "budget")
+NUMBER_LIMIT = 1e9  # largest size of any number in a space file: far past any width, step count or rate
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,10 @@ def load_space(name_or_path: str | Path = DEFAULT_SPACE) -> SearchSpace:
     """Read and check a space file; each mistake is a UserError naming the file and the key."""
     path = space_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # PyYAML: bad dates raise ValueError, deep nesting
         raise UserError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys (layers, hidden, ...) at the top level")
@@ -141,8 +143,10 @@ class _Checker:
                 value = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.fail(key, f"{value!r} is not a number")
+        if not abs(value) <= NUMBER_LIMIT:  # NaN and infinity too
+            self.fail(key, f"{value!r:.40} is not a number (at most {NUMBER_LIMIT:g} in size)")
         if kind is int:
             if value != int(value):
                 self.fail(key, f"{value!r} is not a whole number")

@@ -27,7 +27,9 @@ runs only what is left.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import math
 import multiprocessing
 import os
@@ -43,13 +45,14 @@ from typing import Callable
 
 import numpy as np
 import optuna
+import sqlalchemy.exc
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from . import pipeline
 from .config import DistillConfig, StudentArch, UserError
-from .cost import REF_SEQ_LEN, count_flops, count_params, measure_latency
+from .cost import REF_SEQ_LEN, analytic_flops, count_flops, count_params, measure_latency
 from .pruning import PRUNE_WARMUP_TRIALS, should_prune
 from .space import DEFAULT_SPACE, SearchSpace, fixed_params, hint_student_layers, load_space, sample, space_budget
 from .tasks import resolve_task
@@ -64,6 +67,15 @@ GRACE_S = 30
 MAX_RETRY = 1
 HEARTBEAT_ENV = "FASTBERT_NAS_HEARTBEAT"   # "INTERVAL,GRACE" in whole seconds
 SQLITE_TIMEOUT_S = 60                      # seconds a worker waits on a locked SQLite file
+IN_MEMORY_URLS = ("sqlite://", "sqlite:///:memory:")  # storages no second process can share
+
+# Storage faults. A database call that fails for want of the database (a locked or read-only SQLite
+# file, a PostgreSQL server restarting or out of reach) is made again after each of these pauses; then
+# the search stops with one error line, the study as its last write left it, and the same command
+# resumes it. A missed heartbeat is not retried: the next beat, HEARTBEAT_S later, is the retry.
+STORAGE_RETRY_DELAYS_S = (1, 2, 4, 8)      # seconds between attempts: 5 attempts over 15 s, a server restart
+PG_CONNECT_TIMEOUT_S = 10                  # seconds an attempt waits for a PostgreSQL connection
+WAIT_POLL_S = 2                            # seconds between looks at trials other workers are running
 
 TRIAL_LATENCY_RUN_S = 0.5  # seconds of timed batch-1 runs per trial (re-measure the front side by side)
 
@@ -73,6 +85,7 @@ COST_LABELS = {"flops": "FLOPs", "latency": "latency ms", "params": "params"}
 DEFAULT_OBJECTIVES = "metric,flops"
 PRUNING = ("pareto", "none")               # multi-objective: our rule (pruning.py), or off
 PRUNERS = ("median", "hyperband", "none")  # single objective: Optuna's pruners
+DEFAULT_PRUNER = "median"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 # Baselines (enqueued first in a new study): a width more than this far from the target
@@ -98,7 +111,7 @@ class SearchOptions:
     objectives: str = DEFAULT_OBJECTIVES
     pruning: str = "pareto"
     pruning_warmup: int = PRUNE_WARMUP_TRIALS
-    pruner: str = "median"
+    pruner: str | None = None          # single objective only; None = DEFAULT_PRUNER
     max_flops: float | None = None
     max_params: float | None = None
     max_latency_ms: float | None = None
@@ -185,7 +198,7 @@ class Search:
             raise UserError(f"--workers {opts.workers}: must be at least 1")
         if opts.pruning not in PRUNING:
             raise UserError(f"--pruning {opts.pruning!r}: choose one of {', '.join(PRUNING)}")
-        if opts.pruner not in PRUNERS:
+        if opts.pruner is not None and opts.pruner not in PRUNERS:
             raise UserError(f"--pruner {opts.pruner!r}: choose one of {', '.join(PRUNERS)}")
         if opts.pruning_warmup < 0:
             raise UserError(f"--pruning-warmup {opts.pruning_warmup}: must be at least 0")
@@ -194,12 +207,19 @@ class Search:
         if len(objectives) == 1 and not limits.any:
             raise UserError("--objectives metric: a single objective needs a cost constraint "
                             "(--max-flops, --max-params or --max-latency-ms), else the largest student wins")
+        if opts.pruner is not None and len(objectives) > 1:
+            raise UserError(f"--pruner {opts.pruner}: Optuna's pruners work on single-objective studies "
+                            f"(--objectives metric) only; --objectives {','.join(objectives)} prunes with --pruning")
         space = load_space(opts.space)
+        check_space_fits(space, limits)
         cfg = replace(space_budget(space, opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps,
                                    examples=opts.examples), seed=opts.seed)
         spec = resolve_task(opts.task, opts.text_column, opts.label_column, opts.max_len)
         name = opts.study or f"{spec.name}-{space.name}"
         url = opts.storage or f"sqlite:///{Path(opts.results) / name}.db"
+        if opts.workers > 1 and url in IN_MEMORY_URLS:
+            raise UserError(f"--workers {opts.workers} --storage {url}: an in-memory study cannot be shared "
+                            "between processes; give a file (sqlite:///path.db) or a server")
         return cls(opts, space, cfg, objectives, limits, spec.metric, spec.name, name, url)
 
     @property
@@ -211,7 +231,7 @@ class Search:
         """'pareto' (ours, multi-objective), 'median'/'hyperband' (Optuna's, single objective) or 'none'."""
         if self.opts.pruning == "none":
             return "none"
-        return "pareto" if len(self.objectives) > 1 else self.opts.pruner
+        return "pareto" if len(self.objectives) > 1 else self.opts.pruner or DEFAULT_PRUNER
 
     def study_attrs(self) -> dict:
         """What a study is created with and must be reopened with."""
@@ -223,6 +243,19 @@ class Search:
         return pipeline.prepare(o.task, self.cfg.examples, data_dir=o.data_dir, text_column=o.text_column,
                                 label_column=o.label_column, max_len=o.max_len, teacher=o.teacher, base=o.base,
                                 device=o.device, threads=o.threads, results=Path(o.results), use_cache=o.use_cache)
+
+
+def check_space_fits(space: SearchSpace, limits: Limits) -> None:
+    """Refuse a space none of whose students fits --max-flops: its smallest student's encoder alone is over.
+
+    (Params and latency depend on the teacher's vocabulary and on the machine: each trial checks them.)
+    """
+    hidden = min(space.hidden)
+    smallest = StudentArch(space.layers[0], hidden, max(space.heads_for(hidden)), round(min(space.ffn_ratio) * hidden))
+    flops = analytic_flops(smallest)  # a lower bound: embeddings, pooler and classifier left out
+    if limits.flops is not None and flops > limits.flops:
+        raise UserError(f"--max-flops {limits.flops:g}: no student of space {space.name!r} fits; its smallest, "
+                        f"{smallest.name}, has {flops:.4g} FLOPs in its encoder alone")
 
 
 def space_fingerprint(space: SearchSpace) -> str:
@@ -250,17 +283,114 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
+def transient(exc: BaseException | None) -> bool:
+    """Whether a storage error is the database's absence, worth asking again: SQLAlchemy's OperationalError
+    or InterfaceError (locked, read-only, connection refused or lost), bare or wrapped by Optuna."""
+    for _ in range(5):  # Optuna's StorageInternalError is raised `from` the SQLAlchemy error
+        if exc is None:
+            return False
+        if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def with_retries(call: Callable, url: str, storage: "RetryingStorage | None" = None):
+    """call(), made again after each STORAGE_RETRY_DELAYS_S pause while it fails transiently; then a UserError.
+
+    Once a call of `storage` has used every retry, its later calls try once until one succeeds: a search
+    on its way out (recording why its trial failed) stops promptly instead of waiting again at each step.
+    """
+    delays = STORAGE_RETRY_DELAYS_S if storage is None or storage.answering else ()
+    for attempt, delay in enumerate((*delays, None), start=1):
+        try:
+            result = call()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            if delay is None:
+                if storage is not None:
+                    storage.answering = False
+                cause = (str(exc.__cause__ or exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+                raise UserError(f"--storage {shown}: {attempt} attempts over {sum(delays):g} s failed: {cause}; "
+                                "what was written is kept: run the same command again once the database is back "
+                                "(reachable, writable)") from None
+            time.sleep(delay)
+        else:
+            if storage is not None:
+                storage.answering = True
+            return result
+
+
+class RetryingStorage(RDBStorage):
+    """Optuna's RDB storage whose calls (those Optuna's study, trials and heartbeat make) are made again
+    while the database does not answer: see STORAGE_RETRY_DELAYS_S."""
+
+    answering = True  # False once a call has used every retry
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as exc:  # the next beat is the retry; a dead heartbeat thread would get the trial failed
+            if not transient(exc):
+                raise
+
+
+RETRIED_CALLS = (  # the RDBStorage methods Optuna's cached storage, study, trials and fail_stale_trials call
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_all_studies", "_create_new_trial", "_set_trial_param", "set_trial_state_values",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number", "get_trial", "_get_trials", "_get_best_trial_id",
+    "_get_stale_trial_ids")
+
+
+def _retried(name: str) -> Callable:
+    method = getattr(RDBStorage, name)
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        return with_retries(lambda: method(self, *args, **kwargs), self.url, self)
+    return call
+
+
+for _name in RETRIED_CALLS:
+    setattr(RetryingStorage, _name, _retried(_name))
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:///PATH URL; None for other storages, in-memory ones and URIs (file:...?mode=ro)."""
+    if not url.startswith("sqlite:///") or url in IN_MEMORY_URLS or url.startswith("sqlite:///file:"):
+        return None
+    return Path(url[len("sqlite:///"):])
+
+
+def storage_exists(url: str) -> bool:
+    """False for a SQLite file not made yet (opening one makes it); True for a file there and for a server."""
+    return sqlite_path(url) is None or sqlite_path(url).exists()
+
+
 def make_storage(url: str) -> RDBStorage:
-    """The RDB storage with a heartbeat: SQLite for one machine, PostgreSQL/MySQL for many."""
+    """The RDB storage with a heartbeat, retrying calls while the database does not answer: SQLite for one
+    machine, PostgreSQL/MySQL for many."""
     interval, grace = heartbeat_settings()
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else None
+    if sqlite_path(url) is not None:
+        sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    else:  # a server: check a pooled connection before use (it may have restarted), and give up on one in time
+        engine_kwargs = {"pool_pre_ping": True}
+        if url.startswith("postgresql"):
+            engine_kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+            return with_retries(lambda: RetryingStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)), url)
+        except UserError:
+            raise
         except ImportError:  # SQLAlchemy imports the URL's database driver when it opens it
             if url.startswith("postgresql"):
                 raise UserError(f"--storage {url}: the PostgreSQL driver is not installed: "
@@ -672,40 +802,67 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
 
 def optimize(study: optuna.Study, search: Search, ctx: pipeline.Context, log: Callable[[str], None],
              show_progress: bool = False) -> None:
-    """Run trials until --trials are used (counting those other workers are running)."""
-    left = trials_left(study, search.opts.trials)
-    if left <= 0:
-        return
-    study.optimize(Objective(search, ctx, show_progress), n_trials=left, catch=(Exception,), gc_after_trial=True,
-                   callbacks=[TrialBudget(search.opts.trials), ProgressLine(search.metric, log)])
+    """Run trials until --trials are used (counting those other workers are running), then wait for the
+    trials other workers are running: one whose worker died is failed once its heartbeat is GRACE_S old,
+    and its retry is run here. So no trial is left RUNNING while a worker of the study lives."""
+    objective = Objective(search, ctx, show_progress)
+    callbacks = [TrialBudget(search.opts.trials), ProgressLine(search.metric, log)]
+    waiting = False
+    while True:
+        left = trials_left(study, search.opts.trials)
+        if left > 0:
+            study.optimize(objective, n_trials=left, catch=(Exception,), gc_after_trial=True, callbacks=callbacks)
+            continue
+        for line in fail_stale_trials(study):
+            log(line)
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if trials_left(study, search.opts.trials) > 0:
+            continue
+        if not running:
+            return
+        if not waiting:
+            log(f"waiting for {running} trial(s) other workers are running")
+            waiting = True
+        time.sleep(WAIT_POLL_S)
+
+
+def _not_an_interrupt(record: logging.LogRecord) -> bool:
+    """Leaves out Optuna's report of a trial stopped by Ctrl-C (the traceback of the interrupt): the command
+    says it in one line."""
+    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
 
 
 def _quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial instead
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
+    logging.getLogger("optuna.study._optimize").addFilter(_not_an_interrupt)  # the logger of optimize()
 
 
 def _worker(opts: SearchOptions, rank: int) -> None:
     """A spawned worker: its own Context (prepare once), the shared study, trials until the budget is used."""
     _quiet()
     log = lambda line: print(f"[worker {rank}] {line}", flush=True)  # noqa: E731
-    search = Search.from_options(opts)
-    ctx = search.prepare()
-    storage = make_storage(search.storage_url)
-    study, _ = open_study(search, storage, ctx, rank)
-    optimize(study, search, ctx, log)
+    try:
+        search = Search.from_options(opts)
+        ctx = search.prepare()
+        storage = make_storage(search.storage_url)
+        study, _ = open_study(search, storage, ctx, rank)
+        optimize(study, search, ctx, log)
+    except UserError as exc:  # one line, as the command prints it, not the traceback of a process
+        log(f"error: {exc}")
+        sys.exit(2)
 
 
 def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
     """Create or resume the study, queue the baselines in a new one, run the trials left; a summary."""
     _quiet()
     search = Search.from_options(opts)
-    storage = make_storage(search.storage_url)
-    attrs = existing_attrs(storage, search.study_name)
+    storage = make_storage(search.storage_url) if storage_exists(search.storage_url) else None
+    attrs = existing_attrs(storage, search.study_name) if storage is not None else None
     if attrs is not None:
         check_compatible(search, attrs)  # before the teacher is loaded: refusing costs nothing
-    ctx = search.prepare()
-    study, created = open_study(search, storage, ctx)
+    ctx = search.prepare()  # bad data or teacher files fail here, before a new study file is made
+    study, created = open_study(search, storage or make_storage(search.storage_url), ctx)
     if not created and study.user_attrs.get("teacher_fingerprint") not in (None, ctx.teacher.fingerprint):
         log(f"note: the teacher's weights differ from those the study started with "
             f"({study.user_attrs['teacher_fingerprint']} -> {ctx.teacher.fingerprint}); trials record which")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def _load_custom(spec: TaskSpec) -> tuple[Split, Split, tuple[str, ...]]:
         files[split] = found[0]
     raw_labels = _read_rows(files["train"], spec)[1]
     values = set(raw_labels)
-    numeric = all(v.lstrip("-").isdigit() for v in values)
+    numeric = all(re.fullmatch(r"-?[0-9]+", v) for v in values)  # ASCII digits: int() reads them all
     labels = tuple(sorted(values, key=int) if numeric else sorted(values))
     if len(labels) < 2:
         raise UserError(f"{files['train']}: column {spec.label_column!r} has only one label value {labels}")
@@ -173,6 +174,8 @@ def _read_rows(path: Path, spec: TaskSpec) -> tuple[list[str], list[str], list[i
                 if len(row) != len(header):
                     raise UserError(f"{path} line {reader.line_num}: expected {len(header)} fields "
                                     f"({', '.join(header)}), found {len(row)}")
+                if not row[li].strip():
+                    raise UserError(f"{path} line {reader.line_num}: empty {spec.label_column!r}")
                 texts.append(row[ti].strip())
                 labels.append(row[li].strip())
                 lines.append(reader.line_num)

@@ -4,6 +4,7 @@ task and cache it under results/teachers/<task>/; then cache its outputs
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
@@ -66,6 +67,9 @@ def load_classifier(name: str, num_labels: int | None = None):
                         f"gave: {str(exc).splitlines()[0][:160]}") from None
     if getattr(model.config, "model_type", None) != "bert":
         raise UserError(f"model {name!r} is a {model.config.model_type}, not a BERT classifier")
+    if len(tokenizer) > model.config.vocab_size:  # ids past the embeddings would fail mid-training
+        raise UserError(f"model {name!r}: its tokenizer has {len(tokenizer)} tokens, more than the "
+                        f"{model.config.vocab_size} rows of its embeddings: not a tokenizer of this model")
     return model, tokenizer
 
 
@@ -208,10 +212,14 @@ def teacher_outputs(teacher: Teacher, enc: Encoded, task: str, split: str, max_l
     try:
         _fill_cache(teacher, enc, tmp, device)
         tmp.rename(folder)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not folder.exists():
-            raise
+        if folder.exists():  # another process finished the same cache meanwhile
+            return TeacherOutputs(folder)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise UserError(f"{root}: no space left on the device for the teacher's cached outputs "
+                            "(nothing was kept): free some, or run with --no-cache") from None
+        raise
     return TeacherOutputs(folder)
 
 

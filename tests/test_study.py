@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -19,13 +20,15 @@ from typing import Callable
 
 import optuna
 import pytest
+import sqlalchemy.engine
+import torch
+from conftest import assert_each_student_run_once, assert_user_error, cli_command, invoke, search_args
 from optuna.trial import TrialState, create_trial
 from transformers import BertConfig
-from typer.testing import CliRunner
 
+import fastbert_nas.distill as distill_mod
 import fastbert_nas.pipeline as pipeline
 import fastbert_nas.study as study_mod
-from fastbert_nas.cli import app
 from fastbert_nas.config import UserError
 from fastbert_nas.pruning import PRUNE_MARGIN
 from fastbert_nas.space import load_space
@@ -41,27 +44,6 @@ def quick(monkeypatch, restore_threads):
     """Short latency timings, one thread."""
     monkeypatch.setattr(study_mod, "TRIAL_LATENCY_RUN_S", 0.05)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-def search_args(data_dir, teacher, results, *extra, **over):
-    opts = {"--task": "sst2", "--space": "tiny", "--budget": "smoke", "--data-dir": data_dir, "--teacher": teacher,
-            "--results": results, "--threads": 1, "--trials": 3, **over}
-    return ["search", *[str(x) for k, v in opts.items() if v is not None for x in (k, v)], *extra]
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *fragments):
-    """Exit code 2, one 'error:' line (the last), the expected words, no traceback (as in test_cli)."""
-    out = result.output
-    assert result.exit_code == 2, out
-    assert "Traceback" not in out
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert lines[-1].startswith("error:") and sum(ln.startswith("error:") for ln in lines) == 1, out
-    for f in fragments:
-        assert f in lines[-1], lines[-1]
 
 
 def load(results: Path, name: str = STUDY) -> optuna.Study:
@@ -156,21 +138,23 @@ def test_parse_objectives_and_limits():
 # Cost constraints: rejected before any training step
 
 def test_constraint_rejects_before_training(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    """(--max-params: a --max-flops no student fits is refused before the study, see test_bad_input.)"""
+
     def no_training(*args, **kwargs):
         raise AssertionError("a student over the constraint was trained")
 
     monkeypatch.setattr(pipeline, "distill_student", no_training)
-    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--max-flops": 1000}))
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--max-params": 1000}))
     assert r.exit_code == 0, r.output
     trials = load(tmp_path).get_trials()
     assert len(trials) == 3 and all(t.state == TrialState.PRUNED for t in trials)  # they count toward --trials
     for t in trials:
         a = t.user_attrs
-        assert a["prune_reason"] == "constraint" and "> --max-flops 1000" in a["prune_detail"]
-        assert a["train_steps"] == 0 and a["curve"] == {} and a["flops"] > 1000
-        assert t.constraints["max_flops"] > 0  # TPE is told the region is infeasible
+        assert a["prune_reason"] == "constraint" and "> --max-params 1000" in a["prune_detail"]
+        assert a["train_steps"] == 0 and a["curve"] == {} and a["params"] > 1000
+        assert t.constraints["max_params"] > 0  # TPE is told the region is infeasible
     lines = [ln for ln in r.output.splitlines() if ln.startswith("trial ")]
-    assert len(lines) == 3 and all(" PRUNED " in ln and "(constraint: FLOPs" in ln for ln in lines), r.output
+    assert len(lines) == 3 and all(" PRUNED " in ln and "(constraint: params" in ln for ln in lines), r.output
 
 
 def test_single_objective_with_a_constraint(data_dir, tiny_teacher_dir, tmp_path):
@@ -302,6 +286,83 @@ def test_trials_used_counts_a_retried_failure_once():
 
 
 # ---------------------------------------------------------------------------
+# Faults in a trial: recorded FAIL with the reason, and the study goes on
+
+def fails_once(real: Callable, fault: Callable) -> Callable:
+    """`real`, except that its first call is `fault` (the first trial's)."""
+    calls = []
+
+    def patched(*args, **kwargs):
+        calls.append(1)
+        return (fault if len(calls) == 1 else real)(*args, **kwargs)
+    return patched
+
+
+def raise_(exc: BaseException) -> Callable:
+    def fault(*args, **kwargs):
+        raise exc
+    return fault
+
+
+FAULTS = {  # name: (module, function replaced, what its first call does, words of the trial's fail_reason)
+    "nan-loss": (distill_mod, "kd_loss", lambda *a, **k: torch.tensor(float("nan")),
+                 "FloatingPointError: non-finite loss (nan) after 2 hint and 0 KD steps: training diverged"),
+    "gpu-out-of-memory": (pipeline, "distill_student",
+                          raise_(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")),
+                          "OutOfMemoryError: CUDA out of memory"),
+    "cpu-out-of-memory": (pipeline, "distill_student",
+                          raise_(RuntimeError("DefaultCPUAllocator: can't allocate memory: out of memory")),
+                          "RuntimeError: DefaultCPUAllocator: can't allocate memory"),
+    "unbuildable-student": (pipeline, "build_student", raise_(ValueError("no such student can be built")),
+                            "ValueError: no such student can be built"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(data_dir, tiny_teacher_dir, tmp_path, monkeypatch, fault):
+    module, name, first_call, reason = FAULTS[fault]
+    monkeypatch.setattr(module, name, fails_once(getattr(module, name), first_call))
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines"))
+    assert r.exit_code == 0, r.output
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE], r.output
+    assert reason in trials[0].user_attrs["fail_reason"] and "wall_s" in trials[0].user_attrs
+    assert "retry_history" not in trials[1].system_attrs  # a trial that failed by itself is not run again
+    assert "trial 0 FAIL" in r.output and f"({reason}" in r.output
+    assert study_mod.trials_used(trials) == 3 and "ran 3 trials" in r.output
+
+
+def test_a_spawned_worker_reports_a_user_error_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        study_mod._worker(study_mod.SearchOptions(task="nosuchtask"), rank=1)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().out.startswith("[worker 1] error: --task 'nosuchtask': not a built-in task")
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the dead worker's trial is made by ask()
+def test_a_dead_workers_trial_is_waited_for_and_retried(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    """Once --trials are used or running, a worker waits for the trials others run: one whose heartbeat stops
+    is failed after the grace period and its retry run here, so that none is left RUNNING."""
+    monkeypatch.setenv(study_mod.HEARTBEAT_ENV, "1,3")
+    assert invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 0})).exit_code == 0
+    storage = study_mod.make_storage(f"sqlite:///{tmp_path}/{STUDY}.db")
+    dead = optuna.load_study(study_name=STUDY, storage=storage).ask()  # a worker's trial; the worker then dies
+
+    def last_beat_of_the_dead_worker(*args, **kwargs):  # while this worker's first trial runs
+        storage.record_heartbeat(dead._trial_id)
+        return distill_student(*args, **kwargs)
+
+    distill_student = pipeline.distill_student
+    monkeypatch.setattr(pipeline, "distill_student", fails_once(distill_student, last_beat_of_the_dead_worker))
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 2}))
+    assert r.exit_code == 0, r.output
+    assert f"trial {dead.number} FAIL: its worker sent no heartbeat for 3 s" in r.output
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE], r.output
+    assert trials[2].system_attrs["failed_trial"] == dead.number and study_mod.trials_used(trials) == 2
+
+
+# ---------------------------------------------------------------------------
 # Crash safety and workers (subprocesses: slower)
 
 def running_mid_distillation(db: Path) -> int | None:
@@ -318,24 +379,28 @@ def running_mid_distillation(db: Path) -> int | None:
     return row[0] if row else None
 
 
-def cli_command(args):
-    return [sys.executable, "-c", "from fastbert_nas.cli import app; app()", *args]
+CATCH_S = 900  # seconds a search subprocess gets to start a trial (minutes where a busy machine starves it)
 
 
-@pytest.mark.slow
-def test_a_killed_trial_is_failed_and_retried_once(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
-    env = {**os.environ, study_mod.HEARTBEAT_ENV: "1,2", "OMP_NUM_THREADS": "1"}
-    args = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--kd-steps": 60})
+def start_mid_trial(args, db: Path, env: dict) -> tuple[subprocess.Popen, int]:
+    """The CLI as a subprocess, once one of its trials is RUNNING past its first checkpoint: (process, number)."""
     proc = subprocess.Popen(cli_command(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    db = tmp_path / f"{STUDY}.db"
     number = None
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + CATCH_S
     while number is None and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
         number = running_mid_distillation(db)
     if number is None:
         proc.kill()
         pytest.fail(f"no trial caught running:\n{proc.communicate()[0]}")
+    return proc, number
+
+
+@pytest.mark.slow
+def test_a_killed_trial_is_failed_and_retried_once(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    env = {**os.environ, study_mod.HEARTBEAT_ENV: "1,2", "OMP_NUM_THREADS": "1"}
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--kd-steps": 60})
+    proc, number = start_mid_trial(args, tmp_path / f"{STUDY}.db", env)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     victim = load(tmp_path).get_trials()[number]
@@ -353,6 +418,29 @@ def test_a_killed_trial_is_failed_and_retried_once(data_dir, tiny_teacher_dir, t
     assert f"[retry of trial {victim.number}]" in r.output
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 3 and study_mod.trials_used(trials) == 3
     assert len({tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE}) == 3
+
+
+@pytest.mark.slow
+def test_ctrl_c_queues_the_trial_again_and_exits_130(data_dir, tiny_teacher_dir, tmp_path):
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--kd-steps": 60})
+    proc, number = start_mid_trial(args, tmp_path / f"{STUDY}.db", {**os.environ, "OMP_NUM_THREADS": "1"})
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=CATCH_S)[0]
+    assert proc.returncode == 130, out
+    assert out.splitlines()[-1] == "interrupted: the running trial is queued again; run the same command to resume"
+    assert "Traceback" not in out, out
+    trials = load(tmp_path).get_trials()
+    victim = trials[number]
+    assert victim.state == TrialState.FAIL and victim.user_attrs["fail_reason"] == "interrupted"
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+    assert [t.state for t in retries] == [TrialState.WAITING] and retries[0].params == victim.params
+    assert TrialState.RUNNING not in [t.state for t in trials]
+
+    r = invoke(*args)  # the same command again: the interrupted student first, then the trials left
+    assert r.exit_code == 0, r.output
+    trials = load(tmp_path).get_trials()
+    assert trials[retries[0].number].state == TrialState.COMPLETE and study_mod.trials_used(trials) == 3
+    assert {t.state for t in trials} == {TrialState.FAIL, TrialState.COMPLETE}, r.output
 
 
 def wait_for_another_worker(monkeypatch, trials: Callable[[], list]) -> None:
@@ -399,11 +487,7 @@ def test_two_workers_share_a_postgresql_study(data_dir, tiny_teacher_dir, tmp_pa
     assert sorted(t.number for t in trials) == list(range(6))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), r.output  # none RUNNING/WAITING
     assert len({t.user_attrs["worker"] for t in trials}) == 2
-    by_params: dict[tuple, list] = {}
-    for t in trials:
-        by_params.setdefault(tuple(sorted(t.params.items())), []).append(t)
-    for same in by_params.values():  # a student run twice only as the recorded retry of a failed run
-        assert all(t.system_attrs.get("failed_trial") in {u.number for u in same} for t in same[1:]), same
+    assert_each_student_run_once(trials)
 
     r = invoke(*args)  # the same command again: resumes, nothing left to run
     assert r.exit_code == 0, r.output
@@ -418,6 +502,108 @@ def test_postgresql_storage_without_its_driver_names_the_extra(data_dir, tiny_te
     assert_user_error(invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **over)),
                       "--storage postgresql://", "the PostgreSQL driver is not installed",
                       "pip install 'fastbert-nas[postgres]'")
+
+
+# ---------------------------------------------------------------------------
+# Storage faults: retried with pauses, then one error line; the study intact
+
+@pytest.fixture
+def retries_seen(monkeypatch) -> list[str]:
+    """The transient storage errors met (each one retried, or a heartbeat skipped)."""
+    seen = []
+    transient = study_mod.transient
+
+    def spy(exc):
+        if transient(exc):
+            seen.append(str(exc.__cause__ or exc).splitlines()[0])  # Optuna's own message is generic
+            return True
+        return False
+
+    monkeypatch.setattr(study_mod, "transient", spy)
+    return seen
+
+
+def goes_away_during_the_second_trial(monkeypatch, away: Callable[[], None], back: Callable[[], None],
+                                      seconds: float) -> None:
+    """The database goes away (`away()`) as the second trial starts distilling, and is back `seconds` later."""
+    distill_student = pipeline.distill_student
+    calls = []
+
+    def patched(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            away()
+            threading.Timer(seconds, back).start()
+        return distill_student(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "distill_student", patched)
+
+
+def test_a_sqlite_file_locked_mid_study_is_waited_for(data_dir, tiny_teacher_dir, tmp_path, monkeypatch,
+                                                      retries_seen):
+    monkeypatch.setattr(study_mod, "SQLITE_TIMEOUT_S", 0.1)
+    lock = sqlite3.connect(tmp_path / f"{STUDY}.db", isolation_level=None, check_same_thread=False)
+    goes_away_during_the_second_trial(monkeypatch, lambda: lock.execute("BEGIN EXCLUSIVE"), lock.close, 2.0)
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines"))
+    assert r.exit_code == 0, r.output
+    assert [t.state for t in load(tmp_path).get_trials()] == [TrialState.COMPLETE] * 3
+    assert any("database is locked" in e for e in retries_seen), retries_seen
+
+
+def test_a_sqlite_file_that_stays_locked_is_one_error_line(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(study_mod, "SQLITE_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(study_mod, "STORAGE_RETRY_DELAYS_S", (0.1, 0.1))
+    one = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--trials": 1})
+    assert invoke(*one).exit_code == 0
+    two = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--trials": 2})
+    with closing(sqlite3.connect(tmp_path / f"{STUDY}.db", isolation_level=None)) as lock:
+        lock.execute("BEGIN EXCLUSIVE")
+        r = invoke(*two)
+    assert_user_error(r, f"--storage sqlite:///{tmp_path}/{STUDY}.db: 3 attempts over 0.2 s failed",
+                      "database is locked", "run the same command again")
+    assert [t.state for t in load(tmp_path).get_trials()] == [TrialState.COMPLETE]  # intact, and resumable
+    assert invoke(*two).exit_code == 0
+    assert [t.state for t in load(tmp_path).get_trials()] == [TrialState.COMPLETE] * 2
+
+
+def test_a_read_only_sqlite_file_is_one_error_line_and_left_alone(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(study_mod, "STORAGE_RETRY_DELAYS_S", (0.1,))
+    one = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--trials": 1})
+    assert invoke(*one).exit_code == 0
+    db = tmp_path / f"{STUDY}.db"
+    before = db.read_bytes(), sorted(tmp_path.rglob("*"))
+    read_only = f"sqlite:///file:{db}?mode=ro&uri=true"
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines",
+                            **{"--trials": 2, "--storage": read_only}))
+    assert_user_error(r, "2 attempts over 0.1 s failed", "attempt to write a readonly database")
+    assert (db.read_bytes(), sorted(tmp_path.rglob("*"))) == before
+
+
+@pytest.mark.slow
+def test_a_postgresql_server_restarting_mid_study_is_waited_for(data_dir, tiny_teacher_dir, tmp_path, monkeypatch,
+                                                                postgres_server, retries_seen):
+    study = "sst2-tiny-restart"
+    monkeypatch.setattr(study_mod, "STORAGE_RETRY_DELAYS_S", (1, 2, 4, 8, 16))  # room for a slow start here
+    goes_away_during_the_second_trial(monkeypatch, postgres_server.stop, postgres_server.start, 1.0)
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines",
+                            **{"--storage": postgres_server.url, "--study": study}))
+    assert r.exit_code == 0, r.output
+    trials = optuna.load_study(study_name=study, storage=postgres_server.url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert retries_seen, "the server was never missed"
+
+
+def test_a_postgresql_server_that_is_down_is_one_error_line(data_dir, tiny_teacher_dir, tmp_path, monkeypatch,
+                                                            postgres_server):
+    monkeypatch.setattr(study_mod, "STORAGE_RETRY_DELAYS_S", (0.1, 0.1))
+    postgres_server.stop()
+    try:
+        r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--storage": postgres_server.url}))
+    finally:
+        postgres_server.start()
+    password = sqlalchemy.engine.make_url(postgres_server.url).password
+    assert_user_error(r, "--storage postgresql://fastbert:***@127.0.0.1", "3 attempts over 0.2 s failed")
+    assert password not in r.output and not any(tmp_path.iterdir())
 
 
 # ---------------------------------------------------------------------------

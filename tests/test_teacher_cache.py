@@ -1,12 +1,14 @@
 """teacher.teacher_outputs: the on-disk cache of the teacher's logits and hidden states."""
 
 import copy
+import errno
 
 import numpy as np
 import pytest
 import torch
 
 from fastbert_nas import teacher as teacher_mod
+from fastbert_nas.config import UserError
 from fastbert_nas.tasks import encode
 from fastbert_nas.teacher import Teacher, teacher_outputs, weights_fingerprint
 
@@ -116,3 +118,14 @@ def test_no_half_written_cache(tiny_teacher, enc, tmp_path, monkeypatch, exc):
     monkeypatch.setattr(teacher_mod, "_fill_cache", real_fill)
     out = cache(tiny_teacher, enc, tmp_path)     # and the next call builds it whole
     assert cache_dirs(tmp_path) == [out.folder.name] and len(out) == len(enc)
+
+
+def test_a_full_disk_leaves_no_cache(tiny_teacher, enc, tmp_path, monkeypatch):
+    """No space left for the last file (the big ones written): one UserError, no cache and no .tmp folder left."""
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(teacher_mod.np, "save", no_space)
+    with pytest.raises(UserError, match=r"no space left on the device .* --no-cache"):
+        cache(tiny_teacher, enc, tmp_path)
+    assert cache_dirs(tmp_path) == []
