@@ -199,7 +199,10 @@ def export_plan(study: optuna.Study, trial: FrozenTrial, opts: ExportOptions) ->
         raise UserError(f"study {study.study_name!r} is for task {task!r}, neither built in nor a folder here: "
                         "give its folder with --task PATH") from None
     cached = f"results/teachers/{spec.name}"  # how search records the cached fine-tuned teacher
-    teacher_id = opts.teacher or attrs.get("teacher_id") or trial.user_attrs.get("teacher_id") or cached
+    # the study's teacher only for the study's task: an architecture found on SST-2 exported for CoLA
+    # (--task cola) is distilled from the CoLA teacher
+    studied = (attrs.get("teacher_id") or trial.user_attrs.get("teacher_id")) if task == attrs.get("task") else None
+    teacher_id = opts.teacher or studied or cached
     budget = budget_config(opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps, examples=opts.examples)
     known = {f.name for f in fields(DistillConfig)}
     trial_cfg = DistillConfig(**{k: v for k, v in trial.user_attrs["config"].items() if k in known})
