@@ -37,6 +37,8 @@ from .study import COST_ATTRS
 PNG_WIDTH = 1100     # px
 PNG_HEIGHT = 700     # px
 FAINT = 0.3          # opacity of dominated and pruned trials
+LOG_DTICK = "D2"  # log-axis labels at 1, 2 and 5 per decade: readable, not crowded
+
 COLOURS = qualitative.Plotly  # one per study
 TEACHER_COLOUR = "black"      # the teacher and fastText when a single study is drawn
 BROWSER_ENV = "BROWSER_PATH"  # kaleido v1 (choreographer) launches the browser this names
@@ -137,7 +139,8 @@ def pareto_figure(studies: list[StudyData], cost: str, show_pruned: bool = False
     unit = COST_TITLES[cost] + (f" ({studies[0].latency_note})" if cost == "latency" and not many else "")
     fig.update_layout(title=f"{', '.join(d.name for d in studies)}: {metric} against {COST_NAMES[cost]} "
                             "(validation split; the front is the step line)",
-                      xaxis=dict(title=unit + ", log scale", type="log"),
+                      xaxis=dict(title=unit + ", log scale", type="log", dtick=LOG_DTICK,
+                                 tickformat="~s" if cost == "flops" else None),
                       yaxis=dict(title=f"{metric} (validation split)"), hovermode="closest",
                       legend=dict(groupclick="toggleitem"), template="plotly_white")
     return fig

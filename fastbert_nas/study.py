@@ -67,6 +67,9 @@ GRACE_S = 30
 MAX_RETRY = 1
 HEARTBEAT_ENV = "FASTBERT_NAS_HEARTBEAT"   # "INTERVAL,GRACE" in whole seconds
 SQLITE_TIMEOUT_S = 60                      # seconds a worker waits on a locked SQLite file
+LAST_ATTR = "seed"                         # the study attr written last when a study is created
+ATTRS_WAIT_S = 30                          # seconds to wait for the attrs of a study another worker is creating
+ATTRS_POLL_S = 0.5                         # seconds between looks at them
 IN_MEMORY_URLS = ("sqlite://", "sqlite:///:memory:")  # storages no second process can share
 
 # Storage faults. A database call that fails for want of the database (a locked or read-only SQLite
@@ -417,11 +420,17 @@ def make_pruner(search: Search) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def existing_attrs(storage: RDBStorage, name: str) -> dict | None:
-    """The user attrs of study `name`, or None when there is no such study."""
-    if name not in optuna.study.get_all_study_names(storage):
-        return None
-    return optuna.load_study(study_name=name, storage=storage).user_attrs
+def existing_attrs(storage: RDBStorage, name: str, wait_s: float = ATTRS_WAIT_S) -> dict | None:
+    """The user attrs of study `name`, or None when there is no such study. A study another process has
+    just created gets its attrs a moment later (the last one written is LAST_ATTR): wait up to wait_s."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        if name not in optuna.study.get_all_study_names(storage):
+            return None
+        attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
+        if LAST_ATTR in attrs or time.monotonic() > deadline:
+            return attrs
+        time.sleep(ATTRS_POLL_S)
 
 
 def check_compatible(search: Search, attrs: dict) -> None:
@@ -455,32 +464,22 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
     created = False
     if search.study_name in optuna.study.get_all_study_names(storage):
         n_before = len(optuna.load_study(study_name=search.study_name, storage=storage).get_trials(deepcopy=False))
-    else:
+    else:  # the attrs are measured before the study is made: others see it without them only while they are written
+        attrs = {**search.study_attrs(), "metric": search.metric, "teacher_id": ctx.teacher_id,
+                 "teacher_fingerprint": ctx.teacher.fingerprint,
+                 "teacher_params": count_params(ctx.teacher.model)["total"],
+                 "teacher_flops": count_flops(ctx.teacher.model), **teacher_reference(ctx), "seq_len": REF_SEQ_LEN,
+                 "flops_unit": "FLOPs, 2 per multiply-add", LAST_ATTR: search.opts.seed}
         try:
             study = optuna.create_study(storage=storage, study_name=search.study_name, directions=search.directions)
-            for key, value in {**search.study_attrs(), "metric": search.metric, "teacher_id": ctx.teacher_id,
-                               "teacher_fingerprint": ctx.teacher.fingerprint,
-                               "teacher_params": count_params(ctx.teacher.model)["total"],
-                               "teacher_flops": count_flops(ctx.teacher.model), **teacher_reference(ctx),
-                               "seq_len": REF_SEQ_LEN,
-                               "flops_unit": "FLOPs, 2 per multiply-add", "seed": search.opts.seed}.items():
+            for key, value in attrs.items():
                 study.set_user_attr(key, value)
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # another machine created it a moment ago
-            check_compatible(search, _wait_for_attrs(storage, search.study_name))
+            check_compatible(search, existing_attrs(storage, search.study_name) or {})
     study = optuna.load_study(study_name=search.study_name, storage=storage,
                               sampler=make_sampler(search.opts.seed, rank, n_before), pruner=make_pruner(search))
     return study, created
-
-
-def _wait_for_attrs(storage, name: str, seconds: float = 10.0) -> dict:
-    """A study another process has just created gets its attrs a moment later."""
-    deadline = time.monotonic() + seconds
-    while True:
-        attrs = existing_attrs(storage, name) or {}
-        if "space_fingerprint" in attrs or time.monotonic() > deadline:
-            return attrs
-        time.sleep(0.5)
 
 
 def fail_stale_trials(study: optuna.Study) -> list[str]:

@@ -332,6 +332,16 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(data_dir, tiny_teache
     assert study_mod.trials_used(trials) == 3 and "ran 3 trials" in r.output
 
 
+def test_a_study_being_created_elsewhere_is_waited_for(tmp_path):
+    """Two workers started at once: the second finds the study before the first has written its attrs."""
+    storage = study_mod.make_storage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="s")
+    assert study_mod.existing_attrs(storage, "s", wait_s=0.2) == {}  # still without attrs: not one of ours
+    threading.Timer(0.5, lambda: [study.set_user_attr(k, 1) for k in ("task", study_mod.LAST_ATTR)]).start()
+    assert study_mod.existing_attrs(storage, "s", wait_s=30) == {"task": 1, study_mod.LAST_ATTR: 1}
+    assert study_mod.existing_attrs(storage, "other") is None
+
+
 def test_a_spawned_worker_reports_a_user_error_in_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
         study_mod._worker(study_mod.SearchOptions(task="nosuchtask"), rank=1)
