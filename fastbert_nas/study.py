@@ -404,10 +404,18 @@ def make_storage(url: str) -> RDBStorage:
             raise UserError(f"--storage {url}: cannot open it: {first[:200]}") from None
 
 
-def make_sampler(seed: int, rank: int, n_trials: int) -> optuna.samplers.TPESampler:
-    """TPE (conditional parameters suit it), seeded by --seed, the worker and the study's length,
-    so that a resumed study or a second worker does not replay the first one's random picks."""
-    entropy = np.random.SeedSequence([seed, rank, n_trials]).generate_state(1)[0]
+def worker_id() -> str:
+    """This process, as the trials it runs record it: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_sampler(seed: int, rank: int, n_trials: int, joined: bool = False) -> optuna.samplers.TPESampler:
+    """TPE (conditional parameters suit it), seeded by --seed, the worker and the study's length, so that a
+    resumed study or a second worker does not replay the first one's random picks. A process that joins a
+    study it did not create also mixes in its host and pid: workers started at once on several machines
+    (or twice on one) with the same command would otherwise sample the same students."""
+    words = [seed, rank, n_trials] + (list(hashlib.sha256(worker_id().encode()).digest()[:8]) if joined else [])
+    entropy = np.random.SeedSequence(words).generate_state(1)[0]
     return optuna.samplers.TPESampler(seed=int(entropy))
 
 
@@ -478,7 +486,8 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
         except optuna.exceptions.DuplicatedStudyError:  # another machine created it a moment ago
             check_compatible(search, existing_attrs(storage, search.study_name) or {})
     study = optuna.load_study(study_name=search.study_name, storage=storage,
-                              sampler=make_sampler(search.opts.seed, rank, n_before), pruner=make_pruner(search))
+                              sampler=make_sampler(search.opts.seed, rank, n_before, joined=not created),
+                              pruner=make_pruner(search))
     return study, created
 
 
@@ -669,7 +678,7 @@ class Objective:
             record(trial, arch=arch.to_dict(), name=arch.name, hints=arch.hints_str, config=cfg.to_dict(),
                    budget=s.opts.budget, seed=s.opts.seed, teacher_id=ctx.teacher_id,
                    teacher_fingerprint=ctx.teacher.fingerprint, device=str(ctx.device), curve={}, train_steps=0,
-                   worker=f"{socket.gethostname()}:{os.getpid()}")
+                   worker=worker_id())
             student = pipeline.init_student(ctx, arch, cfg)                                       # build
             costs = student_costs(student, ctx.threads)                                          # cost
             record(trial, params=costs["params"], params_parts=costs["params_parts"], flops=costs["flops"],

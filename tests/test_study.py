@@ -332,6 +332,18 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(data_dir, tiny_teache
     assert study_mod.trials_used(trials) == 3 and "ran 3 trials" in r.output
 
 
+def test_workers_joining_a_study_at_once_sample_differently(monkeypatch):
+    """The same command started twice at once (two machines, or the soak's two workers): same seed, rank and
+    study length, yet different students; the creator of a study samples as its seed says."""
+    def first_pick(pid: int, joined: bool) -> float:
+        monkeypatch.setattr(os, "getpid", lambda: pid)
+        study = optuna.create_study(sampler=study_mod.make_sampler(0, 0, 0, joined=joined))
+        return study.ask().suggest_float("lr", 1e-4, 1e-2, log=True)
+
+    assert first_pick(100, joined=True) != first_pick(101, joined=True)
+    assert first_pick(100, joined=False) == first_pick(101, joined=False)
+
+
 def test_a_study_being_created_elsewhere_is_waited_for(tmp_path):
     """Two workers started at once: the second finds the study before the first has written its attrs."""
     storage = study_mod.make_storage(f"sqlite:///{tmp_path}/s.db")
