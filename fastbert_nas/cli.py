@@ -95,6 +95,11 @@ def teacher(task: Task, data_dir: DataDir = None, text_column: TextColumn = None
                            if k in manifest}, indent=2))
 
 
+def retention(report: dict) -> str:
+    """A report's dev retention as a percentage; '-' where the teacher's dev metric is 0 (an MCC can be)."""
+    return f"{report['retention']:.1%}" if report["retention"] is not None else "-"
+
+
 @app.command()
 @user_errors
 def distill(task: Task,
@@ -134,7 +139,7 @@ def distill(task: Task,
                              use_cache=not no_cache, seed=seed, overrides=overrides)
     vs = r["vs_teacher"]
     typer.echo(f"{r['name']} hints {r['hints']} init {r['init']}: dev {r['dev']['metric']:.4f} "
-               f"(teacher {r['teacher']['dev']['metric']:.4f}, retention {r['retention']:.1%}), "
+               f"(teacher {r['teacher']['dev']['metric']:.4f}, retention {retention(r)}), "
                f"val {r['val']['metric']:.4f}")
     typer.echo(f"params {r['costs']['params']['total']:,} (embeddings {r['costs']['params']['embeddings']:,}, "
                f"encoder {r['costs']['params']['encoder']:,}); FLOPs {r['costs']['flops'] / 1e9:.3f} G "
@@ -322,7 +327,8 @@ def export(out: Annotated[Path, typer.Option(
            data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,
            max_len: MaxLen = None,
            teacher: Annotated[Optional[str], typer.Option(
-               "--teacher", help="Teacher folder or hub id \\[default: the study's].")] = None,
+               "--teacher", help="Teacher folder or hub id \\[default: the study's teacher for the study's task; for "
+               "another --task, that task's fine-tuned teacher under RESULTS/teachers/].")] = None,
            no_cache: NoCache = False, device: Device = "auto", threads: Threads = None,
            results: Results = Path("results")):
     """Distill one student of a study again on a full budget and save it as a Hugging Face model folder.
@@ -349,7 +355,7 @@ def export(out: Annotated[Path, typer.Option(
         raise typer.Exit(1) from None
     vs = r["vs_teacher"]
     typer.echo(f"trial {r['trial']} {r['name']} hints {r['hints']}: dev {r['dev']['metric']:.4f} (teacher "
-               f"{r['teacher']['dev']['metric']:.4f}, retention {r['retention']:.1%}); FLOPs {vs['flops_share']:.1%} "
+               f"{r['teacher']['dev']['metric']:.4f}, retention {retention(r)}); FLOPs {vs['flops_share']:.1%} "
                f"of the teacher's; speed-up b1 {vs['speedup_b1']:.2f}x")
     if "onnx" in r:
         o = r["onnx"]

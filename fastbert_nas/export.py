@@ -35,7 +35,7 @@ from . import pipeline
 from .config import BUDGETS, CHECKPOINT_EVERY, DistillConfig, StudentArch, TaskSpec, UserError, budget_config
 from .report import find_study, gather
 from .study import COST_ATTRS
-from .tasks import encode, resolve_task
+from .tasks import TASKS, encode, resolve_task
 
 CHECKPOINT_DIR = ".checkpoint"
 PLAN_FILE = "plan.json"
@@ -73,7 +73,7 @@ class ExportOptions:
     text_column: str | None = None
     label_column: str | None = None
     max_len: int | None = None
-    teacher: str | None = None       # default: the study's
+    teacher: str | None = None       # default: the study's for the study's task, else the task's cached one
     no_cache: bool = False
     device: str = "auto"
     threads: int | None = None
@@ -174,7 +174,7 @@ class Plan:
     trial: int
     state: str                     # the trial's state (an export of a PRUNED trial is allowed)
     task: str                      # what pipeline.prepare takes as the task (a name or a folder)
-    teacher_id: str                # the study's teacher (or --teacher)
+    teacher_id: str                # --teacher, else the study's for the study's task, else the task's cached one
     teacher: str | None            # what pipeline.prepare takes: None = the cached fine-tuned teacher
     arch: StudentArch
     cfg: DistillConfig
@@ -184,6 +184,17 @@ class Plan:
         """What a checkpoint must match to be resumed (no paths, nothing about the machine)."""
         return {"study": self.study, "trial": self.trial, "task": self.task, "teacher": self.teacher_id,
                 "arch": self.arch.to_dict(), "config": self.cfg.to_dict()}
+
+
+def same_task(a: str, b: str | None) -> bool:
+    """Whether two --task values name one task: the same built-in name, or the same folder however spelled."""
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    if a in TASKS or b in TASKS:  # a built-in name wins over a folder of that name, as in resolve_task
+        return False
+    return os.path.isdir(a) and os.path.isdir(b) and Path(a).resolve() == Path(b).resolve()
 
 
 def export_plan(study: optuna.Study, trial: FrozenTrial, opts: ExportOptions) -> Plan:
@@ -201,8 +212,8 @@ def export_plan(study: optuna.Study, trial: FrozenTrial, opts: ExportOptions) ->
     cached = f"results/teachers/{spec.name}"  # how search records the cached fine-tuned teacher
     # the study's teacher only for the study's task: an architecture found on SST-2 exported for CoLA
     # (--task cola) is distilled from the CoLA teacher
-    studied = (attrs.get("teacher_id") or trial.user_attrs.get("teacher_id")) if task == attrs.get("task") else None
-    teacher_id = opts.teacher or studied or cached
+    studied = attrs.get("teacher_id") or trial.user_attrs.get("teacher_id")
+    teacher_id = opts.teacher or (studied if same_task(task, attrs.get("task")) else None) or cached
     budget = budget_config(opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps, examples=opts.examples)
     known = {f.name for f in fields(DistillConfig)}
     trial_cfg = DistillConfig(**{k: v for k, v in trial.user_attrs["config"].items() if k in known})
@@ -334,7 +345,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
                            device=opts.device, threads=opts.threads, results=Path(opts.results),
                            use_cache=not opts.no_cache)
     studied = study.user_attrs.get("teacher_fingerprint")
-    if studied not in (None, ctx.teacher.fingerprint):
+    if same_task(plan.task, study.user_attrs.get("task")) and studied not in (None, ctx.teacher.fingerprint):
         log(f"note: the teacher's weights differ from the study's ({studied} -> {ctx.teacher.fingerprint}): "
             "the student is distilled from the teacher there is now")
     checkpoint.claim({**plan.identity(), "teacher_fingerprint": ctx.teacher.fingerprint,
