@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .config import CHECKPOINT_EVERY, UserError
+from .config import (BENCH_EXPORT_BUDGET, BENCH_EXPORT_KD_STEPS, BENCH_EXPORT_ROUNDS, BENCH_EXPORT_SHARES,
+                     BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS, CHECKPOINT_EVERY, UserError)
 from .pruning import PRUNE_WARMUP_TRIALS  # pure (no torch): cheap to import for --help
 from .space import DEFAULT_SPACE
 
@@ -411,3 +412,45 @@ def bench_pruning(task: Task = "sst2",
     r = bench.bench_pruning(opts, log=typer.echo)
     typer.echo(bench.pruning_markdown(r))
     typer.echo(f"written to {r['path']}")
+
+
+@bench_app.command("export")
+@user_errors
+def bench_export(study: Annotated[str, typer.Option(
+                     "--study", help="Study whose students are exported (RESULTS/<study>.db); its architectures "
+                     "serve every task.")] = BENCH_EXPORT_STUDY,
+                 tasks: Annotated[str, typer.Option(
+                     "--tasks", help="Comma-separated tasks; each student is distilled from that task's own "
+                     "teacher.")] = ",".join(BENCH_EXPORT_TASKS),
+                 shares: Annotated[str, typer.Option(
+                     "--shares", help="Comma-separated FLOPs shares of the teacher: one export per task and share, "
+                     "--pick 'flops<=SHARE', in RESULTS/exports/<task>-<share in %>/.")
+                 ] = ",".join(f"{x:.2f}" for x in BENCH_EXPORT_SHARES),
+                 budget: Annotated[str, typer.Option("--budget", help="Step budget of the exports made here (and "
+                                                     "required of those found).")] = BENCH_EXPORT_BUDGET,
+                 kd_steps: Annotated[int, typer.Option("--kd-steps", help="KD steps of each export.")
+                                     ] = BENCH_EXPORT_KD_STEPS,
+                 rounds: Annotated[int, typer.Option(
+                     "--rounds", help="Timing rounds: each times every teacher and student once.")
+                 ] = BENCH_EXPORT_ROUNDS,
+                 data_dir: DataDir = None, device: Device = "auto", threads: Threads = None,
+                 results: Results = Path("results")):
+    """Exported students beside their teachers: dev metric, retention, params, FLOPs and batch-1 speed-up.
+
+    Uses each finished export folder RESULTS/exports/<task>-<NN>/ and exports (or resumes) the missing
+    ones, then times every student, loaded from its folder, and its task's teacher side by side in this
+    process. Writes RESULTS/benchmarks/export.json and export.md.
+    """
+    from . import bench_export as bx
+
+    opts = bx.ExportBenchOptions(study=study, tasks=bx.parse_tasks(tasks), shares=bx.parse_shares(shares),
+                                 budget=budget, kd_steps=kd_steps, data_dir=data_dir, results=results,
+                                 threads=threads, device=device, rounds=rounds)
+    try:
+        r = bx.bench_export(opts, log=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: run the same command to resume; finished exports are kept, an unfinished one "
+                   "resumes from its checkpoint", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(bx.export_markdown(r))
+    typer.echo(f"written to {r['path']} and {Path(r['path']).with_suffix('.md')}")
