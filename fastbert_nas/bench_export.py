@@ -5,12 +5,11 @@
     -> time them all at batch 1 in this one process, in rounds -> table, goals -> RESULTS/benchmarks/export.*
 
 The students' architectures come from one study (SST-2's by default: there are no CoLA or Amazon studies),
-picked by `--pick "flops<=SHARE"` on the study's validation metric; `export --task T` distills each from
+picked on the study's validation metric by `--pick "LOWER<flops<=SHARE"` (LOWER: the next smaller share
+of the benchmark, so that each row is its own student; the smallest share from 0); `export --task T` distills each from
 task T's own fine-tuned teacher. A missing or unfinished export folder is exported (resumed) here by
-export.run_export with the same options as `fastbert-nas export --study S --pick "flops<=SHARE" --task T
---budget B --kd-steps N --out RESULTS/exports/<task>-<NN>`. When a missing share's pick is a student this
-run already has a finished export of (same study, trial, task, budget and steps: the same model), that
-export is used for both rows instead of distilling it twice.
+export.run_export with the same options as `fastbert-nas export --study S --pick "LOWER<flops<=SHARE" --task T
+--budget B --kd-steps N --out RESULTS/exports/<task>-<NN>`.
 
 Latency as cost.py measures it (cost.measure_latency: batch 1, REF_SEQ_LEN tokens, torch.utils.benchmark
 median, the same thread count for every model), in --rounds rounds: each round times every task's
@@ -34,9 +33,8 @@ from .bench import machine, spread
 from .config import (BENCH_EXPORT_BUDGET, BENCH_EXPORT_KD_STEPS, BENCH_EXPORT_ROUNDS, BENCH_EXPORT_SHARES,
                      BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS, BUDGETS, UserError)
 from .cost import REF_SEQ_LEN, count_flops, count_params, measure_latency
-from .export import REPORT_FILE, ExportOptions, chosen_trial, differences, parse_pick, run_export
+from .export import REPORT_FILE, ExportOptions, differences, parse_pick, pick_text, run_export
 from .remeasure import teacher_sources
-from .report import find_study
 from .tasks import resolve_task
 from .training import resolve_device, set_threads
 
@@ -93,8 +91,10 @@ def parse_shares(text: str) -> tuple[float, ...]:
         raise UserError(f"--shares {text!r}: expected shares of the teacher's FLOPs, e.g. 0.25,0.10") from None
 
 
-def pick_rule(share: float) -> str:
-    return f"flops<={share:g}"
+def pick_rule(share: float, shares: tuple[float, ...] = ()) -> str:
+    """The --pick of a share's row: the best student above the next smaller share of `shares` and at most
+    this one ('0.1<flops<=0.25'), so that each row is its own student; the smallest share from 0."""
+    return pick_text("flops", share, max((s for s in shares if s < share), default=0.0))
 
 
 def export_dir(results: Path, task: str, share: float) -> Path:
@@ -105,7 +105,7 @@ def export_dir(results: Path, task: str, share: float) -> Path:
 
 def export_options(opts: ExportBenchOptions, task: str, share: float, out: Path) -> ExportOptions:
     """The `fastbert-nas export` this benchmark row stands for."""
-    return ExportOptions(out=out, pick=pick_rule(share), study=opts.study, results=Path(opts.results),
+    return ExportOptions(out=out, pick=pick_rule(share, opts.shares), study=opts.study, results=Path(opts.results),
                          budget=opts.budget, kd_steps=opts.kd_steps, task=task, data_dir=opts.data_dir,
                          device=opts.device, threads=opts.threads)
 
@@ -115,8 +115,8 @@ def export_options(opts: ExportBenchOptions, task: str, share: float, out: Path)
 
 @dataclass
 class Row:
-    """One (task, share): its export folder and export.json; how it was had (found, exported, or the
-    folder of an identical export); its timings once measured."""
+    """One (task, share): its export folder and export.json; how it was had (found or exported); its
+    timings once measured."""
 
     task: str
     share: float
@@ -129,7 +129,7 @@ class Row:
 def expected(opts: ExportBenchOptions, task: str, share: float) -> dict:
     """What a row's export.json must say to be this benchmark's export."""
     kd = opts.kd_steps if opts.kd_steps is not None else BUDGETS[opts.budget]["kd_steps"]
-    return {"study": opts.study, "task": resolve_task(task).name, "pick": pick_rule(share), "budget": opts.budget,
+    return {"study": opts.study, "task": resolve_task(task).name, "pick": pick_rule(share, opts.shares), "budget": opts.budget,
             "kd_steps": kd}
 
 
@@ -137,7 +137,7 @@ def found(report: dict) -> dict:
     """The same keys as `expected`, from an export.json."""
     pick = parse_pick(report["pick"]) if report.get("pick") else None
     return {"study": report["study"], "task": report["task"],
-            "pick": pick_rule(pick[1]) if pick and pick[0] == "flops" else report.get("pick"),
+            "pick": pick_text(*pick) if pick else report.get("pick"),
             "budget": report["budget"], "kd_steps": report["config"]["kd_steps"]}
 
 
@@ -154,7 +154,6 @@ def read_export(folder: Path, want: dict) -> dict:
 def gather_exports(opts: ExportBenchOptions, log: Callable[[str], None] = print) -> list[Row]:
     """Every (task, share) row's finished export, exporting (or resuming) the ones missing."""
     rows: list[Row] = []
-    study = None
     for task in opts.tasks:
         for share in opts.shares:
             folder, want = export_dir(opts.results, task, share), expected(opts, task, share)
@@ -162,16 +161,7 @@ def gather_exports(opts: ExportBenchOptions, log: Callable[[str], None] = print)
                 rows.append(Row(task, share, folder, read_export(folder, want), "found"))
                 continue
             xopts = export_options(opts, task, share, folder)
-            if not folder.exists():  # an identical finished export of another share: the same model
-                study = study or find_study(opts.study, None, opts.results)
-                trial = chosen_trial(study, xopts).number
-                same = next((r for r in rows if r.task == task and r.report["trial"] == trial), None)
-                if same is not None:
-                    log(f"{pick_rule(share)} on {task}: trial {trial}, the student of {same.folder} "
-                        "(same study, trial, task and steps): not distilled twice")
-                    rows.append(Row(task, share, same.folder, same.report, f"same as {same.folder.name}"))
-                    continue
-            log(f"exporting {pick_rule(share)} for {task} into {folder}/ ...")
+            log(f"exporting {pick_rule(share, opts.shares)} for {task} into {folder}/ ...")
             run_export(xopts, log=log)
             rows.append(Row(task, share, folder, read_export(folder, want), "exported"))
     return rows
@@ -218,7 +208,7 @@ def row_figures(row: Row, student, teacher, latency: dict, teacher_latency: dict
     s_params, t_params = count_params(student)["total"], count_params(teacher)["total"]
     s_flops, t_flops = count_flops(student), count_flops(teacher)
     return {
-        "task": r["task"], "share_limit": row.share, "pick": pick_rule(row.share), "trial": r["trial"],
+        "task": r["task"], "share_limit": row.share, "pick": r["pick"] or f"trial {r['trial']}", "trial": r["trial"],
         "student": r["name"], "hints": r["hints"], "export_dir": str(row.folder), "source": row.source,
         "budget": r["budget"], "hint_steps": r["distill"]["hint_steps"], "kd_steps": r["distill"]["kd_steps"],
         "batch_size": r["config"]["batch_size"], "examples_used": r["examples_used"],
@@ -311,8 +301,9 @@ def export_markdown(r: dict) -> str:
     lines = [
         f"# Export benchmark: students of `{r['study']}` distilled for {', '.join(map(title, r['tasks']))}", "",
         f"Measured {r['time']} on {m['cpu']}{', ' + m['cuda'] if m['cuda'] else ''}, torch {m['torch']}. "
-        f"Students: the architecture, hints and settings of the study's trial picked by `--pick "
-        f"\"flops<=SHARE\"` (best validation metric in the study within that share of the teacher's FLOPs), "
+        "Students: the architecture, hints and settings of the study's trial picked by `--pick` (the best "
+        "validation metric in the study within that band of the teacher's FLOPs: above the next smaller share "
+        "of the benchmark, so that each row is its own student), "
         f"distilled again from each task's own fine-tuned teacher ({budgets}). Dev metrics are on each task's "
         "official dev set (export.json); retention = student dev metric / teacher dev metric.", "",
         f"FLOPs count 2 per multiply-add, batch 1, {t['seq_len']} tokens. Latency: batch 1, {t['seq_len']} tokens, "
@@ -326,9 +317,8 @@ def export_markdown(r: dict) -> str:
     ]
     for f in r["rows"]:
         ret = f"{f['retention']:.1%}" if f["retention"] is not None else "-"
-        note = f" ({f['source']})" if f["source"].startswith("same as") else ""
         lines.append(
-            f"| {title(f['task'])} | {_limit(f['share_limit'])} | {f['trial']}{note} | {f['student']} | {f['hints']} | "
+            f"| {title(f['task'])} | {_limit(f['share_limit'])} | {f['trial']} | {f['student']} | {f['hints']} | "
             f"{f['metric']} {f['dev']['metric']:.4f} | {f['teacher_dev']['metric']:.4f} | {ret} | "
             f"{f['params'] / 1e6:.2f} | {f['flops'] / 1e9:.3f} ({f['flops_share']:.1%}) | {_ms(f['latency_ms'])} | "
             f"{_ms(f['teacher_latency_ms'])} | {f['speedup_b1']:.2f}x | {f['budget']} "

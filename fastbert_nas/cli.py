@@ -309,8 +309,8 @@ def export(out: Annotated[Path, typer.Option(
            trial: Annotated[Optional[int], typer.Option("--trial", help="The trial whose student to export.")] = None,
            pick: Annotated[Optional[str], typer.Option(
                "--pick", help="Instead of --trial: 'flops<=0.25' takes the completed student with the best metric "
-               "among those with at most 25% of the teacher's FLOPs; 'latency<=0.5' likewise with batch-1 "
-               "latency.")] = None,
+               "among those with at most 25% of the teacher's FLOPs; '0.1<flops<=0.25' among those with more "
+               "than 10% and at most 25%; 'latency<=0.5' likewise with batch-1 latency.")] = None,
            study: Annotated[Optional[str], typer.Option(
                "--study", help="Study of the trial \\[default: the newest in the newest RESULTS/*.db].")] = None,
            storage: StudyStorage = None,

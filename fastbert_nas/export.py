@@ -48,7 +48,8 @@ CARD_FILE = "README.md"
 LABEL_NAMES = {"sst2": ("negative", "positive"), "cola": ("unacceptable", "acceptable"),
                "amazon": ("negative", "positive")}
 
-PICK_PATTERN = re.compile(r"^\s*(flops|latency)\s*<=\s*(\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
+NUMBER = r"(\d*\.?\d+(?:[eE][-+]?\d+)?)"
+PICK_PATTERN = re.compile(rf"^\s*(?:{NUMBER}\s*<\s*)?(flops|latency)\s*<=\s*{NUMBER}\s*$")  # [LOW<]COST<=SHARE
 PICK_COSTS = {"flops": "FLOPs", "latency": "batch-1 latency"}
 
 
@@ -112,20 +113,28 @@ def command_line(opts: ExportOptions) -> str:
 # ---------------------------------------------------------------------------
 # Choosing the trial
 
-def parse_pick(text: str) -> tuple[str, float]:
-    """'flops<=0.25' -> ('flops', 0.25): a cost and the largest share of the teacher's allowed."""
+def parse_pick(text: str) -> tuple[str, float, float]:
+    """'flops<=0.25' -> ('flops', 0.25, 0.0); '0.1<flops<=0.25' -> ('flops', 0.25, 0.1): a cost, the largest
+    share of the teacher's allowed, and the share a student must exceed."""
     m = PICK_PATTERN.match(text)
-    if not m or float(m[2]) <= 0:
-        raise UserError(f"--pick {text!r}: expected COST<=SHARE, COST flops or latency and SHARE a positive "
-                        "share of the teacher's, e.g. 'flops<=0.25'")
-    return m[1], float(m[2])
+    low, share = (float(m[1] or 0), float(m[3])) if m else (0.0, 0.0)
+    if not m or share <= 0 or low >= share:
+        raise UserError(f"--pick {text!r}: expected [LOW<]COST<=SHARE, COST flops or latency and SHARE a positive "
+                        "share of the teacher's above LOW, e.g. 'flops<=0.25' or '0.1<flops<=0.25'")
+    return m[2], share, low
 
 
-def pick_row(rows: list[dict], teacher: dict, cost: str, share: float) -> dict:
-    """The COMPLETE row with the best metric among those costing at most `share` of the teacher
-    (ties: the cheaper, then the earlier). Rows and teacher as report.gather makes them: a
+def pick_text(cost: str, share: float, low: float = 0.0) -> str:
+    """The --pick rule of `parse_pick`'s figures, written one way."""
+    return f"{f'{low:g}<' if low else ''}{cost}<={share:g}"
+
+
+def pick_row(rows: list[dict], teacher: dict, cost: str, share: float, low: float = 0.0) -> dict:
+    """The COMPLETE row with the best metric among those costing more than `low` and at most `share` of the
+    teacher (ties: the cheaper, then the earlier). Rows and teacher as report.gather makes them: a
     re-measured latency is compared with the teacher's re-measured one."""
     key = COST_ATTRS[cost]
+    rule = pick_text(cost, share, low)
 
     def teacher_cost(row: dict) -> float | None:
         if cost == "flops":
@@ -135,12 +144,13 @@ def pick_row(rows: list[dict], teacher: dict, cost: str, share: float) -> dict:
     done = [r for r in rows if r["state"] == "COMPLETE" and r["metric"] is not None and r[key] is not None
             and teacher_cost(r)]
     if not done:
-        raise UserError(f"--pick {cost}<={share:g}: the study has no record of the teacher's {PICK_COSTS[cost]} "
+        raise UserError(f"--pick {rule}: the study has no record of the teacher's {PICK_COSTS[cost]} "
                         "or no completed student with one")
     shares = {r["trial"]: r[key] / teacher_cost(r) for r in done}
-    fits = [r for r in done if shares[r["trial"]] <= share]
+    fits = [r for r in done if low < shares[r["trial"]] <= share]
     if not fits:
-        raise UserError(f"--pick {cost}<={share:g}: no completed student has at most {share:.1%} of the "
+        between = f"more than {low:.1%} and " if low else ""
+        raise UserError(f"--pick {rule}: no completed student has {between}at most {share:.1%} of the "
                         f"teacher's {PICK_COSTS[cost]}; the cheapest has {min(shares.values()):.1%}")
     return max(fits, key=lambda r: (r["metric"], -shares[r["trial"]], -r["trial"]))
 

@@ -323,8 +323,14 @@ def test_pick_takes_the_best_completed_student_within_the_share(tmp_path):
     assert export_mod.chosen_trial(study, by_pick).number == 3
     with pytest.raises(UserError, match=r"trial 4 of study 'picks' \(PRUNED\) recorded no student"):
         export_mod.chosen_trial(study, export_mod.ExportOptions(out=tmp_path, trial=4, results=tmp_path))
-    for bad in ("flops<0.25", "params<=0.5", "flops<=0", "flops<=x", ""):
-        with pytest.raises(UserError, match="expected COST<=SHARE"):
+    assert pick(study, "0.2<flops<=0.25", tmp_path) == 3  # a band: more than 20%, at most 25%
+    assert pick(study, "0.241<flops<=1", tmp_path) == 2
+    with pytest.raises(UserError, match=r"no completed student has more than 25.0% and at most 30.0%"):
+        pick(study, "0.25<flops<=0.3", tmp_path)
+    assert export_mod.parse_pick(" 0.10 < flops <= 0.25") == ("flops", 0.25, 0.1)
+    assert export_mod.pick_text(*export_mod.parse_pick("0.10<flops<=0.250")) == "0.1<flops<=0.25"
+    for bad in ("flops<0.25", "params<=0.5", "flops<=0", "flops<=x", "", "0.3<flops<=0.25", "0.1<flops<0.25"):
+        with pytest.raises(UserError, match=r"expected \[LOW<\]COST<=SHARE"):
             export_mod.parse_pick(bad)
 
 
@@ -347,7 +353,7 @@ def test_pick_that_matches_nothing_is_one_error_line(tmp_path):
     ({"--trial": None}, ["exactly one of --trial N and --pick RULE"]),
     ({"--trial": 99}, ["--trial 99", "no such trial (trials 0-2)"]),
     ({"--trial": None, "--pick": "flops<=0.0001"}, ["no completed student has at most 0.0%"]),
-    ({"--trial": None, "--pick": "speed<=2"}, ["expected COST<=SHARE"]),
+    ({"--trial": None, "--pick": "speed<=2"}, ["expected [LOW<]COST<=SHARE"]),
     ({"--study": "nope"}, ["--study nope", "not found"]),
     ({"--checkpoint-every": 0}, ["--checkpoint-every 0: must be at least 1"]),
     ({"--kd-steps": 0}, ["--kd-steps 0: must be at least 1"]),
