@@ -4,6 +4,7 @@
 budget, and distillation throughput with and without the teacher-output cache.
 `pruning`: the same study run with Pareto pruning and without; training steps saved
 and the hypervolume each front keeps.
+`export` (bench_export.py): exported students beside their teachers, timed side by side.
 """
 
 from __future__ import annotations

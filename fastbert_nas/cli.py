@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .config import CHECKPOINT_EVERY, UserError
+from .config import (BENCH_EXPORT_BUDGET, BENCH_EXPORT_KD_STEPS, BENCH_EXPORT_ROUNDS, BENCH_EXPORT_SHARES,
+                     BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS, CHECKPOINT_EVERY, UserError)
 from .pruning import PRUNE_WARMUP_TRIALS  # pure (no torch): cheap to import for --help
 from .space import DEFAULT_SPACE
 
@@ -95,6 +96,11 @@ def teacher(task: Task, data_dir: DataDir = None, text_column: TextColumn = None
                            if k in manifest}, indent=2))
 
 
+def retention(report: dict) -> str:
+    """A report's dev retention as a percentage; '-' where the teacher's dev metric is 0 (an MCC can be)."""
+    return f"{report['retention']:.1%}" if report["retention"] is not None else "-"
+
+
 @app.command()
 @user_errors
 def distill(task: Task,
@@ -134,7 +140,7 @@ def distill(task: Task,
                              use_cache=not no_cache, seed=seed, overrides=overrides)
     vs = r["vs_teacher"]
     typer.echo(f"{r['name']} hints {r['hints']} init {r['init']}: dev {r['dev']['metric']:.4f} "
-               f"(teacher {r['teacher']['dev']['metric']:.4f}, retention {r['retention']:.1%}), "
+               f"(teacher {r['teacher']['dev']['metric']:.4f}, retention {retention(r)}), "
                f"val {r['val']['metric']:.4f}")
     typer.echo(f"params {r['costs']['params']['total']:,} (embeddings {r['costs']['params']['embeddings']:,}, "
                f"encoder {r['costs']['params']['encoder']:,}); FLOPs {r['costs']['flops'] / 1e9:.3f} G "
@@ -303,8 +309,8 @@ def export(out: Annotated[Path, typer.Option(
            trial: Annotated[Optional[int], typer.Option("--trial", help="The trial whose student to export.")] = None,
            pick: Annotated[Optional[str], typer.Option(
                "--pick", help="Instead of --trial: 'flops<=0.25' takes the completed student with the best metric "
-               "among those with at most 25% of the teacher's FLOPs; 'latency<=0.5' likewise with batch-1 "
-               "latency.")] = None,
+               "among those with at most 25% of the teacher's FLOPs; '0.1<flops<=0.25' among those with more "
+               "than 10% and at most 25%; 'latency<=0.5' likewise with batch-1 latency.")] = None,
            study: Annotated[Optional[str], typer.Option(
                "--study", help="Study of the trial \\[default: the newest in the newest RESULTS/*.db].")] = None,
            storage: StudyStorage = None,
@@ -322,7 +328,8 @@ def export(out: Annotated[Path, typer.Option(
            data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,
            max_len: MaxLen = None,
            teacher: Annotated[Optional[str], typer.Option(
-               "--teacher", help="Teacher folder or hub id \\[default: the study's].")] = None,
+               "--teacher", help="Teacher folder or hub id \\[default: the study's teacher for the study's task; for "
+               "another --task, that task's fine-tuned teacher under RESULTS/teachers/].")] = None,
            no_cache: NoCache = False, device: Device = "auto", threads: Threads = None,
            results: Results = Path("results")):
     """Distill one student of a study again on a full budget and save it as a Hugging Face model folder.
@@ -349,7 +356,7 @@ def export(out: Annotated[Path, typer.Option(
         raise typer.Exit(1) from None
     vs = r["vs_teacher"]
     typer.echo(f"trial {r['trial']} {r['name']} hints {r['hints']}: dev {r['dev']['metric']:.4f} (teacher "
-               f"{r['teacher']['dev']['metric']:.4f}, retention {r['retention']:.1%}); FLOPs {vs['flops_share']:.1%} "
+               f"{r['teacher']['dev']['metric']:.4f}, retention {retention(r)}); FLOPs {vs['flops_share']:.1%} "
                f"of the teacher's; speed-up b1 {vs['speedup_b1']:.2f}x")
     if "onnx" in r:
         o = r["onnx"]
@@ -405,3 +412,45 @@ def bench_pruning(task: Task = "sst2",
     r = bench.bench_pruning(opts, log=typer.echo)
     typer.echo(bench.pruning_markdown(r))
     typer.echo(f"written to {r['path']}")
+
+
+@bench_app.command("export")
+@user_errors
+def bench_export(study: Annotated[str, typer.Option(
+                     "--study", help="Study whose students are exported (RESULTS/<study>.db); its architectures "
+                     "serve every task.")] = BENCH_EXPORT_STUDY,
+                 tasks: Annotated[str, typer.Option(
+                     "--tasks", help="Comma-separated tasks; each student is distilled from that task's own "
+                     "teacher.")] = ",".join(BENCH_EXPORT_TASKS),
+                 shares: Annotated[str, typer.Option(
+                     "--shares", help="Comma-separated FLOPs shares of the teacher: one export per task and share, "
+                     "--pick 'flops<=SHARE', in RESULTS/exports/<task>-<share in %>/.")
+                 ] = ",".join(f"{x:.2f}" for x in BENCH_EXPORT_SHARES),
+                 budget: Annotated[str, typer.Option("--budget", help="Step budget of the exports made here (and "
+                                                     "required of those found).")] = BENCH_EXPORT_BUDGET,
+                 kd_steps: Annotated[int, typer.Option("--kd-steps", help="KD steps of each export.")
+                                     ] = BENCH_EXPORT_KD_STEPS,
+                 rounds: Annotated[int, typer.Option(
+                     "--rounds", help="Timing rounds: each times every teacher and student once.")
+                 ] = BENCH_EXPORT_ROUNDS,
+                 data_dir: DataDir = None, device: Device = "auto", threads: Threads = None,
+                 results: Results = Path("results")):
+    """Exported students beside their teachers: dev metric, retention, params, FLOPs and batch-1 speed-up.
+
+    Uses each finished export folder RESULTS/exports/<task>-<NN>/ and exports (or resumes) the missing
+    ones, then times every student, loaded from its folder, and its task's teacher side by side in this
+    process. Writes RESULTS/benchmarks/export.json and export.md.
+    """
+    from . import bench_export as bx
+
+    opts = bx.ExportBenchOptions(study=study, tasks=bx.parse_tasks(tasks), shares=bx.parse_shares(shares),
+                                 budget=budget, kd_steps=kd_steps, data_dir=data_dir, results=results,
+                                 threads=threads, device=device, rounds=rounds)
+    try:
+        r = bx.bench_export(opts, log=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: run the same command to resume; finished exports are kept, an unfinished one "
+                   "resumes from its checkpoint", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(bx.export_markdown(r))
+    typer.echo(f"written to {r['path']} and {Path(r['path']).with_suffix('.md')}")

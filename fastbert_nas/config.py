@@ -166,6 +166,15 @@ BUDGETS: dict[str, dict] = {
 
 CHECKPOINT_EVERY = 500  # optimizer steps between export's checkpoints: an interruption costs a few CPU minutes
 
+# `bench export` (issue 5): which exports, and how they are timed. Here, not in bench_export.py, so that the
+# command line shows them without importing torch.
+BENCH_EXPORT_STUDY = "sst2-thin-deep-pareto"     # the SST-2 study whose students serve every task
+BENCH_EXPORT_TASKS = ("sst2", "cola", "amazon")
+BENCH_EXPORT_SHARES = (0.25, 0.10)               # largest shares of the teacher's FLOPs: --pick "flops<=SHARE"
+BENCH_EXPORT_BUDGET = "small"                    # 300 hint steps over all of a task's train (up to 70,000 rows)
+BENCH_EXPORT_KD_STEPS = 2000                     # KD steps per export: half of small's 4,000, six exports in CPU hours
+BENCH_EXPORT_ROUNDS = 5                          # timing rounds, each timing every model once: min/median/max over them
+
 
 def budget_config(budget: str, **overrides) -> DistillConfig:
     if budget not in BUDGETS:

@@ -35,7 +35,7 @@ from . import pipeline
 from .config import BUDGETS, CHECKPOINT_EVERY, DistillConfig, StudentArch, TaskSpec, UserError, budget_config
 from .report import find_study, gather
 from .study import COST_ATTRS
-from .tasks import encode, resolve_task
+from .tasks import TASKS, encode, resolve_task
 
 CHECKPOINT_DIR = ".checkpoint"
 PLAN_FILE = "plan.json"
@@ -48,7 +48,8 @@ CARD_FILE = "README.md"
 LABEL_NAMES = {"sst2": ("negative", "positive"), "cola": ("unacceptable", "acceptable"),
                "amazon": ("negative", "positive")}
 
-PICK_PATTERN = re.compile(r"^\s*(flops|latency)\s*<=\s*(\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
+NUMBER = r"(\d*\.?\d+(?:[eE][-+]?\d+)?)"
+PICK_PATTERN = re.compile(rf"^\s*(?:{NUMBER}\s*<\s*)?(flops|latency)\s*<=\s*{NUMBER}\s*$")  # [LOW<]COST<=SHARE
 PICK_COSTS = {"flops": "FLOPs", "latency": "batch-1 latency"}
 
 
@@ -73,7 +74,7 @@ class ExportOptions:
     text_column: str | None = None
     label_column: str | None = None
     max_len: int | None = None
-    teacher: str | None = None       # default: the study's
+    teacher: str | None = None       # default: the study's for the study's task, else the task's cached one
     no_cache: bool = False
     device: str = "auto"
     threads: int | None = None
@@ -112,20 +113,28 @@ def command_line(opts: ExportOptions) -> str:
 # ---------------------------------------------------------------------------
 # Choosing the trial
 
-def parse_pick(text: str) -> tuple[str, float]:
-    """'flops<=0.25' -> ('flops', 0.25): a cost and the largest share of the teacher's allowed."""
+def parse_pick(text: str) -> tuple[str, float, float]:
+    """'flops<=0.25' -> ('flops', 0.25, 0.0); '0.1<flops<=0.25' -> ('flops', 0.25, 0.1): a cost, the largest
+    share of the teacher's allowed, and the share a student must exceed."""
     m = PICK_PATTERN.match(text)
-    if not m or float(m[2]) <= 0:
-        raise UserError(f"--pick {text!r}: expected COST<=SHARE, COST flops or latency and SHARE a positive "
-                        "share of the teacher's, e.g. 'flops<=0.25'")
-    return m[1], float(m[2])
+    low, share = (float(m[1] or 0), float(m[3])) if m else (0.0, 0.0)
+    if not m or share <= 0 or low >= share:
+        raise UserError(f"--pick {text!r}: expected [LOW<]COST<=SHARE, COST flops or latency and SHARE a positive "
+                        "share of the teacher's above LOW, e.g. 'flops<=0.25' or '0.1<flops<=0.25'")
+    return m[2], share, low
 
 
-def pick_row(rows: list[dict], teacher: dict, cost: str, share: float) -> dict:
-    """The COMPLETE row with the best metric among those costing at most `share` of the teacher
-    (ties: the cheaper, then the earlier). Rows and teacher as report.gather makes them: a
+def pick_text(cost: str, share: float, low: float = 0.0) -> str:
+    """The --pick rule of `parse_pick`'s figures, written one way."""
+    return f"{f'{low:g}<' if low else ''}{cost}<={share:g}"
+
+
+def pick_row(rows: list[dict], teacher: dict, cost: str, share: float, low: float = 0.0) -> dict:
+    """The COMPLETE row with the best metric among those costing more than `low` and at most `share` of the
+    teacher (ties: the cheaper, then the earlier). Rows and teacher as report.gather makes them: a
     re-measured latency is compared with the teacher's re-measured one."""
     key = COST_ATTRS[cost]
+    rule = pick_text(cost, share, low)
 
     def teacher_cost(row: dict) -> float | None:
         if cost == "flops":
@@ -135,12 +144,13 @@ def pick_row(rows: list[dict], teacher: dict, cost: str, share: float) -> dict:
     done = [r for r in rows if r["state"] == "COMPLETE" and r["metric"] is not None and r[key] is not None
             and teacher_cost(r)]
     if not done:
-        raise UserError(f"--pick {cost}<={share:g}: the study has no record of the teacher's {PICK_COSTS[cost]} "
+        raise UserError(f"--pick {rule}: the study has no record of the teacher's {PICK_COSTS[cost]} "
                         "or no completed student with one")
     shares = {r["trial"]: r[key] / teacher_cost(r) for r in done}
-    fits = [r for r in done if shares[r["trial"]] <= share]
+    fits = [r for r in done if low < shares[r["trial"]] <= share]
     if not fits:
-        raise UserError(f"--pick {cost}<={share:g}: no completed student has at most {share:.1%} of the "
+        between = f"more than {low:.1%} and " if low else ""
+        raise UserError(f"--pick {rule}: no completed student has {between}at most {share:.1%} of the "
                         f"teacher's {PICK_COSTS[cost]}; the cheapest has {min(shares.values()):.1%}")
     return max(fits, key=lambda r: (r["metric"], -shares[r["trial"]], -r["trial"]))
 
@@ -174,7 +184,7 @@ class Plan:
     trial: int
     state: str                     # the trial's state (an export of a PRUNED trial is allowed)
     task: str                      # what pipeline.prepare takes as the task (a name or a folder)
-    teacher_id: str                # the study's teacher (or --teacher)
+    teacher_id: str                # --teacher, else the study's for the study's task, else the task's cached one
     teacher: str | None            # what pipeline.prepare takes: None = the cached fine-tuned teacher
     arch: StudentArch
     cfg: DistillConfig
@@ -184,6 +194,17 @@ class Plan:
         """What a checkpoint must match to be resumed (no paths, nothing about the machine)."""
         return {"study": self.study, "trial": self.trial, "task": self.task, "teacher": self.teacher_id,
                 "arch": self.arch.to_dict(), "config": self.cfg.to_dict()}
+
+
+def same_task(a: str, b: str | None) -> bool:
+    """Whether two --task values name one task: the same built-in name, or the same folder however spelled."""
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    if a in TASKS or b in TASKS:  # a built-in name wins over a folder of that name, as in resolve_task
+        return False
+    return os.path.isdir(a) and os.path.isdir(b) and Path(a).resolve() == Path(b).resolve()
 
 
 def export_plan(study: optuna.Study, trial: FrozenTrial, opts: ExportOptions) -> Plan:
@@ -201,8 +222,8 @@ def export_plan(study: optuna.Study, trial: FrozenTrial, opts: ExportOptions) ->
     cached = f"results/teachers/{spec.name}"  # how search records the cached fine-tuned teacher
     # the study's teacher only for the study's task: an architecture found on SST-2 exported for CoLA
     # (--task cola) is distilled from the CoLA teacher
-    studied = (attrs.get("teacher_id") or trial.user_attrs.get("teacher_id")) if task == attrs.get("task") else None
-    teacher_id = opts.teacher or studied or cached
+    studied = attrs.get("teacher_id") or trial.user_attrs.get("teacher_id")
+    teacher_id = opts.teacher or (studied if same_task(task, attrs.get("task")) else None) or cached
     budget = budget_config(opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps, examples=opts.examples)
     known = {f.name for f in fields(DistillConfig)}
     trial_cfg = DistillConfig(**{k: v for k, v in trial.user_attrs["config"].items() if k in known})
@@ -334,7 +355,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
                            device=opts.device, threads=opts.threads, results=Path(opts.results),
                            use_cache=not opts.no_cache)
     studied = study.user_attrs.get("teacher_fingerprint")
-    if studied not in (None, ctx.teacher.fingerprint):
+    if same_task(plan.task, study.user_attrs.get("task")) and studied not in (None, ctx.teacher.fingerprint):
         log(f"note: the teacher's weights differ from the study's ({studied} -> {ctx.teacher.fingerprint}): "
             "the student is distilled from the teacher there is now")
     checkpoint.claim({**plan.identity(), "teacher_fingerprint": ctx.teacher.fingerprint,

@@ -27,12 +27,17 @@ from .student import student_config
 from .study import COST_ATTRS
 
 
+def teacher_sources(teacher_id: str | None, task: str, results: Path) -> list:
+    """Where a recorded teacher id may be: the cached teacher (recorded as results/teachers/<task> whatever
+    --results was) under RESULTS/teachers/<task>, then the id itself (--teacher's folder or hub id)."""
+    cached = Path(results) / "teachers" / task if teacher_id == f"results/teachers/{task}" else None
+    return [c for c in (cached, teacher_id) if c]
+
+
 def teacher_config(study: optuna.Study, results: Path):
     """The teacher's transformers config: its folder (the cached teacher, or --teacher's), or hub id."""
     attrs = study.user_attrs
-    task, teacher_id = attrs.get("task", "?"), attrs.get("teacher_id")
-    cached = Path(results) / "teachers" / task if teacher_id == f"results/teachers/{task}" else None
-    candidates = [c for c in (cached, teacher_id) if c]  # search records the cached teacher as results/...
+    candidates = teacher_sources(attrs.get("teacher_id"), attrs.get("task", "?"), results)
     for source in candidates:
         try:
             return AutoConfig.from_pretrained(str(source))

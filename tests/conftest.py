@@ -53,6 +53,32 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def cache_tiny_teacher(results: Path, task: str, data_dir: Path, seed: int) -> str:
+    """A random tiny teacher (TINY_TEACHER, weights from `seed`) saved as RESULTS/teachers/<task>/, the
+    fine-tuned teacher of a built-in task as `fastbert-nas teacher` caches it (no fine-tuning: the test
+    needs only a teacher of its own). Returns its weights' fingerprint."""
+    import json
+
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from fastbert_nas.tasks import TASKS, load_task
+    from fastbert_nas.teacher import DEFAULT_BASE, base_path, weights_fingerprint
+
+    spec = TASKS[task]
+    tokenizer = AutoTokenizer.from_pretrained(base_path(DEFAULT_BASE))
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), **TINY_TEACHER))
+    folder = Path(results) / "teachers" / task
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    fingerprint = weights_fingerprint(model)
+    manifest = {"task": task, "base": DEFAULT_BASE, "max_len": spec.max_len, "fingerprint": fingerprint,
+                "data_fingerprint": load_task(spec, str(data_dir)).fingerprint()}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return fingerprint
+
+
 @pytest.fixture
 def tiny_teacher(tiny_teacher_dir):
     """The tiny teacher loaded the way --teacher loads one: a fastbert_nas.teacher.Teacher on CPU."""
@@ -119,6 +145,44 @@ def assert_each_student_run_once(trials) -> None:
         by_params.setdefault(tuple(sorted(t.params.items())), []).append(t)
     for same in by_params.values():
         assert all(t.system_attrs.get("failed_trial") in {u.number for u in same} for t in same[1:]), same
+
+
+# ---------------------------------------------------------------------------
+# A real smoke study, and quick latency timings
+
+SMOKE_STUDY = "sst2-tiny"   # the study search_args makes: <task>-<space>
+SHORT_TIMING_S = 0.05       # seconds of timed runs per latency figure (1 s by default)
+
+
+def quick_timings(mp: pytest.MonkeyPatch) -> None:
+    """Latency still measured, with short timed runs; the search's per-trial timing too."""
+    import functools
+
+    import fastbert_nas.cost as cost
+    import fastbert_nas.onnx_export as onnx_mod
+    import fastbert_nas.study as study_mod
+
+    mp.setattr(cost, "measure_latency", functools.partial(cost.measure_latency, min_run_time=SHORT_TIMING_S))
+    mp.setattr(onnx_mod, "measure_latency", functools.partial(onnx_mod.measure_latency, min_run_time=SHORT_TIMING_S))
+    mp.setattr(onnx_mod, "LATENCY_MIN_RUN_S", SHORT_TIMING_S)
+    mp.setattr(study_mod, "TRIAL_LATENCY_RUN_S", SHORT_TIMING_S)
+    mp.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def smoke_study_dir(tmp_path_factory, data_dir, tiny_teacher_dir) -> Path:
+    """RESULTS of a real 3-trial smoke study SMOKE_STUDY (the tiny teacher, the `tiny` space, the `smoke`
+    budget), made by the search command. Tests that write into a RESULTS folder copy it first."""
+    import torch
+
+    results = tmp_path_factory.mktemp("smoke_study")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        quick_timings(mp)
+        r = invoke(*search_args(data_dir, tiny_teacher_dir, results))
+    torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.output
+    return results
 
 
 @pytest.fixture

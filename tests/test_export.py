@@ -6,15 +6,15 @@ command; its trials are exported on the smoke budget with one thread and short l
 
 from __future__ import annotations
 
-import functools
 import json
+import shutil
 
 import numpy as np
 import onnxruntime
 import optuna
 import pytest
 import torch
-from conftest import assert_user_error, invoke, search_args
+from conftest import SMOKE_STUDY, assert_user_error, cache_tiny_teacher, invoke, quick_timings
 from optuna.trial import TrialState, create_trial
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -23,26 +23,15 @@ from transformers import pipeline as hf_pipeline
 import fastbert_nas.cost as cost
 import fastbert_nas.export as export_mod
 import fastbert_nas.onnx_export as onnx_mod
-import fastbert_nas.study as study_mod
 from fastbert_nas.config import BUDGETS, UserError
 from fastbert_nas.report import REMEASURED, gather
 from fastbert_nas.tasks import TASKS, encode, load_task
 from fastbert_nas.training import evaluate
 
-STUDY = "sst2-tiny"
+STUDY = SMOKE_STUDY
 TRIAL = 0
-SHORT_TIMING_S = 0.05   # seconds of timed runs per latency figure (1 s by default)
 EVERY = 3               # checkpoint every 3 steps: the smoke budget's 4 hint + 8 KD steps save at 3, 6, 9, 12
 TEXTS = ["a gripping , funny and moving film", "dull , flat and far too long", "it is"]
-
-
-def quick_timings(mp: pytest.MonkeyPatch) -> None:
-    """Latency still measured, with short timed runs; the search's per-trial timing too."""
-    mp.setattr(cost, "measure_latency", functools.partial(cost.measure_latency, min_run_time=SHORT_TIMING_S))
-    mp.setattr(onnx_mod, "measure_latency", functools.partial(onnx_mod.measure_latency, min_run_time=SHORT_TIMING_S))
-    mp.setattr(onnx_mod, "LATENCY_MIN_RUN_S", SHORT_TIMING_S)
-    mp.setattr(study_mod, "TRIAL_LATENCY_RUN_S", SHORT_TIMING_S)
-    mp.setenv("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
@@ -51,16 +40,9 @@ def quick(monkeypatch, restore_threads):
 
 
 @pytest.fixture(scope="module")
-def study_dir(tmp_path_factory, data_dir, tiny_teacher_dir):
-    """RESULTS of a real 3-trial smoke study, made by the search command."""
-    results = tmp_path_factory.mktemp("export_study")
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        quick_timings(mp)
-        r = invoke(*search_args(data_dir, tiny_teacher_dir, results))
-    torch.set_num_threads(threads)
-    assert r.exit_code == 0, r.output
-    return results
+def study_dir(smoke_study_dir):
+    """RESULTS of the real 3-trial smoke study STUDY (conftest.smoke_study_dir)."""
+    return smoke_study_dir
 
 
 def export_args(data_dir, results, out, *extra, **over) -> list[str]:
@@ -257,6 +239,57 @@ def test_the_plan_is_the_trials_student_on_the_full_budget(study_dir, data_dir, 
     assert (overridden.cfg.kd_steps, overridden.cfg.hint_steps, overridden.cfg.examples) == (100, 0, 500)
 
 
+def test_export_for_another_task_distills_from_that_tasks_teacher(study_dir, data_dir, tmp_path):
+    """The SST-2 study's student exported with --task cola learns from the CoLA teacher, not the study's."""
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{study_dir}/{STUDY}.db")
+    trial, studied = study.trials[TRIAL], study.user_attrs["teacher_id"]  # the study's: the tiny teacher's folder
+
+    def plan(**over) -> export_mod.Plan:
+        return export_mod.export_plan(study, trial, export_mod.ExportOptions(out=tmp_path, trial=TRIAL, **over))
+
+    assert plan().teacher == studied and plan(task="sst2").teacher == studied
+    cola = plan(task="cola")
+    assert (cola.task, cola.teacher_id, cola.teacher) == ("cola", "results/teachers/cola", None)  # the cached one
+    assert plan(task="cola", teacher="my/teacher").teacher == "my/teacher"  # --teacher still wins
+    assert cola.arch == plan().arch and cola.identity() != plan().identity()
+
+    # end to end: RESULTS holding the study and a CoLA teacher with weights of its own
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(study_dir / f"{STUDY}.db", results)
+    cola_fingerprint = cache_tiny_teacher(results, "cola", data_dir, seed=1)
+    assert cola_fingerprint != study.user_attrs["teacher_fingerprint"]
+    out = tmp_path / "cola-model"
+    r = invoke(*export_args(data_dir, results, out, **{"--task": "cola"}))
+    assert r.exit_code == 0, r.output
+    assert "weights differ from the study's" not in r.output  # another task's teacher, not a changed one
+    report = json.loads((out / "export.json").read_text())
+    assert (report["task"], report["metric"], report["arch"]) == ("cola", "mcc", trial.user_attrs["arch"])
+    assert report["teacher"]["id"] == "results/teachers/cola"
+    assert report["teacher"]["fingerprint"] == cola_fingerprint
+    assert AutoModelForSequenceClassification.from_pretrained(out).config.id2label == {0: "unacceptable",
+                                                                                      1: "acceptable"}
+
+
+def test_same_task_knows_a_folder_however_spelled(tmp_path, monkeypatch):
+    (tmp_path / "reviews").mkdir()
+    monkeypatch.chdir(tmp_path)
+    same = export_mod.same_task
+    assert same("sst2", "sst2") and not same("cola", "sst2") and not same("sst2", None)
+    assert same("reviews", str(tmp_path / "reviews")) and same("./reviews/", "reviews")
+    assert not same("reviews", str(tmp_path)) and not same("sst2", "reviews")
+
+    # a study of the custom task, recorded by its absolute path, exported with --task ./reviews: its teacher
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("task", str(tmp_path / "reviews"))
+    study.set_user_attr("teacher_id", "my/reviews-teacher")
+    arch = {"layers": 2, "hidden": 32, "heads": 4, "ffn": 64, "hints": [[2, 3]]}
+    study.add_trial(create_trial(values=[0.8, 100], user_attrs={"arch": arch, "config": {}}))
+    plan = export_mod.export_plan(study, study.trials[0], export_mod.ExportOptions(out=tmp_path, trial=0,
+                                                                                    task="./reviews"))
+    assert plan.teacher == "my/reviews-teacher"
+
+
 def picks_study(results, remeasured: dict | None = None) -> optuna.Study:
     """A study made with optuna.create_trial: teacher 1000 FLOPs and 10 ms; (metric, FLOPs, ms) per trial."""
     study = optuna.create_study(study_name="picks", storage=f"sqlite:///{results}/picks.db",
@@ -290,8 +323,14 @@ def test_pick_takes_the_best_completed_student_within_the_share(tmp_path):
     assert export_mod.chosen_trial(study, by_pick).number == 3
     with pytest.raises(UserError, match=r"trial 4 of study 'picks' \(PRUNED\) recorded no student"):
         export_mod.chosen_trial(study, export_mod.ExportOptions(out=tmp_path, trial=4, results=tmp_path))
-    for bad in ("flops<0.25", "params<=0.5", "flops<=0", "flops<=x", ""):
-        with pytest.raises(UserError, match="expected COST<=SHARE"):
+    assert pick(study, "0.2<flops<=0.25", tmp_path) == 3  # a band: more than 20%, at most 25%
+    assert pick(study, "0.241<flops<=1", tmp_path) == 2
+    with pytest.raises(UserError, match=r"no completed student has more than 25.0% and at most 30.0%"):
+        pick(study, "0.25<flops<=0.3", tmp_path)
+    assert export_mod.parse_pick(" 0.10 < flops <= 0.25") == ("flops", 0.25, 0.1)
+    assert export_mod.pick_text(*export_mod.parse_pick("0.10<flops<=0.250")) == "0.1<flops<=0.25"
+    for bad in ("flops<0.25", "params<=0.5", "flops<=0", "flops<=x", "", "0.3<flops<=0.25", "0.1<flops<0.25"):
+        with pytest.raises(UserError, match=r"expected \[LOW<\]COST<=SHARE"):
             export_mod.parse_pick(bad)
 
 
@@ -314,7 +353,7 @@ def test_pick_that_matches_nothing_is_one_error_line(tmp_path):
     ({"--trial": None}, ["exactly one of --trial N and --pick RULE"]),
     ({"--trial": 99}, ["--trial 99", "no such trial (trials 0-2)"]),
     ({"--trial": None, "--pick": "flops<=0.0001"}, ["no completed student has at most 0.0%"]),
-    ({"--trial": None, "--pick": "speed<=2"}, ["expected COST<=SHARE"]),
+    ({"--trial": None, "--pick": "speed<=2"}, ["expected [LOW<]COST<=SHARE"]),
     ({"--study": "nope"}, ["--study nope", "not found"]),
     ({"--checkpoint-every": 0}, ["--checkpoint-every 0: must be at least 1"]),
     ({"--kd-steps": 0}, ["--kd-steps 0: must be at least 1"]),

@@ -1,0 +1,210 @@
+"""`fastbert-nas bench export` (fastbert_nas.bench_export): exports of the smoke study beside their teachers.
+
+The smoke study (conftest.smoke_study_dir: the tiny teacher, the `tiny` space) is exported on the smoke
+budget for SST-2 (the study's task and teacher) and for CoLA (a cached tiny CoLA teacher of other weights);
+one export is made beforehand, as a user would, the others by the benchmark itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from conftest import SMOKE_STUDY, assert_user_error, cache_tiny_teacher, invoke, quick_timings
+
+import fastbert_nas.bench_export as bx
+import fastbert_nas.cost as cost
+import fastbert_nas.export as export_mod
+from fastbert_nas.report import gather
+
+ROUNDS = 2          # timing rounds in the tests (5 by default)
+SMOKE_KD_STEPS = 8  # the smoke budget's KD steps: what the benchmark is told to require
+
+
+def cheapest_share(results: Path) -> float:
+    """The FLOPs share of the study's cheapest completed student, rounded up to 0.001 (a share that picks it)."""
+    study = optuna.load_study(study_name=SMOKE_STUDY, storage=f"sqlite:///{results}/{SMOKE_STUDY}.db")
+    data = gather(study, results)
+    share = min(r["flops"] for r in data.rows if r["state"] == "COMPLETE") / data.teacher["flops"]
+    return math.ceil(share * 1000) / 1000
+
+
+def bench_args(data_dir, results, shares, *extra, **over) -> list[str]:
+    opts = {"--study": SMOKE_STUDY, "--tasks": "sst2,cola", "--shares": ",".join(map(str, shares)),
+            "--budget": "smoke", "--kd-steps": SMOKE_KD_STEPS, "--rounds": ROUNDS, "--data-dir": data_dir,
+            "--results": results, "--threads": 1, **over}
+    return ["bench", "export", *[str(x) for k, v in opts.items() if v is not None for x in (k, v)], *extra]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, smoke_study_dir, data_dir):
+    """RESULTS with the study, a CoLA teacher and one finished export, then `bench export` run on it.
+
+    Shares: 1.0 (exported beforehand: the best student above the cheapest one's share), the cheapest one's."""
+    results = tmp_path_factory.mktemp("bench_export")
+    shutil.copy(smoke_study_dir / f"{SMOKE_STUDY}.db", results)
+    cola_fingerprint = cache_tiny_teacher(results, "cola", data_dir, seed=1)
+    shares = (1.0, cheapest_share(results))
+    timed = []  # (model, round order) as measure_latency is called
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        quick_timings(mp)
+
+        def spy(model, *args, **kwargs):
+            timed.append(model)
+            return cost.measure_latency(model, *args, **kwargs)
+
+        mp.setattr(bx, "measure_latency", spy)
+        before = bx.export_dir(results, "sst2", 1.0)
+        export_mod.run_export(export_mod.ExportOptions(
+            out=before, pick=bx.pick_rule(1.0, shares), study=SMOKE_STUDY, results=results, budget="smoke",
+            kd_steps=SMOKE_KD_STEPS, task="sst2", data_dir=str(data_dir), threads=1), log=lambda line: None)
+        mtime = (before / "export.json").stat().st_mtime_ns
+        r = invoke(*bench_args(data_dir, results, shares))
+    torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.output
+    return {"results": results, "shares": shares, "output": r.output, "timed": timed, "before": before,
+            "mtime": mtime, "cola_fingerprint": cola_fingerprint,
+            "report": json.loads((results / "benchmarks" / "export.json").read_text()),
+            "md": (results / "benchmarks" / "export.md").read_text()}
+
+
+def test_bench_export_tabulates_each_export_beside_its_teacher(bench, tiny_teacher_dir):
+    report, md, results = bench["report"], bench["md"], bench["results"]
+    rows = report["rows"]
+    assert [(f["task"], f["share_limit"]) for f in rows] == [(t, s) for t in ("sst2", "cola") for s in bench["shares"]]
+    by_folder = {}
+    for f in rows:
+        x = json.loads((Path(f["export_dir"]) / "export.json").read_text())
+        by_folder[f["export_dir"]] = x
+        # the export.json figures: dev metrics, retention computed from them, the student, the budget
+        assert (f["task"], f["trial"], f["student"], f["hints"]) == (x["task"], x["trial"], x["name"], x["hints"])
+        assert f["dev"] == x["dev"] and f["teacher_dev"] == x["teacher"]["dev"] and f["metric"] == x["metric"]
+        teacher_metric = x["teacher"]["dev"]["metric"]
+        assert f["retention"] == (pytest.approx(x["dev"]["metric"] / teacher_metric) if teacher_metric else None)
+        assert (f["budget"], f["kd_steps"]) == ("smoke", SMOKE_KD_STEPS)
+        assert export_mod.parse_pick(x["pick"])[:2] == ("flops", f["share_limit"])
+        assert x["teacher"]["id"] == ("results/teachers/cola" if f["task"] == "cola" else str(tiny_teacher_dir))
+        # costs of the models loaded back, as the export measured them
+        assert f["params"] == x["costs"]["params"]["total"] and f["flops"] == x["costs"]["flops"]
+        assert f["flops_share"] == pytest.approx(x["vs_teacher"]["flops_share"])
+        assert f["flops_share"] <= f["share_limit"]
+        # side-by-side timings: ROUNDS figures each, speed-up = teacher median / student median
+        for side in ("latency_ms", "teacher_latency_ms"):
+            s = f[side]
+            assert s["n"] == ROUNDS and 0 < s["min"] <= s["median"] <= s["max"]
+        assert f["speedup_b1"] == pytest.approx(f["teacher_latency_ms"]["median"] / f["latency_ms"]["median"])
+        retention = f"{f['retention']:.1%}" if f["retention"] is not None else "-"
+        line = (f"| {bx.TASK_TITLES[f['task']]} | {f['share_limit'] * 100:g}% | {f['trial']}")
+        assert any(ln.startswith(line) and f"| {retention} |" in ln and f"| {f['speedup_b1']:.2f}x |" in ln
+                   and f"{f['flops'] / 1e9:.3f} ({f['flops_share']:.1%})" in ln and "smoke (4 + 8)" in ln
+                   for ln in md.splitlines()), (line, md)
+    assert by_folder[str(bench["before"])]["teacher"]["fingerprint"] != bench["cola_fingerprint"]
+    cola_teachers = {x["teacher"]["fingerprint"] for x in by_folder.values() if x["task"] == "cola"}
+    assert cola_teachers == {bench["cola_fingerprint"]}
+
+    # the export made beforehand is read, not redone; each share its own student
+    sources = {(f["task"], f["share_limit"]): f["source"] for f in rows}
+    assert sources[("sst2", 1.0)] == "found" and (bench["before"] / "export.json").stat().st_mtime_ns == bench["mtime"]
+    assert sources[("cola", 1.0)] == "exported" and len({(f["task"], f["trial"]) for f in rows}) == len(rows)
+    assert f"CoLA `results/teachers/cola` (weights {bench['cola_fingerprint']})" in md
+
+    # one process, every model ROUNDS times, each round a task's teacher first, then its students
+    students = {f["export_dir"] for f in rows}
+    timed = bench["timed"]
+    assert len(timed) == ROUNDS * (len(students) + 2) and len({id(m) for m in timed}) == len(students) + 2
+    per_round = len(timed) // ROUNDS
+    assert [id(m) for m in timed[:per_round]] == [id(m) for m in timed[per_round:2 * per_round]]
+    assert report["timing"] == {"device": "cpu", "threads": 1, "batch": 1, "seq_len": cost.REF_SEQ_LEN,
+                                "rounds": ROUNDS}
+
+    # goals: SST-2's two, judged on the rows within each share; machine info; the command prints the table
+    assert [(g["task"], g["flops_share_at_most"], g["retention_at_least"]) for g in report["goals"]] == \
+        [("sst2", 0.25, 0.98), ("sst2", 0.10, 0.95)]
+    for g in report["goals"]:
+        fits = [f for f in rows if f["task"] == "sst2" and f["flops_share"] <= g["flops_share_at_most"]]
+        assert g["met"] == any(f["retention"] >= g["retention_at_least"] for f in fits)
+        verdict = "met" if g["met"] else "not met"
+        assert f"at most {g['flops_share_at_most']:.0%} of the teacher's FLOPs: **{verdict}**" in md
+    assert "- CoLA: no goal; as measured above." in md
+    assert report["machine"]["cpu"] and report["machine"]["threads"] == 1 and report["machine"]["torch"]
+    assert md in bench["output"] and "written to" in bench["output"]
+
+
+def test_an_export_of_other_settings_is_refused_before_any_work(bench, data_dir):
+    results = bench["results"]
+    folders = sorted(p.name for p in (results / "exports").iterdir())
+    r = invoke(*bench_args(data_dir, results, bench["shares"], **{"--budget": None, "--kd-steps": None}))
+    assert_user_error(r, "sst2-100 holds another export than this benchmark's", "budget: smoke -> small",
+                      "kd_steps: 8 -> 2000")
+    assert sorted(p.name for p in (results / "exports").iterdir()) == folders
+
+
+@pytest.mark.parametrize("over, fragments", [
+    ({"--shares": "0.25,x"}, ["--shares '0.25,x'"]),
+    ({"--shares": "0.25,0"}, ["--shares: 0 is not a positive share"]),
+    ({"--tasks": "sst2,mnli"}, ["--task 'mnli'"]),
+    ({"--budget": "huge"}, ["--budget 'huge': unknown"]),
+    ({"--rounds": 0}, ["--rounds 0: must be at least 1"]),
+    ({"--study": "nope"}, ["--study nope", "not found"]),
+])
+def test_bad_options_are_one_error_line(tmp_path, data_dir, over, fragments):
+    assert_user_error(invoke(*bench_args(data_dir, tmp_path, (0.25,), **over)), *fragments)
+    assert not (tmp_path / "exports").exists()
+
+
+def test_folder_names_and_picks_of_shares(tmp_path):
+    assert [bx.export_dir(tmp_path, "sst2", s).name for s in (0.25, 0.10, 0.05, 1.0)] == \
+        ["sst2-25", "sst2-10", "sst2-05", "sst2-100"]
+    assert bx.pick_rule(0.10) == "flops<=0.1" and bx.parse_shares(" 0.25, 0.10 ") == (0.25, 0.1)
+    assert [bx.pick_rule(s, (0.25, 0.1)) for s in (0.25, 0.1)] == ["0.1<flops<=0.25", "flops<=0.1"]  # own students
+    # an export made with --pick "flops<=0.10" is the benchmark's 0.1 export
+    made = {"study": "s", "task": "sst2", "pick": "flops<=0.10", "budget": "small", "config": {"kd_steps": 2000}}
+    assert bx.found(made) == bx.expected(bx.ExportBenchOptions(study="s"), "sst2", 0.1)
+
+
+def figures(task: str, share: float, retention: float | None, flops_share: float, **dev) -> dict:
+    """A benchmark row of plain numbers (teacher 10 ms, student 10 ms x flops_share)."""
+    t_dev = {"metric": 0.9, "accuracy": 0.9, "macro_f1": 0.85}
+    return {"task": task, "share_limit": share, "trial": 1, "student": "L2-H64-A2-I128", "hints": "2:6",
+            "source": "found", "export_dir": f"x/{task}", "metric": "accuracy", "budget": "small",
+            "hint_steps": 300, "kd_steps": 2000, "batch_size": 32, "teacher_id": f"results/teachers/{task}",
+            "teacher_fingerprint": "c6cc67ba031d6bc8",
+            "dev": {"metric": 0.9 * (retention or 0), **dev}, "teacher_dev": t_dev, "retention": retention,
+            "params": 5e6, "teacher_params": 2.27e7, "flops": 2.87e9 * flops_share, "teacher_flops": 2.87e9,
+            "flops_share": flops_share, "latency_ms": {"min": 1, "median": 10 * flops_share, "max": 3},
+            "teacher_latency_ms": {"min": 9, "median": 10, "max": 11}, "speedup_b1": 1 / flops_share}
+
+
+def test_goals_are_judged_within_their_flops_share():
+    rows = [figures("sst2", 0.25, 0.985, 0.24), figures("sst2", 0.10, 0.94, 0.073), figures("cola", 0.25, 0.5, 0.2)]
+    goals = bx.check_goals(rows)
+    assert [(g["flops_share_at_most"], g["met"], g["retention"]) for g in goals] == [(0.25, True, 0.985),
+                                                                                  (0.10, False, 0.94)]
+    over = bx.check_goals([figures("sst2", 0.25, 0.99, 0.3)])  # 99% kept, but over both shares: not met
+    assert [(g["met"], g["trial"]) for g in over] == [(False, None), (False, None)]
+    assert bx.check_goals([figures("cola", 0.25, 0.5, 0.2)]) == []  # no SST-2 row: no goal reported
+
+
+def test_amazon_rows_show_macro_f1_and_the_majority_baseline():
+    rows = [figures("amazon", 0.25, 0.97, 0.073, accuracy=0.873, macro_f1=0.71, majority=0.8387)]
+    report = {"study": "s", "tasks": ["amazon"], "rows": rows, "goals": bx.check_goals(rows),
+              "timing": {"device": "cpu", "threads": 2, "batch": 1, "seq_len": 128, "rounds": 5},
+              "machine": {"cpu": "some cpu", "threads": 2, "torch": "2.13.0", "cuda": None}, "time": "now"}
+    md = bx.export_markdown(report)
+    assert "| Amazon | 25% | 1 | L2-H64-A2-I128 | 0.8730 | 0.7100 | 0.9000 | 0.8500 | 0.8387 |" in md
+    assert "| Amazon | 25% | 1 | L2-H64-A2-I128 | 2:6 | accuracy 0.8730 | 0.9000 | 97.0% |" in md
+    assert "- Amazon: no goal" not in md and "## Goals" not in md  # no goal of Amazon's: nothing claimed
+
+
+def test_help_names_every_option():
+    r = invoke("bench", "export", "--help")
+    assert r.exit_code == 0, r.output
+    for option in ("--study", "--tasks", "--shares", "--budget", "--kd-steps", "--rounds", "--data-dir", "--results",
+                   "--threads", "--device"):
+        assert option in r.output, option
