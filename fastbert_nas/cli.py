@@ -151,8 +151,8 @@ def search(task: Task,
                "included) and FAIL trials count; running the command again runs only the trials left. "
                "A trial killed or interrupted mid-run is retried once with the same student and counts once.")] = 100,
            study: Annotated[Optional[str], typer.Option(
-               "--study", help="Study name (default: <task>-<space>). Resuming needs the same task, space and "
-               "objectives.")] = None,
+               "--study", help="Study name (default: <task>-<space>). Resuming needs the same task, space, "
+               "objectives and sampler.")] = None,
            space: Annotated[str, typer.Option(
                "--space", help="Search space: a shipped name (thin-deep, shallow-wide, tiny) or a path to a "
                ".yaml file.")] = DEFAULT_SPACE,
@@ -163,6 +163,10 @@ def search(task: Task,
                "--objectives", help="metric (maximized) then the costs to minimize: metric,flops, metric,latency, "
                "metric,params or metric,flops,latency; or metric alone, which needs a cost constraint and "
                "prunes with --pruner.")] = "metric,flops",
+           sampler: Annotated[str, typer.Option(
+               "--sampler", help="tpe: Optuna's TPE, multi-objective (conditional parameters suit it); random: "
+               "Optuna's RandomSampler, random search as a baseline. Recorded in the study: resuming needs the "
+               "same.")] = "tpe",
            pruning: Annotated[str, typer.Option(
                "--pruning", help="pareto: stop a trial whose metric at a checkpoint is clearly below what a "
                "finished trial of no higher cost had reached by then; none: no pruning at all.")] = "pareto",
@@ -206,7 +210,7 @@ def search(task: Task,
 
     opts = study_mod.SearchOptions(
         task=task, trials=trials, study=study, space=space, budget=budget, hint_steps=hint_steps,
-        kd_steps=kd_steps, examples=examples, objectives=objectives, pruning=pruning,
+        kd_steps=kd_steps, examples=examples, objectives=objectives, sampler=sampler, pruning=pruning,
         pruning_warmup=pruning_warmup, pruner=pruner, max_flops=max_flops, max_params=max_params,
         max_latency_ms=max_latency_ms, baselines=not no_baselines, seed=seed, workers=workers, storage=storage,
         teacher=teacher, base=base, data_dir=data_dir, text_column=text_column, label_column=label_column,
