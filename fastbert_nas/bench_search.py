@@ -7,6 +7,10 @@ Two arms, each run as --seeds studies with the same --trials, task, space and pe
 
 Neither arm queues the baseline students (search --no-baselines): both would run the same four
 students first, which says nothing about sampling or pruning and would blur the difference.
+The arms are paired: study.make_sampler seeds both samplers alike for a seed, and TPE samples its
+first 10 trials (Optuna's n_startup_trials) with a RandomSampler, so those are the students random
+search samples first. The arms then differ by pruning (from the 6th finished trial, the Pareto
+rule's warm-up) and by TPE's own choices (from the 11th trial).
 
 Curve (one per study): report.hypervolume_history, the hypervolume of the (validation metric, FLOPs)
 front after each finished trial, in the order trials finished, against the training steps spent so
@@ -253,9 +257,9 @@ def curves_figure(r: dict) -> go.Figure:
                                      name=f"{ARM_LABELS[arm]}: median over seeds", legendgroup=arm,
                                      line=dict(shape="hv", color=colour, width=4)))
     g = r["goal"]
-    fig.add_hline(y=g["target_hypervolume"], line=dict(dash="dash", color="grey"),
+    fig.add_hline(y=g["target_hypervolume"], line=dict(dash="dash", color="grey"), annotation_position="top left",
                   annotation_text=f"target: random's median final hypervolume {g['target_hypervolume']:.4f}")
-    fig.add_vline(x=g["allowed_steps"], line=dict(dash="dot", color="grey"),
+    fig.add_vline(x=g["allowed_steps"], line=dict(dash="dot", color="grey"), annotation_position="bottom right",
                   annotation_text=f"{g['step_share']:.0%} of random's median steps")
     fig.update_layout(
         title=f"{r['task']}: hypervolume of the metric-vs-FLOPs front against training steps, {r['seeds']} seeds x "
@@ -294,7 +298,9 @@ def search_markdown(r: dict) -> str:
         "trials).",
         "- **random**: Optuna's `RandomSampler`, `--pruning none`.",
         "- Both with `--no-baselines`: the four baseline students would open both arms alike, so the comparison "
-        "is about sampling and pruning alone.", "",
+        "is about sampling and pruning alone.",
+        "- Paired: for a seed both samplers are seeded alike, so TPE's 10 random startup trials are the first 10 "
+        "students random search samples; the arms differ by pruning and, from trial 11, by TPE's choices.", "",
         "Hypervolume: of the (validation metric, FLOPs) front of the COMPLETE trials, against the reference point "
         "(metric 0, 2 x the teacher's FLOPs), divided by the reference FLOPs (as `plot` and `bench pruning`): the "
         "mean, over FLOPs budgets up to the reference, of the best metric the front reaches within the budget. "

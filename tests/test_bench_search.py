@@ -17,6 +17,7 @@ import fastbert_nas.bench_search as bs
 import fastbert_nas.cli as cli
 import fastbert_nas.plots as plots
 import fastbert_nas.study as study_mod
+from fastbert_nas.space import load_space, sample
 
 TEACHER_FLOPS = 1e9  # reference point: metric 0, 2e9 FLOPs
 
@@ -95,6 +96,21 @@ def test_the_median_curve_stops_where_the_shortest_seed_does():
     med = bs.median_curve(RANDOM)
     assert med[0] == (0, 0) and med[-1][0] == 1000
     assert dict(med)[500] == 0.50 and dict(med)[600] == 0.55 and dict(med)[1000] == 0.60
+
+
+def test_the_arms_are_paired_tpe_starts_with_random_searchs_students():
+    space = load_space("thin-deep")
+    picks = {}
+    for kind in ("tpe", "random"):
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=study_mod.make_sampler(1, 0, 0, kind))
+        picks[kind] = []
+        for i in range(11):
+            trial = study.ask()
+            arch, settings = sample(space, trial, 6)
+            picks[kind].append((arch, settings))
+            study.tell(trial, [0.5 + 0.01 * i, float(i)])
+    assert picks["tpe"][:10] == picks["random"][:10]  # TPE's 10 startup trials
+    assert picks["tpe"][10] != picks["random"][10]
 
 
 @pytest.fixture
