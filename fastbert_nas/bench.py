@@ -5,6 +5,7 @@ budget, and distillation throughput with and without the teacher-output cache.
 `pruning`: the same study run with Pareto pruning and without; training steps saved
 and the hypervolume each front keeps.
 `export` (bench_export.py): exported students beside their teachers, timed side by side.
+`search` (bench_search.py): TPE with Pareto pruning against random search, hypervolume per training step.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def bench_pruning(opts: SearchOptions, log=print) -> dict:
     """
     runs = {}
     for mode in ("pareto", "none"):
-        o = replace(opts, pruning=mode, study=f"{opts.study or f'{_task_name(opts.task)}-{Path(opts.space).stem}'}-{mode}")
+        o = replace(opts, pruning=mode, study=f"{opts.study or f'{task_name(opts.task)}-{Path(opts.space).stem}'}-{mode}")
         summary = run_search(o, log)
         study = optuna.load_study(study_name=summary["study"], storage=make_storage(summary["storage"]))
         runs[mode] = study_figures(study) | {"storage": summary["storage"]}
@@ -150,7 +151,7 @@ def bench_pruning(opts: SearchOptions, log=print) -> dict:
         "hypervolume_kept": pruned["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None,
         "machine": machine(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    out = Path(opts.results) / "benchmarks" / f"pruning-{_task_name(opts.task)}.json"
+    out = Path(opts.results) / "benchmarks" / f"pruning-{task_name(opts.task)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     out.with_suffix(".md").write_text(pruning_markdown(report))
@@ -158,7 +159,8 @@ def bench_pruning(opts: SearchOptions, log=print) -> dict:
     return report
 
 
-def _task_name(task: str) -> str:
+def task_name(task: str) -> str:
+    """The name a task's benchmark files and studies take: a built-in's, or a custom folder's own name."""
     return Path(task).name or task
 
 

@@ -141,14 +141,17 @@ def hv_reference(teacher_flops: float) -> tuple[float, float]:
 
 def hypervolume_history(trials: list[FrozenTrial], reference: tuple[float, float]) -> list[dict]:
     """The normalized hypervolume of the metric-vs-FLOPs front after each finished trial, in the order
-    they finished (see the module's docstring for the units)."""
+    they finished (see the module's docstring for the units), with the training steps spent so far:
+    `steps` sums every finished trial's hint + KD steps (user attr train_steps: what a pruned trial ran,
+    0 for one rejected before training)."""
     finished = sorted((t for t in trials if t.state.is_finished()),
                       key=lambda t: (t.datetime_complete or datetime.max, t.number))
-    points, history = [], []
+    points, history, steps = [], [], 0
     for i, t in enumerate(finished, 1):
         if t.state == TrialState.COMPLETE and t.values and t.user_attrs.get("flops") is not None:
             points.append((t.values[0], t.user_attrs["flops"]))
-        history.append({"finished": i, "trial": t.number, "state": t.state.name,
+        steps += t.user_attrs.get("train_steps", 0)
+        history.append({"finished": i, "trial": t.number, "state": t.state.name, "steps": steps,
                         "hypervolume": hypervolume_2d(points, reference) / reference[1]})
     return history
 

@@ -88,6 +88,8 @@ COST_LABELS = {"flops": "FLOPs", "latency": "latency ms", "params": "params"}
 DEFAULT_OBJECTIVES = "metric,flops"
 PRUNING = ("pareto", "none")               # multi-objective: our rule (pruning.py), or off
 PRUNERS = ("median", "hyperband", "none")  # single objective: Optuna's pruners
+SAMPLERS = ("tpe", "random")               # TPE (conditional parameters suit it), or random search as a baseline
+DEFAULT_SAMPLER = "tpe"                    # also what a study made before --sampler existed used
 DEFAULT_PRUNER = "median"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -111,7 +113,10 @@ class SearchOptions:
     hint_steps: int | None = None      # budget overrides
     kd_steps: int | None = None
     examples: int | None = None
+    eval_every: int | None = None
+    eval_examples: int | None = None
     objectives: str = DEFAULT_OBJECTIVES
+    sampler: str = DEFAULT_SAMPLER
     pruning: str = "pareto"
     pruning_warmup: int = PRUNE_WARMUP_TRIALS
     pruner: str | None = None          # single objective only; None = DEFAULT_PRUNER
@@ -201,6 +206,8 @@ class Search:
             raise UserError(f"--workers {opts.workers}: must be at least 1")
         if opts.pruning not in PRUNING:
             raise UserError(f"--pruning {opts.pruning!r}: choose one of {', '.join(PRUNING)}")
+        if opts.sampler not in SAMPLERS:
+            raise UserError(f"--sampler {opts.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         if opts.pruner is not None and opts.pruner not in PRUNERS:
             raise UserError(f"--pruner {opts.pruner!r}: choose one of {', '.join(PRUNERS)}")
         if opts.pruning_warmup < 0:
@@ -216,7 +223,8 @@ class Search:
         space = load_space(opts.space)
         check_space_fits(space, limits)
         cfg = replace(space_budget(space, opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps,
-                                   examples=opts.examples), seed=opts.seed)
+                                   examples=opts.examples, eval_every=opts.eval_every,
+                                   eval_examples=opts.eval_examples), seed=opts.seed)
         spec = resolve_task(opts.task, opts.text_column, opts.label_column, opts.max_len)
         name = opts.study or f"{spec.name}-{space.name}"
         url = opts.storage or f"sqlite:///{Path(opts.results) / name}.db"
@@ -239,7 +247,8 @@ class Search:
     def study_attrs(self) -> dict:
         """What a study is created with and must be reopened with."""
         return {"task": self.task, "space": self.space.name, "space_path": self.space.path,
-                "space_fingerprint": space_fingerprint(self.space), "objectives": ",".join(self.objectives)}
+                "space_fingerprint": space_fingerprint(self.space), "objectives": ",".join(self.objectives),
+                "sampler": self.opts.sampler}
 
     def prepare(self) -> pipeline.Context:
         o = self.opts
@@ -409,14 +418,18 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def make_sampler(seed: int, rank: int, n_trials: int, joined: bool = False) -> optuna.samplers.TPESampler:
-    """TPE (conditional parameters suit it), seeded by --seed, the worker and the study's length, so that a
-    resumed study or a second worker does not replay the first one's random picks. A process that joins a
-    study it did not create also mixes in its host and pid: workers started at once on several machines
-    (or twice on one) with the same command would otherwise sample the same students."""
+def make_sampler(seed: int, rank: int, n_trials: int, kind: str = DEFAULT_SAMPLER,
+                 joined: bool = False) -> optuna.samplers.BaseSampler:
+    """TPE (conditional parameters suit it) or random search (`kind`, one of SAMPLERS), seeded by --seed,
+    the worker and the study's length, so that a resumed study or a second worker does not replay the
+    first one's random picks. A process that joins a study it did not create also mixes in its host and
+    pid: workers started at once on several machines (or twice on one) with the same command would
+    otherwise sample the same students."""
     words = [seed, rank, n_trials] + (list(hashlib.sha256(worker_id().encode()).digest()[:8]) if joined else [])
-    entropy = np.random.SeedSequence(words).generate_state(1)[0]
-    return optuna.samplers.TPESampler(seed=int(entropy))
+    entropy = int(np.random.SeedSequence(words).generate_state(1)[0])
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=entropy)
+    return optuna.samplers.TPESampler(seed=entropy)
 
 
 def make_pruner(search: Search) -> optuna.pruners.BasePruner:
@@ -442,13 +455,14 @@ def existing_attrs(storage: RDBStorage, name: str, wait_s: float = ATTRS_WAIT_S)
 
 
 def check_compatible(search: Search, attrs: dict) -> None:
-    """Refuse to resume a study created for another task, space or objectives."""
+    """Refuse to resume a study created for another task, space, objectives or sampler."""
     want = search.study_attrs()
+    attrs = {"sampler": DEFAULT_SAMPLER, **attrs}  # studies made before --sampler existed used TPE
     where = f"study {search.study_name!r} in {search.storage_url}"
     if "space_fingerprint" not in attrs:
         raise UserError(f"{where} was not created by fastbert-nas search; name another with --study NEW_NAME")
     for key, option in (("task", "--task"), ("space", "--space"), ("space_fingerprint", "--space"),
-                        ("objectives", "--objectives")):
+                        ("objectives", "--objectives"), ("sampler", "--sampler")):
         if attrs.get(key) != want[key]:
             if key == "space_fingerprint":  # same name, other choices (the file was edited, or another file)
                 had, now = f"a space with other choices ({attrs.get('space_path')})", f"--space {search.space.path}"
@@ -486,7 +500,8 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
         except optuna.exceptions.DuplicatedStudyError:  # another machine created it a moment ago
             check_compatible(search, existing_attrs(storage, search.study_name) or {})
     study = optuna.load_study(study_name=search.study_name, storage=storage,
-                              sampler=make_sampler(search.opts.seed, rank, n_before, joined=not created),
+                              sampler=make_sampler(search.opts.seed, rank, n_before, search.opts.sampler,
+                                                   joined=not created),
                               pruner=make_pruner(search))
     return study, created
 
@@ -876,7 +891,7 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
             f"({study.user_attrs['teacher_fingerprint']} -> {ctx.teacher.fingerprint}); trials record which")
     log(f"study {search.study_name} ({'new' if created else 'resumed'}) in {search.storage_url}: "
         f"objectives {','.join(search.objectives)}, space {search.space.name}, budget {opts.budget}, "
-        f"pruning {search.pruning_mode}")
+        f"sampler {opts.sampler}, pruning {search.pruning_mode}")
     if created and opts.baselines:
         enqueue_baselines(study, search.space, ctx.teacher.model.config, log)
     for line in fail_stale_trials(study):

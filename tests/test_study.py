@@ -105,6 +105,28 @@ def test_reopening_with_another_space_or_objectives_is_refused(data_dir, tiny_te
     assert load(tmp_path).get_trials() == []
 
 
+def test_the_sampler_is_recorded_and_another_is_refused_on_reopen(data_dir, tiny_teacher_dir, tmp_path):
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--sampler": "random",
+                                                                                     "--trials": 1}))
+    assert r.exit_code == 0, r.output
+    assert "sampler random, pruning pareto" in r.output and "ran 1 trials" in r.output
+    assert load(tmp_path).user_attrs["sampler"] == "random"
+    assert_user_error(invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 2})),
+                      "created with --sampler random", "this run asks for --sampler tpe", "--study NEW_NAME")
+    assert len(load(tmp_path).get_trials()) == 1
+    assert isinstance(study_mod.make_sampler(0, 0, 0, "random"), optuna.samplers.RandomSampler)
+    assert isinstance(study_mod.make_sampler(0, 0, 0), optuna.samplers.TPESampler)
+
+
+def test_a_study_made_before_the_sampler_option_resumes_as_tpe():
+    tpe = study_mod.Search.from_options(study_mod.SearchOptions(task="sst2", space="tiny", budget="smoke"))
+    old = {k: v for k, v in tpe.study_attrs().items() if k != "sampler"}
+    study_mod.check_compatible(tpe, old)
+    random = study_mod.Search.from_options(study_mod.SearchOptions(task="sst2", space="tiny", sampler="random"))
+    with pytest.raises(UserError, match="created with --sampler tpe; this run asks for --sampler random"):
+        study_mod.check_compatible(random, old)
+
+
 @pytest.mark.parametrize("over, fragments", [
     ({"--objectives": "flops,metric"}, ["--objectives 'flops,metric'"]),
     ({"--objectives": "metric,flops,flops"}, ["--objectives"]),
@@ -112,6 +134,7 @@ def test_reopening_with_another_space_or_objectives_is_refused(data_dir, tiny_te
     ({"--max-flops": -1}, ["--max-flops -1"]),
     ({"--pruning": "median"}, ["--pruning 'median'"]),
     ({"--pruner": "asha"}, ["--pruner 'asha'"]),
+    ({"--sampler": "nsga2"}, ["--sampler 'nsga2'"]),
     ({"--workers": 0}, ["--workers 0"]),
     ({"--space": "nosuchspace"}, ["--space 'nosuchspace'"]),
     ({"--budget": "huge"}, ["--budget 'huge'"]),

@@ -1,0 +1,169 @@
+"""The search benchmark (`fastbert-nas bench search`, fastbert_nas.bench_search): the hypervolume-against-steps
+curve of studies built by hand with optuna.create_trial, the goal on plain numbers, and one whole run on the
+tiny setup (tiny random teacher, the `tiny` space, the `smoke` budget, one thread; no PNG: no browser)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import optuna
+import pytest
+from conftest import assert_user_error, invoke
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+
+import fastbert_nas.bench_search as bs
+import fastbert_nas.cli as cli
+import fastbert_nas.plots as plots
+import fastbert_nas.study as study_mod
+from fastbert_nas.space import load_space, sample
+
+TEACHER_FLOPS = 1e9  # reference point: metric 0, 2e9 FLOPs
+
+# (state, metric, FLOPs, training steps, why pruned), in the order they finish
+TRIALS = [
+    (TrialState.COMPLETE, 0.8, 0.5e9, 100, None),
+    (TrialState.PRUNED, 0.6, 0.3e9, 40, "pareto"),
+    (TrialState.PRUNED, None, 3e9, 0, "constraint"),
+    (TrialState.COMPLETE, 0.9, 1.0e9, 100, None),
+    (TrialState.FAIL, None, 0.4e9, 0, None),
+    (TrialState.COMPLETE, 0.7, 0.25e9, 100, None),
+]
+# After each: cumulative steps, and the area of the front within (0, 2e9) divided by 2e9.
+CURVE = [(100, 0.8 * 1.5 / 2), (140, 0.6), (140, 0.6), (240, 0.6 + 0.1 * 1.0 / 2), (240, 0.65),
+         (340, (0.7 * 1.75 + 0.1 * 1.5 + 0.1 * 1.0) / 2)]
+
+
+def hand_made_study():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("teacher_flops", TEACHER_FLOPS)
+    for i, (state, metric, flops, steps, reason) in enumerate(TRIALS):
+        attrs = {"flops": flops, "train_steps": steps, "wall_s": 1.0, "name": f"s{i}", "hints": "1:1",
+                 "params": 1000, "latency_ms": 1.0, "latency_device": "cpu"}
+        if reason:
+            attrs["prune_reason"] = reason
+        if state == TrialState.PRUNED and metric is not None:
+            attrs["curve"] = {"2": metric}
+        study.add_trial(create_trial(state=state, values=[metric, flops] if state == TrialState.COMPLETE else None,
+                                     params={"layers": i + 1}, distributions={"layers": IntDistribution(1, 10)},
+                                     user_attrs=attrs))
+    return study
+
+
+def test_the_curve_sums_steps_in_finishing_order_and_tracks_the_front():
+    figures = bs.arm_figures(hand_made_study(), seed=7)
+    curve = figures["curve"]
+    assert [p["trial"] for p in curve] == list(range(len(TRIALS)))
+    assert [p["steps"] for p in curve] == [s for s, _ in CURVE]
+    assert [p["hypervolume"] for p in curve] == pytest.approx([h for _, h in CURVE])
+    assert figures["seed"] == 7 and figures["train_steps"] == 340
+    assert figures["hypervolume"] == pytest.approx(curve[-1]["hypervolume"])
+    assert figures["states"] == {"COMPLETE": 3, "PRUNED": 1, "REJECTED": 1, "FAIL": 1}
+    assert bs.hv_at(curve, 99) == 0 and bs.hv_at(curve, 239) == pytest.approx(0.6)
+    assert bs.hv_at(curve, 10**6) == pytest.approx(CURVE[-1][1])
+    assert bs.steps_to_reach(curve, 0.65) == 240 and bs.steps_to_reach(curve, 0.6) == 100
+    assert bs.steps_to_reach(curve, 0.8) is None
+
+
+def curve(*points):
+    return [{"steps": s, "hypervolume": h} for s, h in points]
+
+
+RANDOM = [curve((400, 0.50), (1000, 0.60)), curve((600, 0.55), (1200, 0.62)), curve((500, 0.64), (1100, 0.64))]
+
+
+@pytest.mark.parametrize("tpe, needed, met", [
+    # target 0.62 (random's median final), random's median total 1100 steps: 550 allowed
+    ([curve((300, 0.62)), curve((200, 0.5), (500, 0.63)), curve((900, 0.61))], [300, 500, None], True),
+    ([curve((300, 0.62)), curve((600, 0.7)), curve((900, 0.61))], [300, 600, None], False),   # median 600 > 550
+    ([curve((100, 0.7)), curve((900, 0.61)), curve((900, 0.5))], [100, None, None], False),   # median not reached
+    ([curve((550, 0.62)), curve((550, 0.62)), curve((550, 0.62))], [550, 550, 550], True),     # exactly 50%
+])
+def test_the_goal_on_plain_numbers(tpe, needed, met):
+    g = bs.search_goal(tpe, RANDOM)
+    assert g["target_hypervolume"] == 0.62 and g["random_total_steps"] == 1100 and g["allowed_steps"] == 550
+    assert g["tpe_steps_to_target"] == needed and g["met"] is met
+    spread = g["tpe_steps_to_target_spread"]
+    ordered = sorted(needed, key=lambda n: float("inf") if n is None else n)
+    assert (spread["min"], spread["median"], spread["max"]) == tuple(ordered)
+    assert spread["reached"] == sum(n is not None for n in needed)
+    assert g["tpe_share_of_random_steps"]["min"] == pytest.approx(ordered[0] / 1100)
+    assert g["random_hypervolume_at_allowed"]["median"] == 0.50  # by step 550: 0.50, 0 (its first is at 600), 0.64
+
+
+def test_the_median_curve_stops_where_the_shortest_seed_does():
+    med = bs.median_curve(RANDOM)
+    assert med[0] == (0, 0) and med[-1][0] == 1000
+    assert dict(med)[500] == 0.50 and dict(med)[600] == 0.55 and dict(med)[1000] == 0.60
+
+
+def test_the_arms_are_paired_tpe_starts_with_random_searchs_students():
+    space = load_space("thin-deep")
+    picks = {}
+    for kind in ("tpe", "random"):
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=study_mod.make_sampler(1, 0, 0, kind))
+        picks[kind] = []
+        for i in range(11):
+            trial = study.ask()
+            arch, settings = sample(space, trial, 6)
+            picks[kind].append((arch, settings))
+            study.tell(trial, [0.5 + 0.01 * i, float(i)])
+    assert picks["tpe"][:10] == picks["random"][:10]  # TPE's 10 startup trials
+    assert picks["tpe"][10] != picks["random"][10]
+
+
+@pytest.fixture
+def quick(monkeypatch, restore_threads):
+    """Short latency timings, one thread, no browser (HTML only: the PNG export is tested in test_report)."""
+    monkeypatch.setattr(study_mod, "TRIAL_LATENCY_RUN_S", 0.05)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(plots, "find_browser", lambda: None)
+
+
+def bench_args(data_dir, teacher, results, **over):
+    opts = {"--task": "sst2", "--setting": "tiny", "--trials": 2, "--seeds": 1, "--data-dir": data_dir,
+            "--teacher": teacher, "--results": results, "--threads": 1, **over}
+    return ["bench", "search", *[str(x) for k, v in opts.items() for x in (k, v)]]
+
+
+def test_bench_search_runs_both_arms_writes_the_report_and_resumes(data_dir, tiny_teacher_dir, tmp_path, quick,
+                                                                     monkeypatch):
+    r = invoke(*bench_args(data_dir, tiny_teacher_dir, tmp_path))
+    assert r.exit_code == 0, r.output
+    assert not any(line.startswith("baseline ") for line in r.output.splitlines())  # none queued or skipped
+    report = json.loads((tmp_path / "benchmarks" / "search-sst2.json").read_text())
+    storage = f"sqlite:///{tmp_path / 'search-sst2.db'}"
+    assert report["storage"] == storage and report["trials"] == 2 and report["seeds"] == 1
+    for arm, sampler, pruning in (("tpe", "tpe", "pareto"), ("random", "random", "none")):
+        (run,) = report["runs"][arm]
+        study = optuna.load_study(study_name=f"sst2-search-{arm}-s0", storage=storage)
+        assert run["study"] == study.study_name and study.user_attrs["sampler"] == sampler
+        assert f"study sst2-search-{arm}-s0 (new)" in r.output and f"sampler {sampler}, pruning {pruning}" in r.output
+        trials = study.get_trials()
+        assert len(trials) == 2 and not any("baseline" in t.user_attrs for t in trials)
+        assert [p["steps"] for p in run["curve"]] == [trials[0].user_attrs["train_steps"], run["train_steps"]]
+        assert run["curve"][-1]["hypervolume"] == pytest.approx(run["hypervolume"])
+    assert set(report["goal"]) >= {"target_hypervolume", "allowed_steps", "tpe_steps_to_target", "met"}
+    assert report["machine"]["threads"] == 1 and report["per_trial"]["kd_steps"] == 4
+    assert (tmp_path / "benchmarks" / "search-sst2.html").exists()
+    assert "PNGs not written" in r.output
+    md = (tmp_path / "benchmarks" / "search-sst2.md").read_text()
+    assert "## Goal" in md and "--no-baselines" in md and "| random | 0 | sst2-search-random-s0 |" in md
+
+    again = invoke(*bench_args(data_dir, tiny_teacher_dir, tmp_path))
+    assert again.exit_code == 0 and again.output.count("(resumed)") == 2 and "used or running" not in again.output
+
+    edited = bs.Setting("tiny", "smoke", {"kd_steps": 2, "eval_every": 2})  # the setting changed since
+    monkeypatch.setitem(bs.SETTINGS, "tiny", edited)
+    assert_user_error(invoke(*bench_args(data_dir, tiny_teacher_dir, tmp_path)), "sst2-search-tpe-s0",
+                      "kd_steps 4 (now 2)", "another --results")
+
+
+def test_bench_search_bad_options_and_cli_defaults(tmp_path):
+    assert_user_error(invoke("bench", "search", "--setting", "huge", "--results", tmp_path), "--setting 'huge'")
+    assert_user_error(invoke("bench", "search", "--seeds", 0, "--results", tmp_path), "--seeds 0")
+    assert not any(tmp_path.iterdir())
+    defaults = {k: p.default for k, p in inspect.signature(cli.bench_search).parameters.items()}
+    assert (defaults["trials"], defaults["seeds"], defaults["setting"]) == \
+           (bs.DEFAULT_TRIALS, bs.DEFAULT_SEEDS, bs.DEFAULT_SETTING)
