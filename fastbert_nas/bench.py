@@ -194,3 +194,37 @@ def pruning_markdown(r: dict) -> str:
                          f"{row['params']:,} | {row['latency_ms']:.2f} | {row['baseline']} |")
         lines.append("")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# RESULTS/BENCHMARKS.md
+
+SUMMARY_FILE = "BENCHMARKS.md"  # RESULTS/BENCHMARKS.md: every benchmark report in one file
+
+
+def machine_text(m: dict) -> str:
+    """'AMD EPYC, 2 threads, torch 2.13.0+cpu' (and the GPU, if any)."""
+    parts = [m.get("cpu"), m.get("cuda"), f"{m['threads']} threads" if m.get("threads") else None,
+             f"torch {m['torch']}" if m.get("torch") else None]
+    return ", ".join(p for p in parts if p) or "-"
+
+
+def write_summary(results: Path) -> Path:
+    """RESULTS/BENCHMARKS.md, rebuilt from RESULTS/benchmarks/: a table of the reports with when and on what
+    each was measured (from its JSON), then every report (*.md) in full, its headings one level down."""
+    folder = Path(results) / "benchmarks"
+    reports = []
+    for md in sorted(folder.glob("*.md")):
+        record = md.with_suffix(".json")
+        reports.append((md, json.loads(record.read_text()) if record.exists() else {}))
+    lines = ["# Benchmarks", "",
+             "Every figure here was measured by a `fastbert-nas bench` command, which wrote it to "
+             "`benchmarks/<name>.json` (the full record) and `benchmarks/<name>.md`; each run rebuilds this "
+             "file from them.", "", "| report | measured (UTC) | machine |", "|---|---|---|"]
+    lines += [f"| [{md.stem}](benchmarks/{md.name}) | {data.get('time', '-')} | "
+              f"{machine_text(data.get('machine') or {})} |" for md, data in reports]
+    for md, _ in reports:
+        lines += ["", *("#" + ln if ln.startswith("#") else ln for ln in md.read_text().splitlines())]
+    out = Path(results) / SUMMARY_FILE
+    out.write_text("\n".join(lines) + "\n")
+    return out

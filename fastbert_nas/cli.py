@@ -369,6 +369,13 @@ def export(out: Annotated[Path, typer.Option(
     typer.echo(f"written to {out}/")
 
 
+def bench_written(path, results: Path) -> None:
+    """Say where a benchmark wrote its report (JSON and Markdown), and rebuild RESULTS/BENCHMARKS.md."""
+    from .bench import write_summary
+
+    typer.echo(f"written to {path} and {Path(path).with_suffix('.md')}; summary: {write_summary(results)}")
+
+
 bench_app = typer.Typer(no_args_is_help=True,
                         help="Benchmarks: measured figures written to RESULTS/benchmarks/ (JSON and Markdown).")
 app.add_typer(bench_app, name="bench")
@@ -389,7 +396,7 @@ def bench_distill(task: Task = "sst2",
     r = bench.bench_distill(task=task, arch=arch, hints=hints, budget=budget, results=results,
                             data_dir=data_dir, teacher=teacher, device=device, threads=threads)
     typer.echo(bench.distill_markdown(r))
-    typer.echo(f"written to {r['path']}")
+    bench_written(r["path"], results)
 
 
 @bench_app.command("pruning")
@@ -415,7 +422,7 @@ def bench_pruning(task: Task = "sst2",
                                    results=results)
     r = bench.bench_pruning(opts, log=typer.echo)
     typer.echo(bench.pruning_markdown(r))
-    typer.echo(f"written to {r['path']}")
+    bench_written(r["path"], results)
 
 
 @bench_app.command("export")
@@ -457,7 +464,7 @@ def bench_export(study: Annotated[str, typer.Option(
                    "resumes from its checkpoint", err=True)
         raise typer.Exit(130) from None
     typer.echo(bx.export_markdown(r))
-    typer.echo(f"written to {r['path']} and {Path(r['path']).with_suffix('.md')}")
+    bench_written(r["path"], results)
 
 
 @bench_app.command("search")
@@ -485,4 +492,4 @@ def bench_search(task: Task = "sst2",
     r = bench_search_mod.bench_search(task, trials, seeds, setting, data_dir=data_dir, teacher=teacher,
                                       results=results, threads=threads, device=device, log=typer.echo)
     typer.echo(bench_search_mod.search_markdown(r))
-    typer.echo(f"written to {r['path']}")
+    bench_written(r["path"], results)
