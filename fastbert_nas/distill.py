@@ -141,8 +141,12 @@ def make_regressors(arch: StudentArch, teacher_hidden: int, device) -> torch.nn.
 def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: int, train: Encoded,
             val: Encoded, spec: TaskSpec, cfg: DistillConfig, device: torch.device,
             on_eval: Callable[[int, dict], bool] | None = None, show_progress: bool = True,
-            checkpoint: Checkpointer | None = None) -> DistillResult:
+            checkpoint: Checkpointer | None = None,
+            on_step: Callable[[int, dict], None] | None = None) -> DistillResult:
     """Run stage 1 then stage 2; `on_eval(step, metrics)` returning True stops the run.
+
+    `on_step(stage, batch)` (stage 1 or 2, the step's padded batch) is called after every
+    optimizer step: a hook for timers and profilers (bench speed).
 
     With `checkpoint`, the run starts from its last saved state, if any, and saves its state
     every `checkpoint.every` steps and after the last one.
@@ -203,6 +207,8 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
                     result.train_seconds += time.perf_counter() - start
                     bar.update(task, advance=1, info=f"hint {loss.item():.4f}")
                     save(1, opt, sched)
+                    if on_step is not None:
+                        on_step(1, batch)
 
         # Stage 2: knowledge distillation on the whole student.
         params = list(student.parameters()) + (list(regressors.parameters()) if cfg.hint_weight else [])
@@ -224,6 +230,8 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
             result.kd_steps = kd_step
             result.train_seconds += time.perf_counter() - start
             bar.update(task, advance=1, info=f"loss {loss.item():.4f}")
+            if on_step is not None:
+                on_step(2, batch)
             if kd_step % cfg.eval_every == 0 or kd_step == cfg.kd_steps:
                 result.metrics = evaluate(student, spec, val, device, cfg.eval_examples)
                 result.curve.append((kd_step, result.metrics["metric"]))

@@ -108,14 +108,16 @@ def init_student(ctx: Context, arch: StudentArch, cfg: DistillConfig) -> torch.n
 
 
 def distill_student(ctx: Context, student: torch.nn.Module, arch: StudentArch, cfg: DistillConfig,
-                    on_eval=None, show_progress: bool = True, checkpoint=None):
+                    on_eval=None, show_progress: bool = True, checkpoint=None, on_step=None):
     """Distill an `init_student` student in place (FitNets hints, then KD); returns distill.DistillResult.
 
-    checkpoint: a distill.Checkpointer to resume from and save to, or None."""
+    checkpoint: a distill.Checkpointer to resume from and save to, or None; on_step: distill's
+    per-step hook (timers, profilers)."""
     layers = [tl for _, tl in arch.hints]
     source = CachedTeacher(ctx.outputs, layers) if ctx.outputs is not None else LiveTeacher(ctx.teacher.model, layers)
     return distill(student, arch, source, ctx.teacher.model.config.hidden_size, ctx.train, ctx.val, ctx.spec,
-                   cfg, ctx.device, on_eval=on_eval, show_progress=show_progress, checkpoint=checkpoint)
+                   cfg, ctx.device, on_eval=on_eval, show_progress=show_progress, checkpoint=checkpoint,
+                   on_step=on_step)
 
 
 def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=None, latency: bool = True,
