@@ -191,7 +191,8 @@ def stage_figures(stage: int, timed: dict, arch: StudentArch, teacher: StudentAr
     real, padded = sum(r for _, _, r in batches), sum(b * t for b, t, _ in batches)
     return {"seconds": s, "steps": len(batches), "step_s": s / len(batches),
             "examples_per_s": sum(b for b, _, _ in batches) / s, "tokens_per_s": real / s,
-            "gflops": flops / s / 1e9, "padding_share": 1 - real / padded}
+            "gflops": flops / s / 1e9, "padding_share": 1 - real / padded,
+            "mean_padded_len": sum(t for _, t, _ in batches) / len(batches)}
 
 
 def trial_seconds(run: dict, trial, eval_s: float) -> float:
@@ -303,7 +304,8 @@ def bench_speed(task: str = "sst2", data_dir: str | None = None, teacher: str | 
                     key: spread([f[key] for f in figs]) for key in ("examples_per_s", "tokens_per_s", "gflops",
                                                                     "step_s")
                 } | {"peak_share": spread([f["gflops"] / peak for f in figs]),
-                     "padding_share": figs[0]["padding_share"]}
+                     "padding_share": figs[0]["padding_share"],        # the same batches in every run
+                     "mean_padded_len": figs[0]["mean_padded_len"]}
             trial_s[mode] = [trial_seconds(run, trial, e) for run, e in zip(mode_runs, eval_s)]
             row[mode] = per_stage | {"trial_s": spread(trial_s[mode]),
                                      "build_s": spread([run["build_s"] for run in mode_runs])}
@@ -376,23 +378,25 @@ def speed_markdown(r: dict) -> str:
         f"each step's padded batch shape: {r['method']['train_flops_factor']}x the student's forward (forward + "
         "backward; in stage 1 only up to its last hinted layer, plus the hint regressors), plus one teacher forward "
         "when the teacher runs live (no cache). Tokens/s counts real (unpadded) tokens.", "",
-        "| student | FLOPs vs teacher | teacher | stage | examples/s | tokens/s | GFLOP/s | share of peak |",
-        "|---|---|---|---|---|---|---|---|",
+        "| student | FLOPs vs teacher | teacher | stage | padded length (padding) | examples/s | tokens/s "
+        "| GFLOP/s | share of peak |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in r["students"]:
         for mode in ("cache", "no_cache"):
             for stage, label in (("stage1", "1 hints"), ("stage2", "2 KD")):
                 f = s[mode][stage]
                 lines.append(f"| {s['name']} {s['hints']} | {s['flops_share']:.1%} | "
-                             f"{'cache' if mode == 'cache' else 'live'} | {label} | {_mmm(f['examples_per_s'])} | "
+                             f"{'cache' if mode == 'cache' else 'live'} | {label} | "
+                             f"{f['mean_padded_len']:.1f} ({f['padding_share']:.0%}) | {_mmm(f['examples_per_s'])} | "
                              f"{_mmm(f['tokens_per_s'])} | {_mmm(f['gflops'], '{:.1f}')} | "
                              f"{_mmm(f['peak_share'], '{:.1%}')} |")
     checkpoints = -(-t["kd_steps"] // t["eval_every"])
     lines += ["", f"A trial of space {t['space']}, budget {t['budget']} ({t['hint_steps']} hint + {t['kd_steps']} KD "
               f"steps, {checkpoints} evaluations of {t['eval_examples']} validation examples, student built with "
-              "teacher init; its latency timing left out), estimated from the runs, in seconds. A process scores "
-              f"the teacher for teacher init once, before its first student: {meth['first_build_s']:.1f} s here "
-              "(that build included).", "",
+              "teacher init; its latency timing left out), estimated from the runs, in seconds. Teacher init scores "
+              f"the teacher once per process, with its first student ({meth['first_build_s']:.1f} s here, that "
+              "student's build included); the build times below are those of the students after it.", "",
               "| student | with cache | live teacher | speed-up | KD steps speed-up | evaluation s | build s |",
               "|---|---|---|---|---|---|---|"]
     for s in r["students"]:
