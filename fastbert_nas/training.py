@@ -67,7 +67,7 @@ def optimizer_and_schedule(params, lr: float, steps: int, warmup: float, weight_
     no_decay = [p for p in params if p.ndim < 2]  # biases and LayerNorm weights
     # Fused: one kernel per step instead of a dozen passes (with full-size temporaries) per tensor. Every
     # step updates every weight, the whole word-embedding table too: for a small student (an embedding
-    # table of 30522 x 128, 4x its encoder) the unfused update took more time than the forward and backward.
+    # table of 30522 x 128, 4x its encoder) the unfused update took about a fifth of each CPU step.
     fused = all(p.device.type in FUSED_ADAMW_DEVICES and p.is_floating_point() for p in params)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, fused=fused or None)
