@@ -429,13 +429,14 @@ def bench_speed(task: Task = "sst2", data_dir: DataDir = None, teacher: TeacherO
                     "student (cache on); 0: no profile.")] = 10,
                 space: Annotated[str, typer.Option(
                     "--space", help="Search space whose per-trial budget (batch size, examples, steps, evaluations) "
-                    "the runs use and the trial estimate is for.")] = "thin-deep",
+                    "the runs use and the trial estimate is for.")] = DEFAULT_SPACE,
                 budget: Annotated[str, typer.Option("--budget", help="That space's budget preset.")] = "small",
                 peak_size: Annotated[int, typer.Option(
                     "--peak-size", help="n of the n x n fp32 matrix products timed for the matmul peak.")] = 4096):
     """Distillation throughput (examples/s, tokens/s, GFLOP/s and share of the fp32 matmul peak) of a small,
     a quarter-FLOPs and a teacher-size student, with and without the teacher cache; a trial's time
     estimated from them; torch.profiler's top ops."""
+    # The defaults above repeat bench_speed's constants (importing it here would load torch for --help).
     from . import bench_speed as speed
 
     r = speed.bench_speed(task=task, data_dir=data_dir, teacher=teacher, results=results, threads=threads,

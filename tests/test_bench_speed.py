@@ -9,6 +9,7 @@ from conftest import invoke
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertForSequenceClassification
 
+from fastbert_nas import bench_speed
 from fastbert_nas.bench_speed import TRAIN_FLOPS_FACTOR, step_flops
 from fastbert_nas.config import StudentArch
 from fastbert_nas.cost import analytic_flops
@@ -90,3 +91,17 @@ def test_bad_options_are_one_line(data_dir, tiny_teacher_dir, tmp_path, option, 
     r = invoke("bench", "speed", "--data-dir", data_dir, "--teacher", tiny_teacher_dir, "--results", tmp_path,
                "--space", "tiny", "--budget", "smoke", option, value)
     assert_user_error(r, words)
+
+
+def test_the_command_defaults_are_the_modules_constants():
+    import inspect
+
+    from fastbert_nas.cli import bench_speed as command
+
+    defaults = {k: p.default for k, p in inspect.signature(command).parameters.items()}
+    assert (defaults["repeats"], defaults["warmup_steps"], defaults["steps"], defaults["profile_steps"],
+            defaults["peak_size"]) == (bench_speed.REPEATS, bench_speed.WARMUP_STEPS, bench_speed.TIMED_STEPS,
+                                       bench_speed.PROFILE_STEPS, bench_speed.PEAK_SIZE)
+    assert inspect.signature(bench_speed.bench_speed).parameters["space"].default == defaults["space"]
+    assert [f"{a}@{h}" for a, h in bench_speed.STUDENTS] == [
+        "L4-H128-A2-I512@2:3,4:6", "L3-H320-A10-I640@1:2,2:4,3:6", "L6-H384-A12-I1536@2:2,4:4,6:6"]
