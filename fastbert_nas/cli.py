@@ -493,3 +493,43 @@ def bench_search(task: Task = "sst2",
                                       results=results, threads=threads, device=device, log=typer.echo)
     typer.echo(bench_search_mod.search_markdown(r))
     bench_written(r["path"], results)
+
+
+@bench_app.command("speed")
+@user_errors
+def bench_speed(task: Task = "sst2", data_dir: DataDir = None, teacher: TeacherOpt = None,
+                results: Results = Path("results"), threads: Threads = None,
+                device: Annotated[str, typer.Option(
+                    "--device", help="auto (cuda when there is one), cpu or cuda. Timings synchronize the "
+                    "device.")] = "auto",
+                repeats: Annotated[int, typer.Option(
+                    "--repeats", help="Timed runs per student, with and without the cache (interleaved); every "
+                    "figure is reported as min / median / max over them.")] = 3,
+                student: Annotated[Optional[list[str]], typer.Option(
+                    "--student", help="A student to time, ARCH@HINTS (e.g. L4-H128-A2-I512@2:3,4:6); repeat the "
+                    "option for several \\[default: L4-H128-A2-I512@2:3,4:6, L3-H320-A10-I640@1:2,2:4,3:6 and "
+                    "L6-H384-A12-I1536@2:2,4:4,6:6].")] = None,
+                warmup_steps: Annotated[int, typer.Option(
+                    "--warmup-steps", help="Untimed steps per stage before the clock starts.")] = 5,
+                steps: Annotated[int, typer.Option("--steps", help="Timed steps per stage and run.")] = 30,
+                profile_steps: Annotated[int, typer.Option(
+                    "--profile-steps", help="Steps per stage under torch.profiler for the smallest and the largest "
+                    "student (cache on); 0: no profile.")] = 10,
+                space: Annotated[str, typer.Option(
+                    "--space", help="Search space whose per-trial budget (batch size, examples, steps, evaluations) "
+                    "the runs use and the trial estimate is for.")] = DEFAULT_SPACE,
+                budget: Annotated[str, typer.Option("--budget", help="That space's budget preset.")] = "small",
+                peak_size: Annotated[int, typer.Option(
+                    "--peak-size", help="n of the n x n fp32 matrix products timed for the matmul peak.")] = 4096):
+    """Distillation throughput (examples/s, tokens/s, GFLOP/s and share of the fp32 matmul peak) of a small,
+    a quarter-FLOPs and a teacher-size student, with and without the teacher cache; a trial's time
+    estimated from them; torch.profiler's top ops."""
+    # The defaults above repeat bench_speed's constants (importing it here would load torch for --help).
+    from . import bench_speed as speed
+
+    r = speed.bench_speed(task=task, data_dir=data_dir, teacher=teacher, results=results, threads=threads,
+                          device=device, students=student, repeats=repeats, warmup=warmup_steps, steps=steps,
+                          profile_steps=profile_steps, space=space, budget=budget, peak_size=peak_size,
+                          log=typer.echo)
+    typer.echo(speed.speed_markdown(r))
+    bench_written(r["path"], results)

@@ -11,6 +11,7 @@ keeps the run's whole state every so many steps, and a later run resumes from it
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -141,8 +142,12 @@ def make_regressors(arch: StudentArch, teacher_hidden: int, device) -> torch.nn.
 def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: int, train: Encoded,
             val: Encoded, spec: TaskSpec, cfg: DistillConfig, device: torch.device,
             on_eval: Callable[[int, dict], bool] | None = None, show_progress: bool = True,
-            checkpoint: Checkpointer | None = None) -> DistillResult:
+            checkpoint: Checkpointer | None = None,
+            on_step: Callable[[int, dict], None] | None = None) -> DistillResult:
     """Run stage 1 then stage 2; `on_eval(step, metrics)` returning True stops the run.
+
+    `on_step(stage, batch)` (stage 1 or 2, the step's padded batch) is called after every
+    optimizer step: a hook for timers and profilers (bench speed).
 
     With `checkpoint`, the run starts from its last saved state, if any, and saves its state
     every `checkpoint.every` steps and after the last one.
@@ -172,15 +177,19 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
         return sum(hint_loss(hidden_states[s], t_hidden[:, k], regressors[k], mask)
                    for k, s in enumerate(s_layers)) / len(s_layers)
 
-    def step(loss, opt, sched, params):
-        if not torch.isfinite(loss):  # one NaN/inf step poisons every weight: stop, saying why
-            raise FloatingPointError(f"non-finite loss ({loss.item()}) after {result.hint_steps} hint and "
-                                     f"{result.kd_steps} KD steps: training diverged (learning rate too high?)")
+    def step(loss, opt, sched, params) -> float:
+        """One optimizer step; returns the loss. Its one wait for the device is reading the loss, after
+        the backward pass was queued (a GPU works through it meanwhile)."""
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+        value = loss.item()
+        if not math.isfinite(value):  # one NaN/inf step poisons every weight: stop before it, saying why
+            raise FloatingPointError(f"non-finite loss ({value}) after {result.hint_steps} hint and "
+                                     f"{result.kd_steps} KD steps: training diverged (learning rate too high?)")
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        return value
 
     with progress(show_progress) as bar:
         # Stage 1: hint regression on the truncated student.
@@ -197,12 +206,14 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
                     out = part.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                     output_hidden_states=True)
                     loss = hints(out.hidden_states, t_hidden, batch["attention_mask"])
-                    step(loss, opt, sched, params)
+                    value = step(loss, opt, sched, params)
                     seen += len(batch["labels"])
                     result.hint_steps += 1
                     result.train_seconds += time.perf_counter() - start
-                    bar.update(task, advance=1, info=f"hint {loss.item():.4f}")
+                    bar.update(task, advance=1, info=f"hint {value:.4f}")
                     save(1, opt, sched)
+                    if on_step is not None:
+                        on_step(1, batch)
 
         # Stage 2: knowledge distillation on the whole student.
         params = list(student.parameters()) + (list(regressors.parameters()) if cfg.hint_weight else [])
@@ -219,11 +230,13 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
                     + (1 - cfg.kd_alpha) * F.cross_entropy(out.logits, batch["labels"]))
             if cfg.hint_weight:
                 loss = loss + cfg.hint_weight * hints(out.hidden_states, t_hidden, batch["attention_mask"])
-            step(loss, opt, sched, params)
+            value = step(loss, opt, sched, params)
             seen += len(batch["labels"])
             result.kd_steps = kd_step
             result.train_seconds += time.perf_counter() - start
-            bar.update(task, advance=1, info=f"loss {loss.item():.4f}")
+            bar.update(task, advance=1, info=f"loss {value:.4f}")
+            if on_step is not None:
+                on_step(2, batch)
             if kd_step % cfg.eval_every == 0 or kd_step == cfg.kd_steps:
                 result.metrics = evaluate(student, spec, val, device, cfg.eval_examples)
                 result.curve.append((kd_step, result.metrics["metric"]))

@@ -18,7 +18,7 @@ import torch
 from .config import DistillConfig, StudentArch, TaskSpec, budget_config
 from .cost import cost_summary, model_costs
 from .distill import CachedTeacher, LiveTeacher, distill
-from .student import build_student
+from .student import build_student, importance
 from .tasks import SPLIT_SEED, Encoded, Split, TaskData, collate, encode, load_task, resolve_task
 from .teacher import DEFAULT_BASE, DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutputs, get_teacher, teacher_outputs
 from .training import evaluate, resolve_device, set_threads, to_device
@@ -82,6 +82,7 @@ class Context:
     outputs: TeacherOutputs | None    # cached teacher outputs for `train`; None = run the teacher live
     cache_seconds: float              # time spent building (or opening) the cache
     results: Path
+    scores: dict | None = None        # student.importance of the teacher on the calibration rows, once computed
 
 
 def prepare(task: str, examples: int, data_dir: str | None = None, text_column: str | None = None,
@@ -102,20 +103,27 @@ def prepare(task: str, examples: int, data_dir: str | None = None, text_column: 
 # cost constraint for free), then trained: `init_student`, then `distill_student`.
 
 def init_student(ctx: Context, arch: StudentArch, cfg: DistillConfig) -> torch.nn.Module:
-    """The (validated) student built and initialized per `cfg.init` on ctx.device, untrained."""
-    calibration = to_device(collate(ctx.train, np.arange(min(CALIBRATION_EXAMPLES, len(ctx.train)))), ctx.device)
-    return build_student(arch, ctx.teacher.model, cfg.init, calibration, cfg.seed)
+    """The (validated) student built and initialized per `cfg.init` on ctx.device, untrained.
+
+    Teacher init scores the teacher's dims, heads and neurons on the calibration rows once per
+    Context (a teacher forward pass, seconds on a CPU): every student of the process shares them."""
+    if cfg.init == "teacher" and ctx.scores is None:
+        calibration = to_device(collate(ctx.train, np.arange(min(CALIBRATION_EXAMPLES, len(ctx.train)))), ctx.device)
+        ctx.scores = importance(ctx.teacher.model, calibration)
+    return build_student(arch, ctx.teacher.model, cfg.init, seed=cfg.seed, scores=ctx.scores)
 
 
 def distill_student(ctx: Context, student: torch.nn.Module, arch: StudentArch, cfg: DistillConfig,
-                    on_eval=None, show_progress: bool = True, checkpoint=None):
+                    on_eval=None, show_progress: bool = True, checkpoint=None, on_step=None):
     """Distill an `init_student` student in place (FitNets hints, then KD); returns distill.DistillResult.
 
-    checkpoint: a distill.Checkpointer to resume from and save to, or None."""
+    checkpoint: a distill.Checkpointer to resume from and save to, or None; on_step: distill's
+    per-step hook (timers, profilers)."""
     layers = [tl for _, tl in arch.hints]
     source = CachedTeacher(ctx.outputs, layers) if ctx.outputs is not None else LiveTeacher(ctx.teacher.model, layers)
     return distill(student, arch, source, ctx.teacher.model.config.hidden_size, ctx.train, ctx.val, ctx.spec,
-                   cfg, ctx.device, on_eval=on_eval, show_progress=show_progress, checkpoint=checkpoint)
+                   cfg, ctx.device, on_eval=on_eval, show_progress=show_progress, checkpoint=checkpoint,
+                   on_step=on_step)
 
 
 def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=None, latency: bool = True,

@@ -47,8 +47,10 @@ def layer_sources(arch: StudentArch, teacher_layers: int) -> list[int]:
 
 
 def build_student(arch: StudentArch, teacher: BertForSequenceClassification, init: str = "teacher",
-                  calibration: dict | None = None, seed: int = 0) -> BertForSequenceClassification:
-    """A new student on the teacher's device; `calibration` (a padded batch) scores the pruning."""
+                  calibration: dict | None = None, seed: int = 0,
+                  scores: dict | None = None) -> BertForSequenceClassification:
+    """A new student on the teacher's device; `calibration` (a padded batch) scores the pruning,
+    unless `scores` (its `importance`, the same for every student) are given."""
     if init not in INIT_CHOICES:
         raise UserError(f"--init {init!r}: choose one of {', '.join(INIT_CHOICES)}")
     arch.validate(teacher.config.num_hidden_layers)
@@ -56,9 +58,9 @@ def build_student(arch: StudentArch, teacher: BertForSequenceClassification, ini
     student = BertForSequenceClassification(student_config(arch, teacher.config))
     student.to(next(teacher.parameters()).device)
     if init == "teacher":
-        if calibration is None:
-            raise ValueError("teacher init needs a calibration batch")
-        copy_from_teacher(student, teacher, arch, importance(teacher, calibration))
+        if scores is None and calibration is None:
+            raise ValueError("teacher init needs a calibration batch or its importance scores")
+        copy_from_teacher(student, teacher, arch, scores if scores is not None else importance(teacher, calibration))
     return student
 
 

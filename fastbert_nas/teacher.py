@@ -175,15 +175,22 @@ class TeacherOutputs:
         return len(self.logits)
 
     def batch(self, idx, layers: list[int], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher logits (B, C) and the listed layers' hidden states (B, K, T, H), zero-padded."""
+        """Teacher logits (B, C) and the listed layers' hidden states (B, K, T, H), zero-padded.
+
+        One gather of the batch's tokens from the memory map and one scatter into the padded
+        tensor (no loop over examples): it runs every stage-1 step."""
+        idx = np.asarray(idx)
         logits = torch.from_numpy(self.logits[idx].astype(np.float32))
         if not layers:
             return logits, None
-        hid = np.zeros((len(idx), len(layers), max_len, self.hidden.shape[2]), dtype=np.float32)
-        for row, i in enumerate(idx):
-            block = self.hidden[self.offsets[i] : self.offsets[i + 1], layers]  # (t, K, H)
-            hid[row, :, : len(block)] = block.transpose(1, 0, 2)
-        return logits, torch.from_numpy(hid)
+        starts, lengths = self.offsets[idx], self.offsets[idx + 1] - self.offsets[idx]   # (B,) each
+        packed_start = np.cumsum(lengths) - lengths                                     # (B,)
+        tokens = np.arange(lengths.sum()) + np.repeat(starts - packed_start, lengths)   # (N,) rows of hidden
+        block = torch.from_numpy(self.hidden[tokens[:, None], np.asarray(layers)[None, :]])  # (N, K, H) fp16
+        real = torch.arange(max_len)[None, :] < torch.from_numpy(lengths)[:, None]      # (B, T)
+        hid = torch.zeros(len(idx), len(layers), max_len, self.hidden.shape[2])         # (B, K, T, H)
+        hid.permute(0, 2, 1, 3)[real] = block.float()                                   # real (b, t) in order
+        return logits, hid
 
 
 def cache_key(teacher: Teacher, enc: Encoded, task: str, split: str, max_len: int) -> str:

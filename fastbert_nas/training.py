@@ -16,6 +16,7 @@ from .tasks import Encoded, collate, eval_batches, score
 GROUP_BATCHES = 50   # batches per length-sorted chunk: little padding, still shuffled
 EVAL_BATCH = 64      # examples per evaluation batch
 LOG_EVERY_S = 60     # seconds between progress lines when writing to a log file
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # devices with torch's fused AdamW kernel (torch >= 2.4)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -64,8 +65,12 @@ def optimizer_and_schedule(params, lr: float, steps: int, warmup: float, weight_
     params = [p for p in params if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]  # biases and LayerNorm weights
+    # Fused: one kernel per step instead of a dozen passes (with full-size temporaries) per tensor. Every
+    # step updates every weight, the whole word-embedding table too: for a small student (an embedding
+    # table of 30522 x 128, 4x its encoder) the unfused update took about a fifth of each CPU step.
+    fused = all(p.device.type in FUSED_ADAMW_DEVICES and p.is_floating_point() for p in params)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, fused=fused or None)
 
     class Plan:
         total = max(1, steps)

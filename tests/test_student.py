@@ -150,3 +150,26 @@ def test_build_student_rejects_unknown_init(tiny_teacher):
 def test_build_student_validates_the_arch(tiny_teacher):
     with pytest.raises(UserError, match=r"teacher layer 4 out of range 1\.\.3"):
         build_student(StudentArch.parse("L2-H32-A4-I64", "2:4"), tiny_teacher.model, "random")
+
+
+def test_init_student_scores_the_teacher_once_per_context(tiny_teacher, sst2_data, monkeypatch):
+    """Teacher init of many students (a search worker's trials) runs the calibration forward pass once;
+    each student is the one build_student makes from the calibration batch itself."""
+    from fastbert_nas import pipeline
+    from fastbert_nas.config import budget_config
+
+    train = encode(sst2_data.train.subset(np.arange(200)), tiny_teacher.tokenizer, MAX_LEN)
+    ctx = pipeline.Context(sst2_data.spec, sst2_data, torch.device("cpu"), 1, tiny_teacher, "tiny", train, train,
+                           None, 0.0, None)
+    calls = []
+    monkeypatch.setattr(pipeline, "importance", lambda *a: calls.append(1) or importance(*a))
+    cfg = budget_config("smoke", seed=3)
+    for arch in (StudentArch.parse("L2-H24-A2-I48", "1:1,2:3"), StudentArch.parse("L1-H32-A4-I64", "1:2")):
+        student = pipeline.init_student(ctx, arch.validate(TEACHER_LAYERS), cfg)
+        calib = collate(train, np.arange(pipeline.CALIBRATION_EXAMPLES))
+        direct = build_student(arch, tiny_teacher.model, "teacher", calib, seed=3)
+        for (name, a), b in zip(student.state_dict().items(), direct.state_dict().values()):
+            assert torch.equal(a, b), name
+    assert calls == [1]
+    pipeline.init_student(ctx, StudentArch.parse("L1-H16-A2-I32", "1:1"), budget_config("smoke", init="random"))
+    assert calls == [1]
