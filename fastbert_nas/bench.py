@@ -14,6 +14,7 @@ import json
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import statistics
 from dataclasses import replace
@@ -41,6 +42,17 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
+def save_report(report: dict, results, name: str, markdown: Callable[[dict], str]) -> dict:
+    """Write RESULTS/benchmarks/<name>.json (the full record) and <name>.md (markdown(report)); the report,
+    with "path" (the JSON's) added."""
+    out = Path(results) / "benchmarks" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(markdown(report))
+    report["path"] = str(out)
+    return report
+
+
 def bench_distill(task: str, arch: str, hints: str | None, budget: str, results: Path, **common) -> dict:
     """Teacher init vs random init at `budget`, then throughput with and without the cache."""
     runs = {init: distill_one(task=task, arch=arch, hints=hints, init=init, budget=budget, results=results,
@@ -63,12 +75,7 @@ def bench_distill(task: str, arch: str, hints: str | None, budget: str, results:
         "throughput_run": THROUGHPUT_STEPS, "machine": machine(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    out = Path(results) / "benchmarks" / f"distill-{task}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    (out.with_suffix(".md")).write_text(distill_markdown(report))
-    report["path"] = str(out)
-    return report
+    return save_report(report, results, f"distill-{task}", distill_markdown)
 
 
 def distill_markdown(r: dict) -> str:
@@ -151,12 +158,7 @@ def bench_pruning(opts: SearchOptions, log=print) -> dict:
         "hypervolume_kept": pruned["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None,
         "machine": machine(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    out = Path(opts.results) / "benchmarks" / f"pruning-{task_name(opts.task)}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(pruning_markdown(report))
-    report["path"] = str(out)
-    return report
+    return save_report(report, opts.results, f"pruning-{task_name(opts.task)}", pruning_markdown)
 
 
 def task_name(task: str) -> str:

@@ -29,7 +29,7 @@ from typing import Callable
 
 from transformers import AutoModelForSequenceClassification
 
-from .bench import machine, spread
+from .bench import machine, save_report, spread
 from .config import (BENCH_EXPORT_BUDGET, BENCH_EXPORT_KD_STEPS, BENCH_EXPORT_ROUNDS, BENCH_EXPORT_SHARES,
                      BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS, BUDGETS, UserError)
 from .cost import REF_SEQ_LEN, count_flops, count_params, measure_latency
@@ -276,12 +276,7 @@ def bench_export(opts: ExportBenchOptions, log: Callable[[str], None] = print) -
         "flops_unit": "FLOPs, 2 per multiply-add, batch 1, 128 tokens", "machine": machine(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    out = Path(opts.results) / "benchmarks" / f"{BENCH_FILE}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(export_markdown(report))
-    report["path"] = str(out)
-    return report
+    return save_report(report, opts.results, BENCH_FILE, export_markdown)
 
 
 def _limit(share: float) -> str:

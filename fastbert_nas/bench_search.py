@@ -30,7 +30,6 @@ is refused rather than mixed.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -42,7 +41,7 @@ from typing import Callable
 import optuna
 import plotly.graph_objects as go
 
-from .bench import machine, spread, study_figures, task_name
+from .bench import machine, save_report, spread, study_figures, task_name
 from .config import UserError
 from .plots import COLOURS, write_figures
 from .report import hv_reference, hypervolume_history
@@ -221,16 +220,13 @@ def bench_search(task: str = "sst2", trials: int = DEFAULT_TRIALS, seeds: int = 
         "command_minutes": (time.perf_counter() - started) / 60,
         "machine": machine(), "device": device, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    out = Path(results) / "benchmarks" / f"search-{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written, notes = write_figures({out.stem: curves_figure(report)}, out.parent)
+    folder = Path(results) / "benchmarks"
+    folder.mkdir(parents=True, exist_ok=True)
+    written, notes = write_figures({f"search-{name}": curves_figure(report)}, folder)
     report["plots"] = [str(p) for p in written]
     for note in notes:
         log(f"note: {note}")
-    out.write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(search_markdown(report))
-    report["path"] = str(out)
-    return report
+    return save_report(report, results, f"search-{name}", search_markdown)
 
 
 # ---------------------------------------------------------------------------

@@ -19,7 +19,6 @@ distill's `on_step` hook synchronizes the device and reads the clock.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .bench import machine, spread
+from .bench import machine, save_report, spread
 from .config import StudentArch, UserError
 from .cost import REF_SEQ_LEN, analytic_flops
 from .pipeline import Context, distill_student, init_student, prepare
@@ -346,12 +345,7 @@ def bench_speed(task: str = "sst2", data_dir: str | None = None, teacher: str | 
                            "met": share >= GOAL_PEAK_SHARE},
         },
     }
-    out = Path(results) / "benchmarks" / f"speed-{ctx.spec.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(speed_markdown(report))
-    report["path"] = str(out)
-    return report
+    return save_report(report, results, f"speed-{ctx.spec.name}", speed_markdown)
 
 
 # ---------------------------------------------------------------------------

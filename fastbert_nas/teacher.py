@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from .config import TaskSpec, TeacherRecipe, UserError
+from .config import TeacherRecipe, UserError
 from .tasks import Encoded, TaskData, collate, encode, eval_batches
 from .training import batch_stream, evaluate, optimizer_and_schedule, progress, to_device
 

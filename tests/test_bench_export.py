@@ -75,7 +75,7 @@ def bench(tmp_path_factory, smoke_study_dir, data_dir):
 
 
 def test_bench_export_tabulates_each_export_beside_its_teacher(bench, tiny_teacher_dir):
-    report, md, results = bench["report"], bench["md"], bench["results"]
+    report, md = bench["report"], bench["md"]
     rows = report["rows"]
     assert [(f["task"], f["share_limit"]) for f in rows] == [(t, s) for t in ("sst2", "cola") for s in bench["shares"]]
     by_folder = {}
