@@ -8,9 +8,9 @@ Two arms, each run as --seeds studies with the same --trials, task, space and pe
 Neither arm queues the baseline students (search --no-baselines): both would run the same four
 students first, which says nothing about sampling or pruning and would blur the difference.
 The arms are paired: study.make_sampler seeds both samplers alike for a seed, and TPE samples its
-first 10 trials (Optuna's n_startup_trials) with a RandomSampler, so those are the students random
+first study.TPE_STARTUP_TRIALS (5) trials with a RandomSampler, so those are the students random
 search samples first. The arms then differ by pruning (from the 6th finished trial, the Pareto
-rule's warm-up) and by TPE's own choices (from the 11th trial).
+rule's warm-up) and by TPE's own choices (from the 6th trial).
 
 Curve (one per study): report.hypervolume_history, the hypervolume of the (validation metric, FLOPs)
 front after each finished trial, in the order trials finished, against the training steps spent so
@@ -45,7 +45,7 @@ from .bench import machine, save_report, spread, study_figures, task_name
 from .config import UserError
 from .plots import COLOURS, write_figures
 from .report import hv_reference, hypervolume_history
-from .study import Search, SearchOptions, make_storage, run_search, storage_exists
+from .study import TPE_STARTUP_TRIALS, Search, SearchOptions, make_storage, run_search, storage_exists
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,7 @@ def bench_search(task: str = "sst2", trials: int = DEFAULT_TRIALS, seeds: int = 
         "overrides": chosen.overrides, "setting_about": chosen.about,
         "per_trial": {k: getattr(searches[0].cfg, k) for k in BUDGET_KEYS},
         "trials": trials, "seeds": seeds, "baselines": False, "arms": ARMS, "pruning_warmup": base.pruning_warmup,
+        "tpe_startup": TPE_STARTUP_TRIALS,
         "storage": base.storage,
         "runs": runs,
         "summary": {arm: {"final_hypervolume": spread([final(r["curve"], "hypervolume") for r in rs]),
@@ -289,14 +290,15 @@ def search_markdown(r: dict) -> str:
         f"+ {p['kd_steps']} KD steps of batch {p['batch_size']} over {p['examples']:,} training examples, a "
         f"checkpoint every {p['eval_every']} KD steps on {p['eval_examples']} validation examples. "
         f"{r['seeds']} seeds x {r['trials']} trials per arm.", "",
-        "- **tpe**: the search's default sampler (TPE as `study.make_sampler` makes it, Optuna's defaults: its "
-        f"first 10 trials are random samples) with `--pruning pareto` (after {r['pruning_warmup']} finished "
+        "- **tpe**: the search's default sampler (TPE as `study.make_sampler` makes it: its first "
+        f"{r['tpe_startup']} trials are random samples) with `--pruning pareto` (after {r['pruning_warmup']} finished "
         "trials).",
         "- **random**: Optuna's `RandomSampler`, `--pruning none`.",
         "- Both with `--no-baselines`: the four baseline students would open both arms alike, so the comparison "
         "is about sampling and pruning alone.",
-        "- Paired: for a seed both samplers are seeded alike, so TPE's 10 random startup trials are the first 10 "
-        "students random search samples; the arms differ by pruning and, from trial 11, by TPE's choices.", "",
+        f"- Paired: for a seed both samplers are seeded alike, so TPE's {r['tpe_startup']} random startup trials are "
+        f"the first {r['tpe_startup']} students random search samples; the arms differ by pruning and, from trial "
+        f"{r['tpe_startup'] + 1}, by TPE's choices.", "",
         "Hypervolume: of the (validation metric, FLOPs) front of the COMPLETE trials, against the reference point "
         "(metric 0, 2 x the teacher's FLOPs), divided by the reference FLOPs (as `plot` and `bench pruning`): the "
         "mean, over FLOPs budgets up to the reference, of the best metric the front reaches within the budget. "

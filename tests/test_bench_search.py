@@ -104,13 +104,14 @@ def test_the_arms_are_paired_tpe_starts_with_random_searchs_students():
     for kind in ("tpe", "random"):
         study = optuna.create_study(directions=["maximize", "minimize"], sampler=study_mod.make_sampler(1, 0, 0, kind))
         picks[kind] = []
-        for i in range(11):
+        for i in range(study_mod.TPE_STARTUP_TRIALS + 1):
             trial = study.ask()
             arch, settings = sample(space, trial, 6)
             picks[kind].append((arch, settings))
             study.tell(trial, [0.5 + 0.01 * i, float(i)])
-    assert picks["tpe"][:10] == picks["random"][:10]  # TPE's 10 startup trials
-    assert picks["tpe"][10] != picks["random"][10]
+    n = study_mod.TPE_STARTUP_TRIALS
+    assert picks["tpe"][:n] == picks["random"][:n]  # TPE's random startup trials
+    assert picks["tpe"][n] != picks["random"][n]
 
 
 @pytest.fixture
