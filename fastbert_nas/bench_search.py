@@ -31,8 +31,10 @@ is refused rather than mixed.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -179,17 +181,25 @@ def arm_figures(study: optuna.Study, seed: int) -> dict:
     return {"seed": seed, **study_figures(study), "curve": curve}
 
 
+def run_study(opts: SearchOptions) -> dict:
+    """One study of the bench in a process of its own (--jobs above 1), its log lines led by the study's name."""
+    return run_search(opts, lambda line: print(f"[{opts.study}] {line}", flush=True))
+
+
 def bench_search(task: str = "sst2", trials: int = DEFAULT_TRIALS, seeds: int = DEFAULT_SEEDS,
                  setting: str = DEFAULT_SETTING, *, data_dir: str | None = None, teacher: str | None = None,
                  results: Path = Path("results"), threads: int | None = None, device: str = "auto",
-                 log: Callable[[str], None] = print) -> dict:
-    """Run (or resume) every arm's studies, seed by seed, then compare; writes RESULTS/benchmarks/search-<task>.*"""
+                 jobs: int = 1, log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) every arm's studies, seed by seed, `jobs` studies at a time (each in its own process
+    when more than 1), then compare; writes RESULTS/benchmarks/search-<task>.*"""
     if setting not in SETTINGS:
         raise UserError(f"--setting {setting!r}: choose one of {', '.join(SETTINGS)}")
     if trials < 1:
         raise UserError(f"--trials {trials}: must be at least 1")
     if seeds < 1:
         raise UserError(f"--seeds {seeds}: must be at least 1")
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: must be at least 1")
     chosen, name = SETTINGS[setting], task_name(task)
     base = SearchOptions(task=task, trials=trials, space=chosen.space, budget=chosen.budget, **chosen.overrides,
                          baselines=False, storage=f"sqlite:///{Path(results) / f'search-{name}.db'}",
@@ -201,8 +211,12 @@ def bench_search(task: str = "sst2", trials: int = DEFAULT_TRIALS, seeds: int = 
         check_budget(s)
     started = time.perf_counter()
     runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    for arm, opts in plan:
-        summary = run_search(opts, log)
+    if jobs == 1:
+        summaries = [run_search(opts, log) for _, opts in plan]
+    else:  # each study alone in its process; SQLite takes the writers in turn (study.py retries a locked file)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            summaries = list(pool.map(run_study, [opts for _, opts in plan]))
+    for (arm, opts), summary in zip(plan, summaries):
         study = optuna.load_study(study_name=summary["study"], storage=make_storage(summary["storage"]))
         runs[arm].append(arm_figures(study, opts.seed))
     report = {
@@ -218,7 +232,7 @@ def bench_search(task: str = "sst2", trials: int = DEFAULT_TRIALS, seeds: int = 
                           "wall_minutes": spread([r["wall_minutes"] for r in rs]),
                           "pruned": spread([r["states"].get("PRUNED", 0) for r in rs])} for arm, rs in runs.items()},
         "goal": search_goal([r["curve"] for r in runs["tpe"]], [r["curve"] for r in runs["random"]]),
-        "command_minutes": (time.perf_counter() - started) / 60,
+        "command_minutes": (time.perf_counter() - started) / 60, "jobs": jobs, "threads": threads,
         "machine": machine(), "device": device, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     folder = Path(results) / "benchmarks"
@@ -284,8 +298,9 @@ def search_markdown(r: dict) -> str:
         f"# Search benchmark: TPE with Pareto pruning against random search, {r['task']}", "",
         f"Measured {r['time']} on {m['cpu']}, {m['threads']} threads, torch {m['torch']}"
         + (f", {m['cuda']}" if m.get("cuda") else "") + f" (--device {r['device']}); "
-        f"the command took {r['command_minutes']:.1f} min (studies resumed from an earlier run count only what "
-        "this run computed).", "",
+        f"the command took {r['command_minutes']:.1f} min with {r.get('jobs', 1)} "
+        f"{'study' if r.get('jobs', 1) == 1 else 'studies'} at a time (studies resumed from an earlier run count "
+        "only what this run computed).", "",
         f"Setting `{r['setting']}`: {r['setting_about']}. Space `{r['space']}`; every trial: {p['hint_steps']} hint "
         f"+ {p['kd_steps']} KD steps of batch {p['batch_size']} over {p['examples']:,} training examples, a "
         f"checkpoint every {p['eval_every']} KD steps on {p['eval_examples']} validation examples. "

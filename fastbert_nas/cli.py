@@ -479,6 +479,9 @@ def bench_search(task: Task = "sst2",
                      "--setting", help="Space and per-trial budget. reduced: the thin-deep space, 20 hint + 100 KD "
                      "steps, a checkpoint every 50 KD steps on 500 validation examples, 16,000 training examples "
                      "(SST-2 on a 2-core CPU); tiny: the tiny space and the smoke budget (tests).")] = "reduced",
+                 jobs: Annotated[int, typer.Option(
+                     "--jobs", help="Studies run at once, each in its own process (give each --threads 1 on a "
+                     "CPU: a small student's trial gains little from a second thread).")] = 1,
                  data_dir: DataDir = None, teacher: TeacherOpt = None, device: Device = "auto",
                  threads: Threads = None, results: Results = Path("results")):
     """TPE with Pareto pruning (the search's default) against random search without pruning: hypervolume of
@@ -490,7 +493,8 @@ def bench_search(task: Task = "sst2",
     from . import bench_search as bench_search_mod
 
     r = bench_search_mod.bench_search(task, trials, seeds, setting, data_dir=data_dir, teacher=teacher,
-                                      results=results, threads=threads, device=device, log=typer.echo)
+                                      results=results, threads=threads, device=device, jobs=jobs,
+                                      log=typer.echo)
     typer.echo(bench_search_mod.search_markdown(r))
     bench_written(r["path"], results)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import socket
 
 import optuna
 import pytest
@@ -161,9 +163,30 @@ def test_bench_search_runs_both_arms_writes_the_report_and_resumes(data_dir, tin
                       "kd_steps 4 (now 2)", "another --results")
 
 
+def test_bench_search_jobs_runs_each_study_in_a_process_of_its_own(data_dir, tiny_teacher_dir, tmp_path, quick,
+                                                                    capfd):
+    r = invoke(*bench_args(data_dir, tiny_teacher_dir, tmp_path, **{"--jobs": 2}))
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "benchmarks" / "search-sst2.json").read_text())
+    assert report["jobs"] == 2 and "2 studies at a time" in (tmp_path / "benchmarks" / "search-sst2.md").read_text()
+    workers = {}
+    for arm in ("tpe", "random"):
+        study = optuna.load_study(study_name=f"sst2-search-{arm}-s0", storage=f"sqlite:///{tmp_path / 'search-sst2.db'}")
+        trials = study.get_trials()
+        assert len(trials) == 2 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+        assert [p["steps"] for p in report["runs"][arm][0]["curve"]][-1] == report["runs"][arm][0]["train_steps"]
+        workers[arm] = {t.user_attrs["worker"] for t in trials}
+    assert len(workers["tpe"]) == len(workers["random"]) == 1 and workers["tpe"] != workers["random"]
+    assert f"{socket.gethostname()}:{os.getpid()}" not in workers["tpe"] | workers["random"]  # not this process
+    out = capfd.readouterr().out  # the studies' processes write to the terminal, each line led by its study
+    assert "[sst2-search-tpe-s0] study sst2-search-tpe-s0 (new)" in out
+    assert "[sst2-search-random-s0] study sst2-search-random-s0 (new)" in out
+
+
 def test_bench_search_bad_options_and_cli_defaults(tmp_path):
     assert_user_error(invoke("bench", "search", "--setting", "huge", "--results", tmp_path), "--setting 'huge'")
     assert_user_error(invoke("bench", "search", "--seeds", 0, "--results", tmp_path), "--seeds 0")
+    assert_user_error(invoke("bench", "search", "--jobs", 0, "--results", tmp_path), "--jobs 0")
     assert not any(tmp_path.iterdir())
     defaults = {k: p.default for k, p in inspect.signature(cli.bench_search).parameters.items()}
     assert (defaults["trials"], defaults["seeds"], defaults["setting"]) == \
