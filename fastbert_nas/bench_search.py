@@ -299,8 +299,9 @@ def search_markdown(r: dict) -> str:
         f"Measured {r['time']} on {m['cpu']}, {m['threads']} threads, torch {m['torch']}"
         + (f", {m['cuda']}" if m.get("cuda") else "") + f" (--device {r['device']}); "
         f"the command took {r['command_minutes']:.1f} min with {r.get('jobs', 1)} "
-        f"{'study' if r.get('jobs', 1) == 1 else 'studies'} at a time (studies resumed from an earlier run count "
-        "only what this run computed).", "",
+        f"{'study' if r.get('jobs', 1) == 1 else 'studies'} at a time"
+        + (f", {r['threads']} thread{'s' if r['threads'] > 1 else ''} each" if r.get("threads") else "")
+        + " (studies resumed from an earlier run count only what this run computed).", "",
         f"Setting `{r['setting']}`: {r['setting_about']}. Space `{r['space']}`; every trial: {p['hint_steps']} hint "
         f"+ {p['kd_steps']} KD steps of batch {p['batch_size']} over {p['examples']:,} training examples, a "
         f"checkpoint every {p['eval_every']} KD steps on {p['eval_examples']} validation examples. "
