@@ -32,9 +32,12 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import multiprocessing.connection
+import os
+import signal
 import statistics
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -181,9 +184,49 @@ def arm_figures(study: optuna.Study, seed: int) -> dict:
     return {"seed": seed, **study_figures(study), "curve": curve}
 
 
-def run_study(opts: SearchOptions) -> dict:
-    """One study of the bench in a process of its own (--jobs above 1), its log lines led by the study's name."""
-    return run_search(opts, lambda line: print(f"[{opts.study}] {line}", flush=True))
+def run_study(opts: SearchOptions) -> None:
+    """One study of the bench in a process of its own (--jobs above 1), its log lines led by the study's name.
+    Its exit code says how it ended: 0 done, 2 refused (the reason printed), 130 interrupted."""
+    say = lambda line: print(f"[{opts.study}] {line}", flush=True)  # noqa: E731
+    try:
+        run_search(opts, say)
+    except UserError as exc:
+        say(f"error: {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:  # the trial is queued again (study.recorded); no traceback
+        sys.exit(130)
+
+
+def run_studies(plan: list[SearchOptions], jobs: int) -> None:
+    """The studies, `jobs` at a time, each in a process of its own; SQLite takes their writes in turn (study.py
+    retries a locked file). A process starts only when one is free, so a Ctrl-C (which the running studies see
+    too) leaves the others unstarted; the same command resumes them all."""
+    spawn = multiprocessing.get_context("spawn")
+    pending, running = list(plan), []
+    make_storage(plan[0].storage)  # the file and its tables, made here: two processes making them at once collide
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                opts = pending.pop(0)
+                running.append(spawn.Process(target=run_study, args=(opts,), name=opts.study))
+                running[-1].start()
+            multiprocessing.connection.wait([p.sentinel for p in running])
+            for p in [p for p in running if not p.is_alive()]:
+                running.remove(p)
+                if p.exitcode == 130:
+                    raise KeyboardInterrupt
+                if p.exitcode:
+                    raise UserError(f"study {p.name} stopped with exit code {p.exitcode}: see its lines above; "
+                                    "the same command resumes every study")
+    except KeyboardInterrupt:  # a Ctrl-C reaches the running studies too
+        raise
+    except BaseException:
+        for p in running:  # stop them as a Ctrl-C would: each queues its running trial again
+            os.kill(p.pid, signal.SIGINT)
+        raise
+    finally:
+        for p in running:
+            p.join()
 
 
 def bench_search(task: str = "sst2", trials: int = DEFAULT_TRIALS, seeds: int = DEFAULT_SEEDS,
@@ -212,12 +255,12 @@ def bench_search(task: str = "sst2", trials: int = DEFAULT_TRIALS, seeds: int = 
     started = time.perf_counter()
     runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     if jobs == 1:
-        summaries = [run_search(opts, log) for _, opts in plan]
-    else:  # each study alone in its process; SQLite takes the writers in turn (study.py retries a locked file)
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            summaries = list(pool.map(run_study, [opts for _, opts in plan]))
-    for (arm, opts), summary in zip(plan, summaries):
-        study = optuna.load_study(study_name=summary["study"], storage=make_storage(summary["storage"]))
+        for _, opts in plan:
+            run_search(opts, log)
+    else:
+        run_studies([opts for _, opts in plan], jobs)
+    for (arm, opts), search in zip(plan, searches):
+        study = optuna.load_study(study_name=search.study_name, storage=make_storage(search.storage_url))
         runs[arm].append(arm_figures(study, opts.seed))
     report = {
         "task": name, "setting": setting, "space": chosen.space, "budget": chosen.budget,

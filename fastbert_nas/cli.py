@@ -492,9 +492,13 @@ def bench_search(task: Task = "sst2",
     """
     from . import bench_search as bench_search_mod
 
-    r = bench_search_mod.bench_search(task, trials, seeds, setting, data_dir=data_dir, teacher=teacher,
-                                      results=results, threads=threads, device=device, jobs=jobs,
-                                      log=typer.echo)
+    try:
+        r = bench_search_mod.bench_search(task, trials, seeds, setting, data_dir=data_dir, teacher=teacher,
+                                          results=results, threads=threads, device=device, jobs=jobs,
+                                          log=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the running trials are queued again; run the same command to resume", err=True)
+        raise typer.Exit(130) from None
     typer.echo(bench_search_mod.search_markdown(r))
     bench_written(r["path"], results)
 

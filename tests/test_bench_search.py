@@ -183,6 +183,12 @@ def test_bench_search_jobs_runs_each_study_in_a_process_of_its_own(data_dir, tin
     assert "[sst2-search-random-s0] study sst2-search-random-s0 (new)" in out
 
 
+def test_bench_search_jobs_a_study_refused_in_its_process_is_one_error(data_dir, tmp_path, quick, capfd):
+    r = invoke(*bench_args(data_dir, tmp_path / "no-such-teacher", tmp_path, **{"--jobs": 2}))
+    assert_user_error(r, "stopped with exit code 2", "the same command resumes")
+    assert "] error: " in capfd.readouterr().out  # the study's own reason, led by its name
+
+
 def test_bench_search_bad_options_and_cli_defaults(tmp_path):
     assert_user_error(invoke("bench", "search", "--setting", "huge", "--results", tmp_path), "--setting 'huge'")
     assert_user_error(invoke("bench", "search", "--seeds", 0, "--results", tmp_path), "--seeds 0")
