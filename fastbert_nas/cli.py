@@ -120,6 +120,10 @@ def distill(task: Task,
             hint_weight: Annotated[Optional[float], typer.Option("--hint-weight", help="Override: hint loss "
                                                                  "weight kept in stage 2.")] = None,
             lr: Annotated[Optional[float], typer.Option("--lr", help="Override: stage-2 learning rate.")] = None,
+            augment: Annotated[Optional[int], typer.Option(
+                "--augment", help="Override: add N word-replaced copies of every sentence-like train example "
+                "(TinyBERT-style, neighbours in the teacher's word embeddings), taught by the teacher's "
+                "outputs \\[default: 0, none].")] = None,
             no_cache: NoCache = False,
             seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
             data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,
@@ -133,7 +137,7 @@ def distill(task: Task,
     from . import pipeline
 
     overrides = dict(hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, temperature=temperature,
-                     kd_alpha=kd_alpha, hint_weight=hint_weight, lr=lr)
+                     kd_alpha=kd_alpha, hint_weight=hint_weight, lr=lr, augment=augment)
     r = pipeline.distill_one(task=task, arch=arch, hints=hints, init=init, budget=budget, data_dir=data_dir,
                              text_column=text_column, label_column=label_column, max_len=max_len,
                              teacher=teacher, base=base, device=device, threads=threads, results=results,

@@ -143,6 +143,7 @@ class DistillConfig:
     hint_weight: float = 0.0       # weight of the hint loss kept during stage 2 (0 = off)
     init: str = "teacher"          # "teacher" (pruned teacher weights) or "random"
     seed: int = 0
+    augment: int = 0               # word-replaced copies of each sentence-like train example (augment.py; 0 = none)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import AUGMENTED_LABEL
 from .config import DistillConfig, StudentArch, TaskSpec
 from .tasks import Encoded, collate
 from .training import batch_stream, evaluate, optimizer_and_schedule, progress, to_device
@@ -226,8 +227,10 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
             batch, t_logits, t_hidden = next_batch(hidden=bool(cfg.hint_weight))
             out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                           output_hidden_states=bool(cfg.hint_weight))
+            labels = batch["labels"]  # (B,); an augmented example's hard label is the teacher's prediction
+            labels = torch.where(labels == AUGMENTED_LABEL, t_logits.argmax(-1), labels)
             loss = (cfg.kd_alpha * kd_loss(out.logits, t_logits, cfg.temperature)
-                    + (1 - cfg.kd_alpha) * F.cross_entropy(out.logits, batch["labels"]))
+                    + (1 - cfg.kd_alpha) * F.cross_entropy(out.logits, labels))
             if cfg.hint_weight:
                 loss = loss + cfg.hint_weight * hints(out.hidden_states, t_hidden, batch["attention_mask"])
             value = step(loss, opt, sched, params)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import augment as aug
 from .config import DistillConfig, StudentArch, TaskSpec, budget_config
 from .cost import cost_summary, model_costs
 from .distill import CachedTeacher, LiveTeacher, distill
@@ -57,6 +58,16 @@ def distill_examples(data: TaskData, tokenizer, n: int) -> Encoded:
     return encode(distill_rows(data, n), tokenizer, data.spec.max_len)
 
 
+def augmented_examples(train: Encoded, t: Teacher, copies: int) -> Encoded:
+    """`train` and, after it, `copies` word-replaced variants of each of its sentence-like examples
+    (augment.py), made with the teacher's own word embeddings; `train` itself when copies is 0."""
+    if not copies:
+        return train
+    vocab = t.tokenizer.convert_ids_to_tokens(list(range(len(t.tokenizer))))
+    embeddings = t.model.get_input_embeddings().weight.detach().float().cpu().numpy()  # (V, H)
+    return aug.concat(train, aug.augment(train, vocab, embeddings, copies))
+
+
 def teacher_dev_metrics(t: Teacher, data: TaskData, device) -> dict:
     """The teacher's official dev metrics: from its manifest, or measured now (--teacher)."""
     if "dev" not in t.manifest:
@@ -88,13 +99,15 @@ class Context:
 def prepare(task: str, examples: int, data_dir: str | None = None, text_column: str | None = None,
             label_column: str | None = None, max_len: int | None = None, teacher: str | None = None,
             base: str = DEFAULT_BASE, device: str = "auto", threads: int | None = None,
-            results: Path = Path("results"), use_cache: bool = True) -> Context:
-    """Load the task, get (or fine-tune) the teacher, encode the examples, open the teacher cache."""
+            results: Path = Path("results"), use_cache: bool = True, augment: int = 0) -> Context:
+    """Load the task, get (or fine-tune) the teacher, encode the examples (and `augment` word-replaced
+    copies of the sentence-like ones), open the teacher cache."""
     spec, data, dev, threads = load_for(task, data_dir, text_column, label_column, max_len, device, threads)
     t = get_teacher(data, Path(results), dev, teacher=teacher, base=base)
-    train = distill_examples(data, t.tokenizer, examples)
+    train = augmented_examples(distill_examples(data, t.tokenizer, examples), t, augment)
     start = time.perf_counter()
-    outputs = teacher_outputs(t, train, spec.name, "distill", spec.max_len, Path(results), dev) if use_cache else None
+    split = "augmented" if augment else "distill"  # a cache of its own: neither replaces the other
+    outputs = teacher_outputs(t, train, spec.name, split, spec.max_len, Path(results), dev) if use_cache else None
     return Context(spec, data, dev, threads, t, teacher or f"results/teachers/{spec.name}", train,
                    encode(data.val, t.tokenizer, spec.max_len), outputs, time.perf_counter() - start, Path(results))
 
@@ -168,13 +181,14 @@ def distill_one(task: str, arch: str, hints: str | None, init: str, budget: str,
     cfg = budget_config(budget, init=init, seed=seed, **(overrides or {}))
     ctx = prepare(task, cfg.examples, data_dir=data_dir, text_column=text_column, label_column=label_column,
                   max_len=max_len, teacher=teacher, base=base, device=device, threads=threads, results=results,
-                  use_cache=use_cache)
+                  use_cache=use_cache, augment=cfg.augment)
     layers = ctx.teacher.layers
     student_arch = StudentArch.parse(arch, hints).with_default_hints(layers).validate(layers)
     student, report = run_student(ctx, student_arch, cfg, latency=latency, show_progress=show_progress)
     score_on_dev(ctx, student, report)
     report["budget"] = budget
-    out = Path(results) / "distill" / f"{ctx.spec.name}-{student_arch.name}-{cfg.init}-{budget}{tag}.json"
+    aug_tag = f"-aug{cfg.augment}" if cfg.augment else ""
+    out = Path(results) / "distill" / f"{ctx.spec.name}-{student_arch.name}-{cfg.init}-{budget}{aug_tag}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     report["path"] = str(out)
