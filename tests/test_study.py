@@ -429,7 +429,9 @@ CATCH_S = 900  # seconds a search subprocess gets to start a trial (minutes wher
 
 def start_mid_trial(args, db: Path, env: dict) -> tuple[subprocess.Popen, int]:
     """The CLI as a subprocess, once one of its trials is RUNNING past its first checkpoint: (process, number)."""
-    proc = subprocess.Popen(cli_command(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT handled as in a terminal even when the tests run in a background job (`cmd &` ignores it there)
+    proc = subprocess.Popen(cli_command(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     number = None
     deadline = time.monotonic() + CATCH_S
     while number is None and proc.poll() is None and time.monotonic() < deadline:
