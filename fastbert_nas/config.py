@@ -35,6 +35,14 @@ class TaskSpec:
     hub_dev_split: str = "validation"
     path: str | None = None        # custom task: folder with train and dev files
     extra_metrics: tuple[str, ...] = ()     # reported beside the main metric
+    strip_html: bool = False       # "<br />" line breaks in the texts become spaces (4 wasted tokens each)
+    tail_share: float = 0.0        # share of max_len kept from the end of a longer text (head+tail
+                                   # truncation, Sun et al. 2019); 0 = keep the head only
+
+    @property
+    def tail_tokens(self) -> int:
+        """Tokens (the final [SEP] included) kept from the end of a text longer than max_len."""
+        return round(self.max_len * self.tail_share)
 
 
 # ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from . import pipeline
 from .config import BUDGETS, CHECKPOINT_EVERY, DistillConfig, StudentArch, TaskSpec, UserError, budget_config
 from .report import find_study, gather
 from .study import COST_ATTRS
-from .tasks import TASKS, encode, resolve_task
+from .tasks import TASKS, encode_for, resolve_task
 
 CHECKPOINT_DIR = ".checkpoint"
 PLAN_FILE = "plan.json"
@@ -367,7 +367,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     report.update({
         "study": plan.study, "trial": plan.trial, "trial_state": plan.state, "trial_val_metric": plan.metric,
         "pick": opts.pick, "budget": opts.budget, "metric": ctx.spec.metric, "max_len": ctx.spec.max_len,
-        "examples_used": len(ctx.train), "labels": list(labels), "resumed_from": checkpoint.resumed_from,
+        "tail_tokens": ctx.spec.tail_tokens, "strip_html": ctx.spec.strip_html, "examples_used": len(ctx.train), "labels": list(labels), "resumed_from": checkpoint.resumed_from,
         "transformers": transformers.__version__, "command": command_line(opts),
     })
     save_model(student, ctx.teacher.tokenizer, labels, out)
@@ -375,7 +375,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         from .onnx_export import export_onnx
 
         saved = transformers.AutoModelForSequenceClassification.from_pretrained(out)  # the file on CPU
-        dev = encode(ctx.data.dev, ctx.teacher.tokenizer, ctx.spec.max_len)
+        dev = encode_for(ctx.spec, ctx.data.dev, ctx.teacher.tokenizer)
         report["onnx"] = export_onnx(saved, out, dev, ctx.threads)
     (out / CARD_FILE).write_text(model_card(report, out))
     write_atomically(out / REPORT_FILE, lambda p: p.write_text(json.dumps(report, indent=2)))
@@ -385,6 +385,17 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
 
 # ---------------------------------------------------------------------------
 # The model card
+
+def preprocessing(r: dict) -> str:
+    """What the model card says of text handling a pipeline does not do by itself."""
+    notes = []
+    if r.get("tail_tokens"):
+        notes.append(f"a longer text kept its first {r['max_len'] - r['tail_tokens']} and last {r['tail_tokens']} "
+                     "tokens (a pipeline keeps the first ones: do the same before calling it)")
+    if r.get("strip_html"):
+        notes.append('"<br />" line breaks replaced by spaces')
+    return "".join(f"; {n}" for n in notes)
+
 
 def model_card(r: dict, out: Path) -> str:
     """README.md of the model folder: what it is, its figures beside the teacher's, how to use and remake it."""
@@ -448,7 +459,7 @@ classify = pipeline("text-classification", model="{out}")
 classify("a gripping, funny and moving film")
 ```
 
-Labels: {labels}. It was trained on texts cut to {r['max_len']} tokens.
+Labels: {labels}. It was trained on texts cut to {r['max_len']} tokens{preprocessing(r)}.
 
 ## Training
 

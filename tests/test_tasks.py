@@ -13,8 +13,8 @@ import torch
 
 from fastbert_nas.config import UserError
 from fastbert_nas.tasks import (DATA_ENV, TASKS, VAL_FRACTION, VAL_MAX, Split, accuracy, carve_val,
-                                collate, encode, eval_batches, load_task, macro_f1, majority, mcc,
-                                resolve_task, score)
+                                collate, encode, encode_for, eval_batches, load_task, macro_f1, majority, mcc,
+                                resolve_task, score, strip_html)
 
 # Rows per file and positive labels, from shared/data/SOURCES.md: (train rows, train 1s, dev rows, dev 1s).
 EXPECTED = {
@@ -117,7 +117,7 @@ def test_val_carve_deterministic_and_disjoint(loaded, data_dir):
     tr_idx, va_idx = [int(t) for t in tr.texts], [int(t) for t in va.texts]
     assert not set(tr_idx) & set(va_idx)
     assert sorted(tr_idx + va_idx) == list(range(n))
-    assert [rows[i][0].strip() for i in va_idx] == first.val.texts
+    assert strip_html(Split([rows[i][0] for i in va_idx], first.val.labels)).texts == first.val.texts
     assert [int(rows[i][1]) for i in tr_idx] == first.train.labels.tolist()
 
 
@@ -358,6 +358,31 @@ def test_encode_and_collate(tokenizer, loaded):
     for row, i in enumerate(idx):
         assert ids[row, : lengths[row]].tolist() == enc.ids[i].tolist()
     assert batch["labels"].tolist() == dev.labels[idx].tolist()
+
+
+def test_head_and_tail_truncation(tokenizer, loaded):
+    dev = loaded("amazon").dev.subset(np.arange(40))
+    full = encode(dev, tokenizer, max_len=512)
+    enc = encode(dev, tokenizer, max_len=32, tail=24)
+    assert (full.lengths() > 32).sum() >= 10 and (full.lengths() <= 32).any()
+    for cut, whole in zip(enc.ids, full.ids):
+        if len(whole) <= 32:
+            assert np.array_equal(cut, whole)
+        else:  # [CLS] and the first 7 tokens, then the last 23 and [SEP]
+            assert len(cut) == 32 and np.array_equal(cut[:8], whole[:8]) and np.array_equal(cut[8:], whole[-24:])
+    assert TASKS["amazon"].tail_tokens == 96 and TASKS["sst2"].tail_tokens == 0
+    assert all(np.array_equal(a, b) for a, b in zip(encode_for(TASKS["amazon"], dev, tokenizer).ids,
+                                                     encode(dev, tokenizer, 128, tail=96).ids))
+
+
+def test_amazon_html_line_breaks_become_spaces(loaded, data_dir):
+    raw = [r[0] for r in raw_rows(data_dir / "amazon" / "dev.tsv")]
+    assert sum("<br />" in t for t in raw) > 100
+    texts = loaded("amazon").dev.texts
+    assert len(texts) == len(raw) and not any("<br" in t.lower() for t in texts)
+    i = next(i for i, t in enumerate(raw) if "<br /><br />" in t)
+    assert texts[i].split() == raw[i].replace("<br />", " ").split()  # the same words, nothing else lost
+    assert strip_html(Split(["good.<br /><br />Bad <BR>ok"], np.zeros(1))).texts == ["good. Bad ok"]
 
 
 def test_collate_pads_to_batch_not_max_len(tokenizer, loaded):
