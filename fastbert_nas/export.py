@@ -353,7 +353,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     ctx = pipeline.prepare(plan.task, cfg.examples, data_dir=opts.data_dir, text_column=opts.text_column,
                            label_column=opts.label_column, max_len=opts.max_len, teacher=plan.teacher,
                            device=opts.device, threads=opts.threads, results=Path(opts.results),
-                           use_cache=not opts.no_cache)
+                           use_cache=not opts.no_cache, augment=cfg.augment)
     studied = study.user_attrs.get("teacher_fingerprint")
     if same_task(plan.task, study.user_attrs.get("task")) and studied not in (None, ctx.teacher.fingerprint):
         log(f"note: the teacher's weights differ from the study's ({studied} -> {ctx.teacher.fingerprint}): "

@@ -256,7 +256,8 @@ class Search:
         o = self.opts
         return pipeline.prepare(o.task, self.cfg.examples, data_dir=o.data_dir, text_column=o.text_column,
                                 label_column=o.label_column, max_len=o.max_len, teacher=o.teacher, base=o.base,
-                                device=o.device, threads=o.threads, results=Path(o.results), use_cache=o.use_cache)
+                                device=o.device, threads=o.threads, results=Path(o.results), use_cache=o.use_cache,
+                                augment=self.cfg.augment)
 
 
 def check_space_fits(space: SearchSpace, limits: Limits) -> None:
