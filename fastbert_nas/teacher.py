@@ -29,7 +29,7 @@ TIME_PROBE_STEPS = 50                 # steps between re-fits of the plan to --m
 RECIPES: dict[str, TeacherRecipe] = {
     "sst2": TeacherRecipe(epochs=2.6, batch_size=32, lr=8e-5, max_minutes=38.0),
     "cola": TeacherRecipe(epochs=8.0, batch_size=32, lr=1e-4, max_minutes=18.0),
-    "amazon": TeacherRecipe(epochs=3.5, batch_size=32, lr=5e-5, max_minutes=18.0),
+    "amazon": TeacherRecipe(epochs=4.5, batch_size=32, lr=5e-5, max_minutes=18.0),
 }
 DEFAULT_RECIPE = TeacherRecipe(epochs=3.0, max_minutes=30.0)
 
