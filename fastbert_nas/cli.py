@@ -123,7 +123,8 @@ def distill(task: Task,
             augment: Annotated[Optional[int], typer.Option(
                 "--augment", help="Override: add N word-replaced copies of every sentence-like train example "
                 "(TinyBERT-style, neighbours in the teacher's word embeddings), taught by the teacher's "
-                "outputs; 0 turns it off \\[default: the budget's: 2 for small, standard and full, 0 for smoke].")] = None,
+                "outputs; 0 turns it off \\[default: the budget's: 2 for small, standard and full, "
+                "0 for smoke].")] = None,
             no_cache: NoCache = False,
             seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
             data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,

@@ -367,7 +367,8 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     report.update({
         "study": plan.study, "trial": plan.trial, "trial_state": plan.state, "trial_val_metric": plan.metric,
         "pick": opts.pick, "budget": opts.budget, "metric": ctx.spec.metric, "max_len": ctx.spec.max_len,
-        "tail_tokens": ctx.spec.tail_tokens, "strip_html": ctx.spec.strip_html, "examples_used": len(ctx.train), "labels": list(labels), "resumed_from": checkpoint.resumed_from,
+        "tail_tokens": ctx.spec.tail_tokens, "strip_html": ctx.spec.strip_html,
+        "examples_used": len(ctx.train), "labels": list(labels), "resumed_from": checkpoint.resumed_from,
         "transformers": transformers.__version__, "command": command_line(opts),
     })
     save_model(student, ctx.teacher.tokenizer, labels, out)

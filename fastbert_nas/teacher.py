@@ -140,7 +140,8 @@ def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, rec
     dev = evaluate(model, spec, encode_for(spec, data.dev, tok), device)
     manifest = {
         "task": spec.name, "base": base, "data_source": data.source, "data_fingerprint": data.fingerprint(),
-        "max_len": spec.max_len, "tail_tokens": spec.tail_tokens, "recipe": recipe.to_dict(), "steps": step, "planned_steps": steps,
+        "max_len": spec.max_len, "tail_tokens": spec.tail_tokens, "recipe": recipe.to_dict(), "steps": step,
+        "planned_steps": steps,
         "train_examples": len(train), "minutes": round(minutes, 2), "device": str(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "val": val, "dev": dev,
         "fingerprint": weights_fingerprint(model),

@@ -74,7 +74,8 @@ def test_distill_on_augmented_real_rows_uses_the_teachers_predictions(tiny_teach
     train = encode(sst2_data.train.subset(np.arange(200)), tiny_teacher.tokenizer, 64)
     both = augmented_examples(train, tiny_teacher, copies=2)
     added = both.ids[len(train):]
-    assert len(added) > 0 and len(both) == len(train) + len(added) and (both.labels[len(train):] == AUGMENTED_LABEL).all()
+    assert len(added) > 0 and len(both) == len(train) + len(added)
+    assert (both.labels[len(train):] == AUGMENTED_LABEL).all()
     assert sum((a != b).any() for a, b in zip(added[::2], added[1::2])) > 0  # the copies differ
     text = tiny_teacher.tokenizer.decode(added[0][1:-1])
     assert text.strip() and "[UNK]" not in text
@@ -82,8 +83,9 @@ def test_distill_on_augmented_real_rows_uses_the_teachers_predictions(tiny_teach
     arch = StudentArch.parse("L2-H32-A4-I64", "1:1,2:3").validate(tiny_teacher.layers)
     val = encode(sst2_data.val.subset(np.arange(32)), tiny_teacher.tokenizer, 64)
     aug_only = Encoded(added[:64], both.labels[len(train):][:64])
+    batch = collate(aug_only, np.arange(64))
     with torch.no_grad():
-        t_logits = tiny_teacher.model(**{k: v for k, v in collate(aug_only, np.arange(64)).items() if k != "labels"}).logits
+        t_logits = tiny_teacher.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     as_teacher = Encoded(aug_only.ids, t_logits.argmax(-1).numpy())
     as_flipped = Encoded(aug_only.ids, 1 - t_logits.argmax(-1).numpy())
     weights = []
