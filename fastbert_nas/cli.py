@@ -11,11 +11,13 @@ from typing import Annotated, Optional
 import typer
 
 from .config import (BENCH_EXPORT_BUDGET, BENCH_EXPORT_KD_STEPS, BENCH_EXPORT_ROUNDS, BENCH_EXPORT_SHARES,
-                     BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS, CHECKPOINT_EVERY, UserError)
+                     BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS, CHECKPOINT_EVERY, DistillConfig, UserError)
 from .pruning import PRUNE_WARMUP_TRIALS  # pure (no torch): cheap to import for --help
 from .space import DEFAULT_SPACE
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+_RECIPE = DistillConfig()  # distill's default recipe, which --enqueue students train with
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Search for small, fast BERT students distilled from a fine-tuned teacher (FitNets).")
@@ -199,6 +201,12 @@ def search(task: Task,
            no_baselines: Annotated[bool, typer.Option(
                "--no-baselines", help="Do not queue the baseline students (DistilBERT-, TinyBERT-4-, MobileBERT-"
                "like, teacher depth at half width) first in a new study.")] = False,
+           enqueue: Annotated[Optional[list[str]], typer.Option(
+               "--enqueue", help="A student to try first in a new study (repeatable), as L<layers>-H<hidden>-"
+               "A<heads>-I<ffn>, optionally @ its hints, e.g. L3-H320-A10-I640@1:2,2:4,3:6 \\[default hints: "
+               "last layer -> last]. It must lie in the space; it trains with `distill`'s default recipe "
+               f"(init {_RECIPE.init}, temperature {_RECIPE.temperature:g}, kd-alpha {_RECIPE.kd_alpha:g}, "
+               f"hint weight {_RECIPE.hint_weight:g}, lr {_RECIPE.lr:g}) where the space allows it.")] = None,
            seed: Annotated[int, typer.Option("--seed", help="Seed of the sampler and of every trial's "
                                              "training.")] = 0,
            workers: Annotated[int, typer.Option(
@@ -223,7 +231,8 @@ def search(task: Task,
         task=task, trials=trials, study=study, space=space, budget=budget, hint_steps=hint_steps,
         kd_steps=kd_steps, examples=examples, objectives=objectives, sampler=sampler, pruning=pruning,
         pruning_warmup=pruning_warmup, pruner=pruner, max_flops=max_flops, max_params=max_params,
-        max_latency_ms=max_latency_ms, baselines=not no_baselines, seed=seed, workers=workers, storage=storage,
+        max_latency_ms=max_latency_ms, baselines=not no_baselines, enqueue=tuple(enqueue or ()), seed=seed,
+        workers=workers, storage=storage,
         teacher=teacher, base=base, data_dir=data_dir, text_column=text_column, label_column=label_column,
         max_len=max_len, device=device, threads=threads, results=results, use_cache=not no_cache)
     try:
@@ -444,8 +453,9 @@ def bench_export(study: Annotated[str, typer.Option(
                  ] = ",".join(f"{x:.2f}" for x in BENCH_EXPORT_SHARES),
                  budget: Annotated[str, typer.Option("--budget", help="Step budget of the exports made here (and "
                                                      "required of those found).")] = BENCH_EXPORT_BUDGET,
-                 kd_steps: Annotated[int, typer.Option("--kd-steps", help="KD steps of each export.")
-                                     ] = BENCH_EXPORT_KD_STEPS,
+                 kd_steps: Annotated[Optional[int], typer.Option(
+                     "--kd-steps", help="KD steps of each export \\[default: the budget's own].")
+                 ] = BENCH_EXPORT_KD_STEPS,
                  rounds: Annotated[int, typer.Option(
                      "--rounds", help="Timing rounds: each times every teacher and student once.")
                  ] = BENCH_EXPORT_ROUNDS,

@@ -126,6 +126,7 @@ class SearchOptions:
     max_params: float | None = None
     max_latency_ms: float | None = None
     baselines: bool = True
+    enqueue: tuple[str, ...] = ()      # students to try first in a new study: ARCH or ARCH@HINTS
     seed: int = 0
     workers: int = 1
     storage: str | None = None         # default sqlite:///<results>/<study>.db
@@ -196,6 +197,7 @@ class Search:
     task: str                      # the task's name
     study_name: str
     storage_url: str
+    students: tuple[StudentArch, ...] = ()   # --enqueue, parsed (checked against the space once the teacher is known)
 
     @classmethod
     def from_options(cls, opts: SearchOptions) -> "Search":
@@ -233,7 +235,8 @@ class Search:
         if opts.workers > 1 and url in IN_MEMORY_URLS:
             raise UserError(f"--workers {opts.workers} --storage {url}: an in-memory study cannot be shared "
                             "between processes; give a file (sqlite:///path.db) or a server")
-        return cls(opts, space, cfg, objectives, limits, spec.metric, spec.name, name, url)
+        students = tuple(parse_student(text) for text in opts.enqueue)
+        return cls(opts, space, cfg, objectives, limits, spec.metric, spec.name, name, url, students)
 
     @property
     def directions(self) -> list[str]:
@@ -614,6 +617,44 @@ def baseline_params(space: SearchSpace, teacher_config) -> tuple[list[tuple[str,
     return queued, notes
 
 
+# What a student named with --enqueue is tried with, where the space allows it: the `distill`
+# command's own recipe (DistillConfig's defaults), so that a known student is tried as it is known.
+ENQUEUE_SETTINGS = ("init", "temperature", "kd_alpha", "hint_weight", "lr")
+
+
+def parse_student(text: str) -> StudentArch:
+    """'L3-H320-A10-I640' or 'L3-H320-A10-I640@1:2,2:4,3:6' -> StudentArch (not yet validated)."""
+    arch, _, hints = text.partition("@")
+    try:
+        return StudentArch.parse(arch, hints or None)
+    except UserError as exc:
+        raise UserError(f"--enqueue {text!r}: {str(exc).split(': ', 1)[-1]}; "
+                        "the form is ARCH or ARCH@HINTS, e.g. L3-H320-A10-I640@1:2,2:4,3:6") from None
+
+
+def enqueued_params(space: SearchSpace, students: tuple[StudentArch, ...],
+                    teacher_layers: int) -> list[tuple[StudentArch, dict]]:
+    """[(student with its hints, enqueue_trial params)] for --enqueue, with the default recipe where the space
+    allows it; UserError naming the student if the space cannot hold it."""
+    recipe = DistillConfig()
+    settings = {k: getattr(recipe, k) for k in ENQUEUE_SETTINGS
+                if k not in ("init", "hint_weight") or getattr(recipe, k) in getattr(space, k)}
+    out = []
+    for arch in students:
+        arch = arch.with_default_hints(teacher_layers)
+        try:
+            out.append((arch, fixed_params(space, arch, teacher_layers, **settings)))
+        except UserError as exc:
+            raise UserError(f"--enqueue {arch.name}@{arch.hints_str}: {str(exc).split(': ', 1)[-1]}") from None
+    return out
+
+
+def enqueue_students(study: optuna.Study, queued: list[tuple[StudentArch, dict]], log: Callable[[str], None]) -> None:
+    for arch, params in queued:
+        study.enqueue_trial(params, user_attrs={"enqueued": True})
+        log(f"student {arch.name} hints {arch.hints_str} queued (--enqueue)")
+
+
 def enqueue_baselines(study: optuna.Study, space: SearchSpace, teacher_config, log: Callable[[str], None]) -> None:
     queued, notes = baseline_params(space, teacher_config)
     for name, arch, params in queued:
@@ -888,6 +929,7 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
     if attrs is not None:
         check_compatible(search, attrs)  # before the teacher is loaded: refusing costs nothing
     ctx = search.prepare()  # bad data or teacher files fail here, before a new study file is made
+    queued = enqueued_params(search.space, search.students, ctx.teacher.model.config.num_hidden_layers)
     study, created = open_study(search, storage or make_storage(search.storage_url), ctx)
     if not created and study.user_attrs.get("teacher_fingerprint") not in (None, ctx.teacher.fingerprint):
         log(f"note: the teacher's weights differ from those the study started with "
@@ -897,6 +939,10 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
         f"sampler {opts.sampler}, pruning {search.pruning_mode}")
     if created and opts.baselines:
         enqueue_baselines(study, search.space, ctx.teacher.model.config, log)
+    if created:
+        enqueue_students(study, queued, log)
+    elif queued:
+        log("note: --enqueue queues students in a new study only; this one is resumed as it was")
     for line in fail_stale_trials(study):
         log(line)
     started = datetime.now()

@@ -14,7 +14,7 @@ from fastbert_nas.space import (DEFAULT_SPACE, fixed_params, heads_param, hint_s
                                 load_space, sample, shipped_spaces, space_budget, spaces_dir)
 
 TEACHER_LAYERS = 6  # the default teacher, MiniLM-L6
-SHIPPED = ("thin-deep", "shallow-wide", "tiny")
+SHIPPED = ("thin-deep", "shallow-wide", "tiny", "compact")
 SAMPLED_TRIALS = 200  # per shipped space, with a real TPE study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -31,10 +31,16 @@ def test_every_shipped_space_loads():
 
 
 def test_shipped_spaces_match_the_brief():
-    thin, wide, tiny = (load_space(n) for n in SHIPPED)
+    thin, wide, tiny, compact = (load_space(n) for n in SHIPPED)
     assert thin.layers == (4, 12) and min(thin.hidden) == 128 and max(thin.hidden) == 384
     assert wide.layers == (1, 4) and min(wide.hidden) == 256 and max(wide.hidden) == 768
     assert tiny.layers == (1, 2) and max(tiny.hidden) <= 32 and "smoke" in tiny.budget
+    assert compact.layers == (2, 4) and compact.hidden == (192, 256, 320, 384) and compact.init == ("teacher",)
+    # the students that results/README.md measured, which the export benchmark's study queues
+    for arch in (StudentArch(3, 320, 10, 640, ((1, 2), (2, 4), (3, 6))), StudentArch(2, 256, 8, 384, ((1, 3), (2, 6)))):
+        params = fixed_params(compact, arch, TEACHER_LAYERS, init="teacher", hint_weight=0.0)
+        assert sample(compact, optuna.trial.FixedTrial(params | {"temperature": 2.0, "kd_alpha": 0.9, "lr": 2e-4}),
+                      TEACHER_LAYERS)[0] == arch
 
 
 def test_a_path_loads_too(tmp_path):

@@ -29,7 +29,7 @@ from transformers import BertConfig
 import fastbert_nas.distill as distill_mod
 import fastbert_nas.pipeline as pipeline
 import fastbert_nas.study as study_mod
-from fastbert_nas.config import UserError
+from fastbert_nas.config import DistillConfig, UserError
 from fastbert_nas.pruning import PRUNE_MARGIN
 from fastbert_nas.space import load_space
 
@@ -139,9 +139,41 @@ def test_a_study_made_before_the_sampler_option_resumes_as_tpe():
     ({"--space": "nosuchspace"}, ["--space 'nosuchspace'"]),
     ({"--budget": "huge"}, ["--budget 'huge'"]),
     ({"--storage": "nosuchdb://x"}, ["--storage nosuchdb://x"]),
+    ({"--enqueue": "L2-X"}, ["--enqueue 'L2-X'", "L<layers>-H<hidden>", "ARCH@HINTS"]),
+    ({"--enqueue": "L2-H32-A4-I64@2:1,x"}, ["--enqueue 'L2-H32-A4-I64@2:1,x'", "student:teacher pairs"]),
+    ({"--enqueue": "L2-H40-A4-I80"}, ["--enqueue L2-H40-A4-I80@2:3", "hidden=40 is not among"]),
+    ({"--enqueue": "L2-H32-A4-I64@1:4"}, ["--enqueue L2-H32-A4-I64@1:4"]),  # the teacher has 3 layers
 ])
 def test_bad_options_are_one_error_line(data_dir, tiny_teacher_dir, tmp_path, over, fragments):
     assert_user_error(invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **over)), *fragments)
+
+
+def test_enqueued_students_run_first_with_the_default_recipe(data_dir, tiny_teacher_dir, tmp_path):
+    queue = ["--enqueue", "L2-H32-A4-I64@1:2,2:3", "--enqueue", "L1-H16-A2-I32"]
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", *queue, **{"--trials": 2}))
+    assert r.exit_code == 0, r.output
+    assert "student L2-H32-A4-I64 hints 1:2,2:3 queued (--enqueue)" in r.output
+    assert "student L1-H16-A2-I32 hints 1:3 queued (--enqueue)" in r.output  # default hint: last -> last
+    trials = load(tmp_path).get_trials()
+    assert [t.user_attrs["arch"] for t in trials] == [
+        {"layers": 2, "hidden": 32, "heads": 4, "ffn": 64, "hints": [[1, 2], [2, 3]]},
+        {"layers": 1, "hidden": 16, "heads": 2, "ffn": 32, "hints": [[1, 3]]}]
+    recipe = DistillConfig()
+    for t in trials:
+        assert t.user_attrs["enqueued"] is True and t.state == TrialState.COMPLETE
+        assert {k: t.params[k] for k in study_mod.ENQUEUE_SETTINGS} == {
+            k: getattr(recipe, k) for k in study_mod.ENQUEUE_SETTINGS}
+
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, *queue, **{"--trials": 3}))
+    assert r.exit_code == 0, r.output
+    assert "--enqueue queues students in a new study only" in r.output and "queued (--enqueue)" not in r.output
+    third = load(tmp_path).get_trials()[2]
+    assert "enqueued" not in third.user_attrs  # sampled, not queued again
+
+    refused = tmp_path / "refused"
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, refused, "--enqueue", "L2-H40-A4-I80"))
+    assert_user_error(r, "hidden=40")
+    assert not (refused / f"{STUDY}.db").exists()  # refused before the study file is made
 
 
 def test_parse_objectives_and_limits():
