@@ -198,8 +198,7 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
             params = list(student.parameters()) + list(regressors.parameters())
             opt, sched = optimizer_and_schedule(params, cfg.hint_lr, cfg.hint_steps, cfg.warmup, cfg.weight_decay)
             restore_optimizer(state, 1, opt, sched)
-            task = bar.add_task("stage 1: hints", total=cfg.hint_steps, info="")
-            bar.update(task, advance=result.hint_steps)
+            task = bar.add_task("stage 1: hints", total=cfg.hint_steps, info="", completed=result.hint_steps)
             with truncated(student, max(s_layers)) as part:
                 for _ in range(result.hint_steps, cfg.hint_steps):
                     start = time.perf_counter()
@@ -220,8 +219,7 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
         params = list(student.parameters()) + (list(regressors.parameters()) if cfg.hint_weight else [])
         opt, sched = optimizer_and_schedule(params, cfg.lr, cfg.kd_steps, cfg.warmup, cfg.weight_decay)
         restore_optimizer(state, 2, opt, sched)
-        task = bar.add_task("stage 2: KD", total=cfg.kd_steps, info="")
-        bar.update(task, advance=result.kd_steps)
+        task = bar.add_task("stage 2: KD", total=cfg.kd_steps, info="", completed=result.kd_steps)
         for kd_step in range(result.kd_steps + 1, cfg.kd_steps + 1):
             start = time.perf_counter()
             batch, t_logits, t_hidden = next_batch(hidden=bool(cfg.hint_weight))

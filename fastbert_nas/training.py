@@ -123,8 +123,9 @@ class LogProgress:
     def __exit__(self, *exc):
         return False
 
-    def add_task(self, description: str, total: int, info: str = "") -> int:
-        self.tasks.append(dict(description=description, total=total, done=0, info=info,
+    def add_task(self, description: str, total: int, info: str = "", completed: int = 0) -> int:
+        """`completed`: work done before this run (a resumed checkpoint); the ETA counts only this run's pace."""
+        self.tasks.append(dict(description=description, total=total, done=completed, before=completed, info=info,
                                start=time.perf_counter(), last=time.perf_counter()))
         return len(self.tasks) - 1
 
@@ -137,7 +138,8 @@ class LogProgress:
         if now - t["last"] >= LOG_EVERY_S or (advance and t["done"] == t["total"]):
             t["last"] = now
             elapsed = now - t["start"]
-            eta = elapsed / t["done"] * (t["total"] - t["done"]) if t["done"] else float("nan")
+            ran = t["done"] - t["before"]
+            eta = elapsed / ran * (t["total"] - t["done"]) if ran else float("nan")
             print(f"{t['description']}: {t['done']}/{t['total']} {t['info']} "
                   f"elapsed {elapsed / 60:.1f} min, eta {eta / 60:.1f} min", file=sys.stderr, flush=True)
 

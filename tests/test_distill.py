@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
+import fastbert_nas.training as training
 from fastbert_nas.config import StudentArch, budget_config
 from fastbert_nas.distill import CachedTeacher, LiveTeacher, distill, hint_loss, kd_loss, truncated
 from fastbert_nas.student import build_student
@@ -292,3 +293,13 @@ def test_cached_and_live_teacher_agree(tiny_teacher, rows, tmp_path):
     l_only, none_l = live(idx, batch, False)
     assert none_c is None and none_l is None
     torch.testing.assert_close(c_only, l_only, rtol=1e-2, atol=1e-3)
+
+
+def test_log_progress_eta_counts_only_this_runs_pace(monkeypatch, capsys):
+    """A resumed run (600 of 1000 steps done before) that makes 100 steps a minute has 3 minutes left."""
+    clock = iter([0.0, 0.0, 60.0])  # add_task (start, last), then the update a minute later
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    log = training.LogProgress()
+    task = log.add_task("stage 2: KD", total=1000, completed=600)
+    log.update(task, advance=100, info="loss 0.1")
+    assert capsys.readouterr().err.strip() == "stage 2: KD: 700/1000 loss 0.1 elapsed 1.0 min, eta 3.0 min"
