@@ -454,7 +454,8 @@ def bench_export(study: Annotated[str, typer.Option(
                  budget: Annotated[str, typer.Option("--budget", help="Step budget of the exports made here (and "
                                                      "required of those found).")] = BENCH_EXPORT_BUDGET,
                  kd_steps: Annotated[Optional[int], typer.Option(
-                     "--kd-steps", help="KD steps of each export \\[default: the budget's own].")
+                     "--kd-steps", help="KD steps of each export (SST-2's goals need more than the small "
+                     "budget's 8,000).")
                  ] = BENCH_EXPORT_KD_STEPS,
                  rounds: Annotated[int, typer.Option(
                      "--rounds", help="Timing rounds: each times every teacher and student once.")

@@ -141,7 +141,7 @@ def test_an_export_of_other_settings_is_refused_before_any_work(bench, data_dir)
     folders = sorted(p.name for p in (results / "exports").iterdir())
     r = invoke(*bench_args(data_dir, results, bench["shares"], **{"--budget": None, "--kd-steps": None}))
     assert_user_error(r, "sst2-100 holds another export than this benchmark's", "budget: smoke -> small",
-                      "kd_steps: 8 -> 8000")  # small's own
+                      f"kd_steps: 8 -> {bx.BENCH_EXPORT_KD_STEPS}")  # the benchmark's default
     assert sorted(p.name for p in (results / "exports").iterdir()) == folders
 
 
@@ -165,7 +165,7 @@ def test_folder_names_and_picks_of_shares(tmp_path):
     assert [bx.pick_rule(s, (0.25, 0.1)) for s in (0.25, 0.1)] == ["0.1<flops<=0.25", "flops<=0.1"]  # own students
     # an export made with --pick "flops<=0.10" is the benchmark's 0.1 export
     made = {"study": "s", "task": "sst2", "pick": "flops<=0.10", "budget": "small",
-            "config": {"kd_steps": bx.BUDGETS["small"]["kd_steps"]}}  # the benchmark's default: the budget's own
+            "config": {"kd_steps": bx.BENCH_EXPORT_KD_STEPS}}  # the benchmark's default
     assert bx.found(made) == bx.expected(bx.ExportBenchOptions(study="s"), "sst2", 0.1)
 
 
