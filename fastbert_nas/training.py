@@ -1,5 +1,5 @@
 """Pieces every training loop shares: device and threads, batch order, the
-optimizer with its warm-up/decay schedule, prediction, and progress bars."""
+optimizer and its warm-up/decay schedule, prediction, and progress bars."""
 
 from __future__ import annotations
 
@@ -56,12 +56,19 @@ def batch_stream(lengths: np.ndarray, batch_size: int, seed: int):
             yield batches[j]
 
 
-def optimizer_and_schedule(params, lr: float, steps: int, warmup: float, weight_decay: float):
-    """AdamW with linear warm-up then linear decay to 0 over `steps`.
+def learning_rate(step: int, peak: float, steps: int, warmup: float) -> float:
+    """The learning rate of optimizer step `step` (0-based) of `steps`: linear warm-up to `peak` over the
+    first `warmup` fraction of the steps (at least one step), then linear decay to 0 at step `steps`."""
+    steps = max(1, steps)
+    warm = max(1, int(warmup * steps))
+    if step < warm:
+        return peak * ((step + 1) / warm)
+    return peak * max(0.0, (steps - step) / max(1, steps - warm))
 
-    `schedule.total` may be changed while training (the teacher shortens its plan
-    to fit a time cap); the decay follows the new total.
-    """
+
+def make_optimizer(params, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW, weight decay on matrices only. Its learning rate is 0 until the loop sets each step's:
+    `group["lr"] = learning_rate(step, ...)` for every group of `opt.param_groups`, before `opt.step()`."""
     params = [p for p in params if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]  # biases and LayerNorm weights
@@ -69,21 +76,8 @@ def optimizer_and_schedule(params, lr: float, steps: int, warmup: float, weight_
     # step updates every weight, the whole word-embedding table too: for a small student (an embedding
     # table of 30522 x 128, 4x its encoder) the unfused update took about a fifth of each CPU step.
     fused = all(p.device.type in FUSED_ADAMW_DEVICES and p.is_floating_point() for p in params)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, fused=fused or None)
-
-    class Plan:
-        total = max(1, steps)
-
-    def factor(step: int) -> float:
-        warm = max(1, int(warmup * Plan.total))
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (Plan.total - step) / max(1, Plan.total - warm))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    sched.plan = Plan
-    return opt, sched
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=0.0, fused=fused or None)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -1,5 +1,7 @@
-"""distill.py: the pure losses, the truncated student, the two-stage loop on a tiny teacher,
-and the two teacher sources (disk cache and live forward) agreeing."""
+"""distill.py: the pure losses, the learning-rate schedule, the truncated student, the two-stage
+loop on a tiny teacher (with resume), and the two teacher sources (disk cache and live forward) agreeing."""
+
+import io
 
 import numpy as np
 import pytest
@@ -7,12 +9,14 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
+import fastbert_nas.distill as distill_mod
 import fastbert_nas.training as training
 from fastbert_nas.config import StudentArch, budget_config
 from fastbert_nas.distill import CachedTeacher, LiveTeacher, distill, hint_loss, kd_loss, truncated
 from fastbert_nas.student import build_student
 from fastbert_nas.tasks import collate, encode
 from fastbert_nas.teacher import teacher_outputs
+from fastbert_nas.training import learning_rate
 
 CPU = torch.device("cpu")
 ROWS = 64        # real SST-2 rows distilled on in the end-to-end runs
@@ -115,6 +119,27 @@ def test_hint_loss_training_fits_a_fixed_target():
 
 
 # ---------------------------------------------------------------------------
+# learning_rate
+
+def test_learning_rate_warms_up_to_the_peak_then_decays_to_zero():
+    peak, steps, warmup = 1e-3, 100, 0.1  # 10 warm-up steps
+    lrs = [learning_rate(k, peak, steps, warmup) for k in range(steps + 1)]
+    assert lrs[0] == pytest.approx(peak / 10) and lrs[9] == pytest.approx(peak)  # warm-up: 1/10 .. 10/10
+    assert max(lrs) == pytest.approx(peak)
+    assert lrs[10] == pytest.approx(peak) and lrs[55] == pytest.approx(peak / 2)  # decay: (100 - k) / 90
+    assert lrs[99] == pytest.approx(peak / 90) and lrs[100] == 0.0
+    assert learning_rate(150, peak, steps, warmup) == 0.0                         # past the end: 0, not negative
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10])) and all(a > b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_learning_rate_takes_at_least_one_warm_up_step():
+    assert learning_rate(0, 2.0, 10, 0.0) == 2.0          # no warm-up asked: the first step at the peak
+    assert learning_rate(1, 2.0, 10, 0.0) == 2.0          # the decay starts at once: (10 - 1) / (10 - 1)
+    assert learning_rate(0, 2.0, 0, 0.1) == 2.0           # no steps planned: one step at the peak
+    assert learning_rate(3, 2.0, 4, 0.1) == pytest.approx(2.0 / 3)  # the last of 4 steps: (4 - 3) / 3
+
+
+# ---------------------------------------------------------------------------
 # truncated
 
 def test_truncated_keeps_the_first_layers_and_restores_them():
@@ -195,8 +220,6 @@ def test_distill_end_to_end(tiny_teacher, sst2_data, rows):
 def test_stage_two_hints_see_every_layer(tiny_teacher, sst2_data, rows, monkeypatch):
     """Regression: stage 1's cut must not leave the student's later layers out of hidden_states
     (transformers 5 hooks the layers present at the first output_hidden_states call, once)."""
-    import fastbert_nas.distill as distill_mod
-
     train, val = rows
     arch = StudentArch.parse("L3-H32-A4-I64", "1:1,2:2").validate(tiny_teacher.layers)
     student = build_student(arch, tiny_teacher.model, "random")
@@ -263,6 +286,96 @@ def test_a_non_finite_loss_stops_the_run_saying_when(tiny_teacher, sst2_data, ro
     with pytest.raises(FloatingPointError, match=f"non-finite loss \\((inf|nan)\\) {when}: training diverged"):
         distill(student, arch, poisoned, 48, train, val, sst2_data.spec, budget_config("smoke"), CPU,
                 show_progress=False)
+
+
+def test_the_loop_sets_each_steps_learning_rate_and_reads_the_loss_at_log_steps(tiny_teacher, sst2_data, rows,
+                                                                                   monkeypatch):
+    """Every step runs at its stage's learning_rate(step); the loss is read (a wait for the device) only
+    every LOG_EVERY steps, at a stage's last step, and before an evaluation."""
+    train, val = rows
+    arch = StudentArch.parse("L2-H32-A4-I64", "2:3").validate(tiny_teacher.layers)
+    student = build_student(arch, tiny_teacher.model, "random")
+    cfg = budget_config("smoke", hint_steps=7, kd_steps=8, eval_every=4, warmup=0.3, hint_lr=2e-3, lr=1e-3)
+    monkeypatch.setattr(distill_mod, "LOG_EVERY", 3)
+    opts, lrs, reads, steps = [], [], [], []
+    real_optimizer, real_loss = distill_mod.make_optimizer, distill_mod.step_loss
+
+    def make_optimizer(*args, **kwargs):
+        opts.append(real_optimizer(*args, **kwargs))
+        return opts[-1]
+
+    def step_loss(stage, *args):
+        loss = real_loss(stage, *args)
+        steps.append(stage)
+        taken = steps.count(stage)  # this stage's steps, this one included
+        real_item = loss.item
+        loss.item = lambda: reads.append((stage, taken)) or real_item()
+        return loss
+
+    def on_step(stage, batch):
+        lrs.append((stage, [g["lr"] for g in opts[-1].param_groups]))
+
+    monkeypatch.setattr(distill_mod, "make_optimizer", make_optimizer)
+    monkeypatch.setattr(distill_mod, "step_loss", step_loss)
+    distill(student, arch, LiveTeacher(tiny_teacher.model, [3]), 48, train, val, sst2_data.spec, cfg, CPU,
+            show_progress=False, on_step=on_step)
+
+    assert len(opts) == 2 and steps == [1] * 7 + [2] * 8
+    want = ([(1, learning_rate(k, 2e-3, 7, 0.3)) for k in range(7)]
+            + [(2, learning_rate(k, 1e-3, 8, 0.3)) for k in range(8)])
+    assert [(stage, groups[0]) for stage, groups in lrs] == want
+    assert all(len(set(groups)) == 1 for _, groups in lrs)   # every parameter group at the same rate
+    assert lrs[1][1][0] == pytest.approx(2e-3) and lrs[-1][1][0] == pytest.approx(1e-3 / 6)  # peak; last step
+    # LOG_EVERY 3: steps 1, 4, 7 of each stage; stage 1 ends at 7, stage 2 evaluates at 4 and 8
+    assert reads == [(1, 1), (1, 4), (1, 7), (2, 1), (2, 4), (2, 7), (2, 8)]
+
+
+class MemoryCheckpoint:
+    """A distill.Checkpointer in memory; `stop_after` raises KeyboardInterrupt once that step is saved."""
+
+    def __init__(self, every, state=None, stop_after=None):
+        self.every, self.state, self.stop_after, self.saved = every, state, stop_after, []
+
+    def load(self):
+        return self.state
+
+    def save(self, state):
+        buffer = io.BytesIO()
+        torch.save(state, buffer)  # as a file would keep it: a copy, not the live tensors
+        buffer.seek(0)
+        self.state = torch.load(buffer, weights_only=True)
+        self.saved.append(state["result"]["hint_steps"] + state["result"]["kd_steps"])
+        if self.saved[-1] == self.stop_after:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stop_after", [3, 6], ids=["in stage 1", "in stage 2"])
+def test_a_resumed_run_ends_as_the_uninterrupted_one(tiny_teacher, sst2_data, rows, stop_after):
+    """Interrupted after a save, then resumed from it: the same weights, curve and metrics as one whole run."""
+    train, val = rows
+    arch = StudentArch.parse("L3-H32-A4-I64", "1:1,2:2").validate(tiny_teacher.layers)
+    cfg = budget_config("smoke", hint_weight=1.0)  # the regressors train in both stages
+
+    def run(checkpoint):
+        student = build_student(arch, tiny_teacher.model, "teacher", collate(train, np.arange(16)))
+        r = distill(student, arch, LiveTeacher(tiny_teacher.model, [1, 2]), 48, train, val, sst2_data.spec, cfg,
+                    CPU, show_progress=False, checkpoint=checkpoint)
+        return student.state_dict(), r
+
+    whole = MemoryCheckpoint(every=3)
+    weights, r = run(whole)
+    assert whole.saved == [3, 6, 9, 12]  # every 3 steps of 4 hint + 8 KD, and after the last
+    assert set(whole.state) == {"stage", "student", "regressors", "optimizer", "result", "seen", "rng", "cuda_rng"}
+
+    first = MemoryCheckpoint(every=3, stop_after=stop_after)
+    with pytest.raises(KeyboardInterrupt):
+        run(first)
+    assert first.state["stage"] == (1 if stop_after <= cfg.hint_steps else 2)
+    again = MemoryCheckpoint(every=3, state=first.state)
+    resumed, r2 = run(again)
+    assert again.saved == [s for s in whole.saved if s > stop_after]
+    assert resumed.keys() == weights.keys() and all(torch.equal(resumed[k], weights[k]) for k in weights)
+    assert (r2.hint_steps, r2.kd_steps, r2.curve, r2.metrics) == (r.hint_steps, r.kd_steps, r.curve, r.metrics)
 
 
 # ---------------------------------------------------------------------------
