@@ -23,6 +23,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from .config import RunEnv
 from .pipeline import distill_one
 from .pruning import hypervolume_2d
 from .report import hv_reference
@@ -53,16 +54,15 @@ def save_report(report: dict, results, name: str, markdown: Callable[[dict], str
     return report
 
 
-def bench_distill(task: str, arch: str, hints: str | None, budget: str, results: Path, **common) -> dict:
+def bench_distill(env: RunEnv, arch: str, hints: str | None, budget: str) -> dict:
     """Teacher init vs random init at `budget`, then throughput with and without the cache."""
-    runs = {init: distill_one(task=task, arch=arch, hints=hints, init=init, budget=budget, results=results,
-                              **common)
+    task, results = env.task, env.results
+    runs = {init: distill_one(env, arch=arch, hints=hints, init=init, budget=budget)
             for init in ("teacher", "random")}
     speed = {}
     for cached in (True, False):
-        r = distill_one(task=task, arch=arch, hints=hints, init="teacher", budget=budget, results=results,
-                        use_cache=cached, latency=False, overrides=THROUGHPUT_STEPS,
-                        tag="-cache" if cached else "-nocache", **common)
+        r = distill_one(replace(env, use_cache=cached), arch=arch, hints=hints, init="teacher", budget=budget,
+                        latency=False, overrides=THROUGHPUT_STEPS, tag="-cache" if cached else "-nocache")
         speed["cache" if cached else "no_cache"] = r["distill"]["examples_per_s"]
     report = {
         "task": task, "arch": arch, "hints": runs["teacher"]["hints"], "budget": budget,
@@ -146,19 +146,19 @@ def bench_pruning(opts: SearchOptions, log=print) -> dict:
     """
     runs = {}
     for mode in ("pareto", "none"):
-        o = replace(opts, pruning=mode, study=f"{opts.study or f'{task_name(opts.task)}-{Path(opts.space).stem}'}-{mode}")
+        o = replace(opts, pruning=mode, study=f"{opts.study or f'{task_name(opts.env.task)}-{Path(opts.space).stem}'}-{mode}")
         summary = run_search(o, log)
         study = optuna.load_study(study_name=summary["study"], storage=make_storage(summary["storage"]))
         runs[mode] = study_figures(study) | {"storage": summary["storage"]}
     pruned, full = runs["pareto"], runs["none"]
     report = {
-        "task": opts.task, "space": opts.space, "budget": opts.budget, "trials": opts.trials, "seed": opts.seed,
+        "task": opts.env.task, "space": opts.space, "budget": opts.budget, "trials": opts.trials, "seed": opts.seed,
         "runs": runs,
         "steps_saved": 1 - pruned["train_steps"] / full["train_steps"] if full["train_steps"] else None,
         "hypervolume_kept": pruned["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None,
         "machine": machine(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return save_report(report, opts.results, f"pruning-{task_name(opts.task)}", pruning_markdown)
+    return save_report(report, opts.env.results, f"pruning-{task_name(opts.env.task)}", pruning_markdown)
 
 
 def task_name(task: str) -> str:

@@ -47,7 +47,7 @@ import optuna
 import plotly.graph_objects as go
 
 from .bench import machine, save_report, spread, study_figures, task_name
-from .config import UserError
+from .config import RunEnv, UserError
 from .plots import COLOURS, write_figures
 from .report import hv_reference, hypervolume_history
 from .study import TPE_STARTUP_TRIALS, Search, SearchOptions, make_storage, run_search, storage_exists
@@ -229,10 +229,8 @@ def run_studies(plan: list[SearchOptions], jobs: int) -> None:
             p.join()
 
 
-def bench_search(task: str = "sst2", trials: int = DEFAULT_TRIALS, seeds: int = DEFAULT_SEEDS,
-                 setting: str = DEFAULT_SETTING, *, data_dir: str | None = None, teacher: str | None = None,
-                 results: Path = Path("results"), threads: int | None = None, device: str = "auto",
-                 jobs: int = 1, log: Callable[[str], None] = print) -> dict:
+def bench_search(env: RunEnv, trials: int = DEFAULT_TRIALS, seeds: int = DEFAULT_SEEDS,
+                 setting: str = DEFAULT_SETTING, *, jobs: int = 1, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) every arm's studies, seed by seed, `jobs` studies at a time (each in its own process
     when more than 1), then compare; writes RESULTS/benchmarks/search-<task>.*"""
     if setting not in SETTINGS:
@@ -243,10 +241,9 @@ def bench_search(task: str = "sst2", trials: int = DEFAULT_TRIALS, seeds: int = 
         raise UserError(f"--seeds {seeds}: must be at least 1")
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: must be at least 1")
-    chosen, name = SETTINGS[setting], task_name(task)
-    base = SearchOptions(task=task, trials=trials, space=chosen.space, budget=chosen.budget, **chosen.overrides,
-                         baselines=False, storage=f"sqlite:///{Path(results) / f'search-{name}.db'}",
-                         teacher=teacher, data_dir=data_dir, device=device, threads=threads, results=Path(results))
+    chosen, name, results = SETTINGS[setting], task_name(env.task), env.results
+    base = SearchOptions(env=env, trials=trials, space=chosen.space, budget=chosen.budget, **chosen.overrides,
+                         baselines=False, storage=f"sqlite:///{Path(results) / f'search-{name}.db'}")
     plan = [(arm, replace(base, study=study_name(name, arm, seed), seed=seed, **changes))
             for seed in range(seeds) for arm, changes in ARMS.items()]
     searches = [Search.from_options(opts) for _, opts in plan]
@@ -275,8 +272,8 @@ def bench_search(task: str = "sst2", trials: int = DEFAULT_TRIALS, seeds: int = 
                           "wall_minutes": spread([r["wall_minutes"] for r in rs]),
                           "pruned": spread([r["states"].get("PRUNED", 0) for r in rs])} for arm, rs in runs.items()},
         "goal": search_goal([r["curve"] for r in runs["tpe"]], [r["curve"] for r in runs["random"]]),
-        "command_minutes": (time.perf_counter() - started) / 60, "jobs": jobs, "threads": threads,
-        "machine": machine(), "device": device, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command_minutes": (time.perf_counter() - started) / 60, "jobs": jobs, "threads": env.threads,
+        "machine": machine(), "device": env.device, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     folder = Path(results) / "benchmarks"
     folder.mkdir(parents=True, exist_ok=True)

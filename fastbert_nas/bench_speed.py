@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .bench import machine, save_report, spread
-from .config import StudentArch, UserError
+from .config import RunEnv, StudentArch, UserError
 from .cost import REF_SEQ_LEN, analytic_flops
 from .pipeline import Context, distill_student, init_student, prepare
 from .space import DEFAULT_SPACE, load_space, space_budget
@@ -48,8 +48,8 @@ PEAK_SIZE = 4096         # n of the n x n fp32 torch.mm products timed for the m
 PEAK_PRODUCTS = 5        # products timed per repeat; the peak is the best of all of them
 PROFILE_STEPS = 10       # steps per stage recorded by torch.profiler (after WARMUP_STEPS)
 TOP_OPS = 10             # ops listed per profiled stage
-GOAL_CACHE_SPEEDUP = 2.0  # issue 6: the cache makes the smallest student's trials this much faster
-GOAL_PEAK_SHARE = 0.40    # issue 6: the largest student's KD steps reach this share of the matmul peak
+GOAL_CACHE_SPEEDUP = 2.0  # goal: the cache makes the smallest student's trials this much faster
+GOAL_PEAK_SHARE = 0.40    # goal: the largest student's KD steps reach this share of the matmul peak
 OUTSIDE_OPS = "(outside ops: Python, framework)"  # the profiler's step time spent in no aten op
 
 
@@ -245,9 +245,7 @@ def profile_run(ctx: Context, arch: StudentArch, trial, warmup: int, steps: int)
 # ---------------------------------------------------------------------------
 # The benchmark
 
-def bench_speed(task: str = "sst2", data_dir: str | None = None, teacher: str | None = None,
-                results: Path = Path("results"), threads: int | None = None, device: str = "auto",
-                students: list[str] | None = None, repeats: int = REPEATS, warmup: int = WARMUP_STEPS,
+def bench_speed(env: RunEnv, students: list[str] | None = None, repeats: int = REPEATS, warmup: int = WARMUP_STEPS,
                 steps: int = TIMED_STEPS, profile_steps: int = PROFILE_STEPS, space: str = DEFAULT_SPACE,
                 budget: str = "small", peak_size: int = PEAK_SIZE, log=print) -> dict:
     """Time every student with and without the teacher cache, `repeats` times, interleaved; write
@@ -261,8 +259,7 @@ def bench_speed(task: str = "sst2", data_dir: str | None = None, teacher: str | 
     if profile_steps < 0:
         raise UserError(f"--profile-steps {profile_steps}: must be 0 (no profile) or more")
     trial = space_budget(load_space(space), budget)
-    ctx = prepare(task, trial.examples, data_dir=data_dir, teacher=teacher, device=device, threads=threads,
-                  results=Path(results))
+    ctx = prepare(env, trial.examples)
     layers = ctx.teacher.layers
     archs = [parse_student(s).with_default_hints(layers).validate(layers)
              for s in (students or [f"{a}@{h}" for a, h in STUDENTS])]
@@ -345,7 +342,7 @@ def bench_speed(task: str = "sst2", data_dir: str | None = None, teacher: str | 
                            "met": share >= GOAL_PEAK_SHARE},
         },
     }
-    return save_report(report, results, f"speed-{ctx.spec.name}", speed_markdown)
+    return save_report(report, ctx.results, f"speed-{ctx.spec.name}", speed_markdown)
 
 
 # ---------------------------------------------------------------------------

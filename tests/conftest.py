@@ -86,11 +86,12 @@ def tiny_teacher(tiny_teacher_dir):
     import torch
 
     from fastbert_nas.tasks import TASKS, Split, TaskData
+    from fastbert_nas.config import TeacherRef
     from fastbert_nas.teacher import get_teacher
 
     empty = Split([], np.zeros(0, dtype=np.int64))
     data = TaskData(TASKS["sst2"], empty, empty, empty, source="test")  # only its label count is read
-    return get_teacher(data, tiny_teacher_dir.parent, torch.device("cpu"), teacher=str(tiny_teacher_dir))
+    return get_teacher(data, tiny_teacher_dir.parent, torch.device("cpu"), TeacherRef(str(tiny_teacher_dir)))
 
 
 @pytest.fixture(scope="session")

@@ -229,8 +229,8 @@ def test_the_plan_is_the_trials_student_on_the_full_budget(study_dir, data_dir, 
     trial = study.trials[TRIAL]
     plan = export_mod.export_plan(study, trial, export_mod.ExportOptions(out=tmp_path, trial=TRIAL))
     cfg, recorded = plan.cfg, trial.user_attrs["config"]
-    assert plan.arch.to_dict() == trial.user_attrs["arch"] and plan.task == "sst2"
-    assert plan.teacher == study.user_attrs["teacher_id"]  # the study's --teacher
+    assert plan.arch.to_dict() == trial.user_attrs["arch"] and plan.env.task == "sst2"
+    assert plan.env.teacher.given == study.user_attrs["teacher_id"]  # the study's --teacher
     assert {k: getattr(cfg, k) for k in BUDGETS["full"]} == BUDGETS["full"]
     for key in ("lr", "temperature", "kd_alpha", "hint_weight", "init", "seed"):  # the trial's settings
         assert getattr(cfg, key) == recorded[key], key
@@ -247,10 +247,10 @@ def test_export_for_another_task_distills_from_that_tasks_teacher(study_dir, dat
     def plan(**over) -> export_mod.Plan:
         return export_mod.export_plan(study, trial, export_mod.ExportOptions(out=tmp_path, trial=TRIAL, **over))
 
-    assert plan().teacher == studied and plan(task="sst2").teacher == studied
+    assert plan().env.teacher.given == studied and plan(task="sst2").env.teacher.given == studied
     cola = plan(task="cola")
-    assert (cola.task, cola.teacher_id, cola.teacher) == ("cola", "results/teachers/cola", None)  # the cached one
-    assert plan(task="cola", teacher="my/teacher").teacher == "my/teacher"  # --teacher still wins
+    assert (cola.env.task, cola.teacher_id, cola.env.teacher.given) == ("cola", "results/teachers/cola", None)  # the cached one
+    assert plan(task="cola", teacher="my/teacher").env.teacher.given == "my/teacher"  # --teacher still wins
     assert cola.arch == plan().arch and cola.identity() != plan().identity()
 
     # end to end: RESULTS holding the study and a CoLA teacher with weights of its own
@@ -287,7 +287,7 @@ def test_same_task_knows_a_folder_however_spelled(tmp_path, monkeypatch):
     study.add_trial(create_trial(values=[0.8, 100], user_attrs={"arch": arch, "config": {}}))
     plan = export_mod.export_plan(study, study.trials[0], export_mod.ExportOptions(out=tmp_path, trial=0,
                                                                                     task="./reviews"))
-    assert plan.teacher == "my/reviews-teacher"
+    assert plan.env.teacher.given == "my/reviews-teacher"
 
 
 def picks_study(results, remeasured: dict | None = None) -> optuna.Study:

@@ -29,7 +29,7 @@ from transformers import BertConfig
 import fastbert_nas.distill as distill_mod
 import fastbert_nas.pipeline as pipeline
 import fastbert_nas.study as study_mod
-from fastbert_nas.config import DistillConfig, UserError
+from fastbert_nas.config import DistillConfig, RunEnv, UserError
 from fastbert_nas.pruning import PRUNE_MARGIN
 from fastbert_nas.space import load_space
 
@@ -119,10 +119,10 @@ def test_the_sampler_is_recorded_and_another_is_refused_on_reopen(data_dir, tiny
 
 
 def test_a_study_made_before_the_sampler_option_resumes_as_tpe():
-    tpe = study_mod.Search.from_options(study_mod.SearchOptions(task="sst2", space="tiny", budget="smoke"))
+    tpe = study_mod.Search.from_options(study_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", budget="smoke"))
     old = {k: v for k, v in tpe.study_attrs().items() if k != "sampler"}
     study_mod.check_compatible(tpe, old)
-    random = study_mod.Search.from_options(study_mod.SearchOptions(task="sst2", space="tiny", sampler="random"))
+    random = study_mod.Search.from_options(study_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", sampler="random"))
     with pytest.raises(UserError, match="created with --sampler tpe; this run asks for --sampler random"):
         study_mod.check_compatible(random, old)
 
@@ -411,7 +411,7 @@ def test_a_study_being_created_elsewhere_is_waited_for(tmp_path):
 
 def test_a_spawned_worker_reports_a_user_error_in_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
-        study_mod._worker(study_mod.SearchOptions(task="nosuchtask"), rank=1)
+        study_mod._worker(study_mod.SearchOptions(env=RunEnv("nosuchtask")), rank=1)
     assert exit_.value.code == 2
     assert capsys.readouterr().out.startswith("[worker 1] error: --task 'nosuchtask': not a built-in task")
 
