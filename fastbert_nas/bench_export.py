@@ -1,4 +1,4 @@
-"""`fastbert-nas bench export`: exported students beside their teachers, timed side by side (issue 5).
+"""`fastbert-nas bench export`: exported students beside their teachers, timed side by side.
 
     for each task and FLOPs share: RESULTS/exports/<task>-<NN>/ finished (its export.json), or exported now
     -> load every student back from its folder (what users get) and each task's teacher
@@ -40,7 +40,7 @@ from .training import resolve_device, set_threads
 
 EXPORTS_DIR = "exports"                   # RESULTS/exports/<task>-<NN>/, NN = the share in percent
 BENCH_FILE = "export"                     # RESULTS/benchmarks/export.json and export.md
-# Issue 5's goals, as (task, largest FLOPs share of the teacher, least dev retention); other tasks: as measured.
+# The goals, as (task, largest FLOPs share of the teacher, least dev retention); other tasks: as measured.
 GOALS = (("sst2", 0.25, 0.98), ("sst2", 0.10, 0.95))
 TASK_TITLES = {"sst2": "SST-2", "cola": "CoLA", "amazon": "Amazon"}
 

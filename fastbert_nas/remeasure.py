@@ -1,7 +1,7 @@
 """Re-time the front side by side: the students on it, beside the teacher, in one process.
 
-Each trial timed its student while other work shared the machine, so per-trial latencies are noisy
-(DESIGN.md section 3). Latency does not depend on the weights: every student on the metric-vs-FLOPs
+Each trial timed its student while other work shared the machine, so per-trial latencies are noisy.
+Latency does not depend on the weights: every student on the metric-vs-FLOPs
 or metric-vs-latency front (and every completed baseline) is rebuilt from its recorded architecture
 with random weights, the teacher from its config, and each is timed with cost.measure_latency at the
 thread count the trials were timed with. The figures go back into the study, as its user attr

@@ -256,8 +256,9 @@ def space_budget(space: SearchSpace, preset: str, **overrides) -> DistillConfig:
     for key in overrides:
         if key not in known:
             raise UserError(f"budget override {key!r}: unknown; expected one of {', '.join(sorted(known))}")
-    # Trials do not augment unless the space says so: augmentation pays off over long runs (the
-    # export re-distills with it), and the search benchmarks were measured without it.
+    # Trials do not augment unless an override asks for it (a space's budget section cannot: `augment`
+    # is not one of BUDGET_KEYS): augmentation pays off over long runs (the export re-distills with it),
+    # and the search benchmarks were measured without it.
     cfg = DistillConfig(**{**BUDGETS[preset], "augment": 0, **space.budget.get(preset, {}),
                            **{k: v for k, v in overrides.items() if v is not None}})
     for key in ("kd_steps", "eval_every", "batch_size", "examples", "eval_examples"):

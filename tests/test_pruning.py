@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from fastbert_nas.pruning import PRUNE_MARGIN, PRUNE_WARMUP_TRIALS, hypervolume_2d, metric_by, should_prune
@@ -17,7 +19,12 @@ FINISHED = [
 
 
 def test_defaults():
-    assert 0 < PRUNE_MARGIN < 0.1 and PRUNE_WARMUP_TRIALS >= 1
+    """Without keywords, should_prune waits for PRUNE_WARMUP_TRIALS finished trials and allows PRUNE_MARGIN."""
+    same = [(1.0, {100: 0.8})] * PRUNE_WARMUP_TRIALS
+    below = 0.8 - PRUNE_MARGIN - 1e-6
+    assert should_prune(100, below, 1.0, same[:-1]) is None                   # one short of the warm-up
+    assert should_prune(100, below, 1.0, same).startswith("pruned at step 100")
+    assert should_prune(100, below + 2e-6, 1.0, same) is None                 # just within the margin
 
 
 def test_warm_up():
@@ -86,15 +93,63 @@ def test_hypervolume_by_hand():
     assert hypervolume_2d([(0.6, 0.5), (0.7, 1.5), (0.9, 2.5)], ref) == pytest.approx(0.5)
 
 
-def test_hypervolume_matches_optuna():
-    np = pytest.importorskip("numpy")
-    wfg = pytest.importorskip("optuna._hypervolume.wfg")
-    rng = np.random.default_rng(0)
-    pts = [(float(m), float(c)) for m, c in zip(rng.uniform(0.4, 1.0, 30), rng.uniform(0.0, 5.0, 30))]
+def union_area(points, ref) -> float:
+    """The area of the union of the boxes [ref metric, m] x [c, ref cost], by brute force: cut the plane at
+    every coordinate of every box, and add up the cells whose centre lies inside some box."""
+    ref_m, ref_c = ref
+    boxes = [(ref_m, m, c, ref_c) for m, c in points if m > ref_m and c < ref_c]  # (m_lo, m_hi, c_lo, c_hi)
+    ms = sorted({v for b in boxes for v in b[:2]})
+    cs = sorted({v for b in boxes for v in b[2:]})
+    area = 0.0
+    for m0, m1 in zip(ms, ms[1:]):
+        for c0, c1 in zip(cs, cs[1:]):
+            mid_m, mid_c = (m0 + m1) / 2, (c0 + c1) / 2
+            if any(lo <= mid_m <= hi and clo <= mid_c <= chi for lo, hi, clo, chi in boxes):
+                area += (m1 - m0) * (c1 - c0)
+    return area
+
+
+def grid_cells(points, ref) -> int:
+    """Integer points only: the unit cells [i, i+1] x [j, j+1] dominated by some point, counted one by one."""
+    ref_m, ref_c = ref
+    return sum(any(m >= i + 1 and c <= j for m, c in points)
+               for i in range(ref_m, max([m for m, _ in points] + [ref_m]))
+               for j in range(min([c for _, c in points] + [ref_c]), ref_c))
+
+
+def test_union_area_by_hand():
+    """The brute force itself, on figures worked out by hand (those of test_hypervolume_by_hand)."""
+    assert union_area([(0.8, 1.0), (0.9, 2.0)], (0.5, 3.0)) == pytest.approx(0.7)
+    assert union_area([(0.6, 0.5), (0.7, 1.5), (0.9, 2.5)], (0.5, 3.0)) == pytest.approx(0.5)
+    assert grid_cells([(3, 1), (5, 4)], (0, 6)) == 3 * 5 + 2 * 2 == 19
+    assert union_area([], (0.5, 3.0)) == grid_cells([], (0, 6)) == 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_hypervolume_matches_the_union_of_boxes(seed):
+    """Random point sets, with dominated points, duplicates, ties on one objective and points beyond the
+    reference point (worse metric, costlier, or both)."""
+    rng = random.Random(seed)
     ref = (0.5, 4.0)
-    inside = [(-m, c) for m, c in pts if m > ref[0] and c < ref[1]]   # as losses: minimize both
-    expected = wfg.compute_hypervolume(np.array(inside), np.array([-ref[0], ref[1]]))
-    assert hypervolume_2d(pts, ref) == pytest.approx(expected)
+    pts = [(rng.uniform(0.3, 1.0), rng.uniform(0.0, 5.0)) for _ in range(rng.randint(1, 40))]
+    pts += rng.sample(pts, min(5, len(pts)))                                    # duplicates
+    pts += [(m, rng.uniform(0.0, 5.0)) for m, _ in rng.sample(pts, 3)]          # ties on the metric
+    pts += [(rng.uniform(0.3, 1.0), c) for _, c in rng.sample(pts, 3)]          # ties on the cost
+    pts += [(0.5, 1.0), (0.9, 4.0), (0.2, 0.5), (1.0, 6.0)]                     # on or beyond the reference
+    rng.shuffle(pts)
+    assert any(m <= ref[0] or c >= ref[1] for m, c in pts)
+    assert hypervolume_2d(pts, ref) == pytest.approx(union_area(pts, ref), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_hypervolume_of_integer_points_counts_grid_cells(seed):
+    """Integer points: the area is a whole number of unit cells, counted without any sweep."""
+    rng = random.Random(100 + seed)
+    ref = (2, 15)
+    pts = [(rng.randint(0, 12), rng.randint(0, 18)) for _ in range(rng.randint(1, 30))]  # many duplicates, ties
+    expected = grid_cells(pts, ref)
+    assert hypervolume_2d(pts, ref) == expected
+    assert hypervolume_2d(pts, ref) == pytest.approx(union_area(pts, ref))
 
 
 def test_pure_modules_import_neither_torch_nor_optuna():

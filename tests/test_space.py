@@ -30,7 +30,7 @@ def test_every_shipped_space_loads():
             assert space.heads_for(h), (name, h)
 
 
-def test_shipped_spaces_match_the_brief():
+def test_shipped_spaces_have_their_documented_ranges():
     thin, wide, tiny, compact = (load_space(n) for n in SHIPPED)
     assert thin.layers == (4, 12) and min(thin.hidden) == 128 and max(thin.hidden) == 384
     assert wide.layers == (1, 4) and min(wide.hidden) == 256 and max(wide.hidden) == 768

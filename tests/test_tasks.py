@@ -16,7 +16,8 @@ from fastbert_nas.tasks import (DATA_ENV, TASKS, VAL_FRACTION, VAL_MAX, Split, a
                                 collate, encode, encode_for, eval_batches, load_task, macro_f1, majority, mcc,
                                 resolve_task, score, strip_html)
 
-# Rows per file and positive labels, from shared/data/SOURCES.md: (train rows, train 1s, dev rows, dev 1s).
+# Rows per file and positive labels, from SOURCES.md in the data folder ($FASTBERT_NAS_DATA):
+# (train rows, train 1s, dev rows, dev 1s).
 EXPECTED = {
     "sst2": (67_349, 37_569, 872, 444),
     "cola": (8_551, 6_023, 1_043, 719),
