@@ -16,6 +16,21 @@ class UserError(Exception):
     """Bad input from the user: the CLI prints it as one line and exits with code 2."""
 
 
+def at_least(least: int, **options: int | None) -> None:
+    """UserError for the first option (given by its name, e.g. kd_steps=...) below `least`; None is not given."""
+    for name, value in options.items():
+        if value is not None and value < least:
+            raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {least}")
+
+
+def retention(metric: float, teacher_metric: float) -> float | None:
+    """The student's share of the teacher's metric; None where the teacher's is 0 (an MCC can be)."""
+    return metric / teacher_metric if teacher_metric else None
+
+
+INITS = ("teacher", "random")  # student inits: weights cut from the teacher along the hints, or fresh
+
+
 # ---------------------------------------------------------------------------
 # Tasks
 
@@ -263,7 +278,7 @@ BUDGETS: dict[str, dict] = {
 
 CHECKPOINT_EVERY = 500  # optimizer steps between export's checkpoints: an interruption costs a few CPU minutes
 
-# `bench export`: which exports, and how they are timed. Here, not in bench_export.py, so that the
+# `bench export`: which exports, and how they are timed. Here, not in bench/export.py, so that the
 # command line shows them without importing torch.
 BENCH_EXPORT_STUDY = "sst2-compact"              # the SST-2 study whose students serve every task (space
                                                  # compact, made as results/README.md says)
@@ -275,6 +290,18 @@ BENCH_EXPORT_KD_STEPS = 16000                    # KD steps per export: twice sm
 BENCH_EXPORT_ROUNDS = 5                          # timing rounds, each timing every model once: min/median/max over them
 
 
+# Per-trial budgets of a search (`search --budget`), named apart from the presets above: a trial is a
+# short proxy run, without augmentation. A space's `budget:` section may change each for its students.
+TRIAL_BUDGETS: dict[str, dict] = {
+    "smoke": BUDGETS["smoke"],
+    "cpu": dict(hint_steps=50, kd_steps=500, eval_every=100, batch_size=32, examples=16000,  # 1-2 minutes for a
+                eval_examples=1000),                                       # quarter-FLOPs student on 2 cores
+    "gpu": dict(hint_steps=1000, kd_steps=10000, eval_every=1000, batch_size=64, examples=100000,
+                eval_examples=2000),
+}
+DEFAULT_TRIAL_BUDGET = "cpu"
+
+
 def budget_config(budget: str, **overrides) -> DistillConfig:
     if budget not in BUDGETS:
         raise UserError(f"--budget {budget!r}: unknown; choose one of {', '.join(BUDGETS)}")
@@ -284,7 +311,7 @@ def budget_config(budget: str, **overrides) -> DistillConfig:
 
 @dataclass(frozen=True)
 class TeacherRecipe:
-    """Fine-tuning recipe for the teacher (per task defaults in teacher.py)."""
+    """Fine-tuning recipe for the teacher (per task defaults in core/teacher.py)."""
 
     epochs: float = 1.0            # passes over the train split
     batch_size: int = 32

@@ -42,7 +42,7 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from fastbert_nas.teacher import DEFAULT_BASE, base_path
+    from fastbert_nas.core.teacher import DEFAULT_BASE, base_path
 
     tokenizer = AutoTokenizer.from_pretrained(base_path(DEFAULT_BASE))
     torch.manual_seed(0)
@@ -62,8 +62,8 @@ def cache_tiny_teacher(results: Path, task: str, data_dir: Path, seed: int) -> s
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from fastbert_nas.tasks import TASKS, load_task
-    from fastbert_nas.teacher import DEFAULT_BASE, base_path, weights_fingerprint
+    from fastbert_nas.core.tasks import TASKS, load_task
+    from fastbert_nas.core.teacher import DEFAULT_BASE, base_path, weights_fingerprint
 
     spec = TASKS[task]
     tokenizer = AutoTokenizer.from_pretrained(base_path(DEFAULT_BASE))
@@ -81,13 +81,13 @@ def cache_tiny_teacher(results: Path, task: str, data_dir: Path, seed: int) -> s
 
 @pytest.fixture
 def tiny_teacher(tiny_teacher_dir):
-    """The tiny teacher loaded the way --teacher loads one: a fastbert_nas.teacher.Teacher on CPU."""
+    """The tiny teacher loaded the way --teacher loads one: a fastbert_nas.core.teacher.Teacher on CPU."""
     import numpy as np
     import torch
 
-    from fastbert_nas.tasks import TASKS, Split, TaskData
     from fastbert_nas.config import TeacherRef
-    from fastbert_nas.teacher import get_teacher
+    from fastbert_nas.core.tasks import TASKS, Split, TaskData
+    from fastbert_nas.core.teacher import get_teacher
 
     empty = Split([], np.zeros(0, dtype=np.int64))
     data = TaskData(TASKS["sst2"], empty, empty, empty, source="test")  # only its label count is read
@@ -97,7 +97,7 @@ def tiny_teacher(tiny_teacher_dir):
 @pytest.fixture(scope="session")
 def sst2_data(data_dir):
     """The real SST-2 rows (train/val/dev) from the local data folder."""
-    from fastbert_nas.tasks import TASKS, load_task
+    from fastbert_nas.core.tasks import TASKS, load_task
 
     return load_task(TASKS["sst2"], str(data_dir))
 
@@ -159,14 +159,14 @@ def quick_timings(mp: pytest.MonkeyPatch) -> None:
     """Latency still measured, with short timed runs; the search's per-trial timing too."""
     import functools
 
-    import fastbert_nas.cost as cost
-    import fastbert_nas.onnx_export as onnx_mod
-    import fastbert_nas.study as study_mod
+    import fastbert_nas.core.cost as cost
+    import fastbert_nas.export.onnx as onnx_mod
+    import fastbert_nas.search.objective as objective_mod
 
     mp.setattr(cost, "measure_latency", functools.partial(cost.measure_latency, min_run_time=SHORT_TIMING_S))
     mp.setattr(onnx_mod, "measure_latency", functools.partial(onnx_mod.measure_latency, min_run_time=SHORT_TIMING_S))
     mp.setattr(onnx_mod, "LATENCY_MIN_RUN_S", SHORT_TIMING_S)
-    mp.setattr(study_mod, "TRIAL_LATENCY_RUN_S", SHORT_TIMING_S)
+    mp.setattr(objective_mod, "TRIAL_LATENCY_RUN_S", SHORT_TIMING_S)
     mp.setenv("OMP_NUM_THREADS", "1")
 
 

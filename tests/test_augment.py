@@ -4,12 +4,12 @@ distillation on augmented examples (their hard label is the teacher's prediction
 import numpy as np
 import torch
 
-from fastbert_nas.augment import AUGMENT_MIN_TOKENS, AUGMENTED_LABEL, augment, concat, neighbours, word_ids
 from fastbert_nas.config import StudentArch, budget_config
-from fastbert_nas.distill import LiveTeacher, distill
-from fastbert_nas.pipeline import augmented_examples
-from fastbert_nas.student import build_student
-from fastbert_nas.tasks import Encoded, collate, encode
+from fastbert_nas.core.augment import AUGMENT_MIN_TOKENS, AUGMENTED_LABEL, augment, concat, neighbours, word_ids
+from fastbert_nas.core.distill import LiveTeacher, distill
+from fastbert_nas.core.pipeline import augmented_examples
+from fastbert_nas.core.student import build_student
+from fastbert_nas.core.tasks import Encoded, collate, encode
 
 # A toy vocabulary: specials, words, a word piece, punctuation. Embeddings put the words in two
 # clusters (good-great-fine, bad-awful-poor) so that each one's nearest neighbours are known.

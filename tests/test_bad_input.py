@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastbert_nas.config import BUDGETS, UserError
-from fastbert_nas.space import load_space, sample, space_budget
-from fastbert_nas.tasks import load_task, resolve_task
+from fastbert_nas.core.tasks import load_task, resolve_task
+from fastbert_nas.search.space import load_space, sample, space_budget
 
 # 150 random files per property: enough to reach each check, in a few seconds; no example database in the repo
 FUZZ = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

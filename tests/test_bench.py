@@ -2,7 +2,7 @@
 
 import json
 
-from fastbert_nas.bench import SUMMARY_FILE, write_summary
+from fastbert_nas.bench.common import SUMMARY_FILE, write_summary
 
 
 def test_the_summary_lists_every_report_with_its_machine_and_includes_it(tmp_path):

@@ -1,4 +1,4 @@
-"""`fastbert-nas bench export` (fastbert_nas.bench_export): exports of the smoke study beside their teachers.
+"""`fastbert-nas bench export` (fastbert_nas.bench.export): exports of the smoke study beside their teachers.
 
 The smoke study (conftest.smoke_study_dir: the tiny teacher, the `tiny` space) is exported on the smoke
 budget for SST-2 (the study's task and teacher) and for CoLA (a cached tiny CoLA teacher of other weights);
@@ -17,11 +17,12 @@ import pytest
 import torch
 from conftest import SMOKE_STUDY, assert_user_error, cache_tiny_teacher, invoke, quick_timings
 
-import fastbert_nas.bench_export as bx
-import fastbert_nas.cost as cost
-import fastbert_nas.export as export_mod
-from fastbert_nas.bench import machine
-from fastbert_nas.report import gather
+import fastbert_nas.bench.export as bx
+import fastbert_nas.core.cost as cost
+import fastbert_nas.export.plan as plan_mod
+import fastbert_nas.export.run as export_run
+from fastbert_nas.bench.common import machine
+from fastbert_nas.report.rows import gather
 
 ROUNDS = 2          # timing rounds in the tests (5 by default)
 SMOKE_KD_STEPS = 8  # the smoke budget's KD steps: what the benchmark is told to require
@@ -62,7 +63,7 @@ def bench(tmp_path_factory, smoke_study_dir, data_dir):
 
         mp.setattr(bx, "measure_latency", spy)
         before = bx.export_dir(results, "sst2", 1.0)
-        export_mod.run_export(export_mod.ExportOptions(
+        export_run.run_export(plan_mod.ExportOptions(
             out=before, pick=bx.pick_rule(1.0, shares), study=SMOKE_STUDY, results=results, budget="smoke",
             kd_steps=SMOKE_KD_STEPS, task="sst2", data_dir=str(data_dir), threads=1), log=lambda line: None)
         mtime = (before / "export.json").stat().st_mtime_ns
@@ -89,7 +90,7 @@ def test_bench_export_tabulates_each_export_beside_its_teacher(bench, tiny_teach
         teacher_metric = x["teacher"]["dev"]["metric"]
         assert f["retention"] == (pytest.approx(x["dev"]["metric"] / teacher_metric) if teacher_metric else None)
         assert (f["budget"], f["kd_steps"]) == ("smoke", SMOKE_KD_STEPS)
-        assert export_mod.parse_pick(x["pick"])[:2] == ("flops", f["share_limit"])
+        assert plan_mod.parse_pick(x["pick"])[:2] == ("flops", f["share_limit"])
         assert x["teacher"]["id"] == ("results/teachers/cola" if f["task"] == "cola" else str(tiny_teacher_dir))
         # costs of the models loaded back, as the export measured them
         assert f["params"] == x["costs"]["params"]["total"] and f["flops"] == x["costs"]["flops"]

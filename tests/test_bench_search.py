@@ -1,4 +1,4 @@
-"""The search benchmark (`fastbert-nas bench search`, fastbert_nas.bench_search): the hypervolume-against-steps
+"""The search benchmark (`fastbert-nas bench search`, fastbert_nas.bench.search): the hypervolume-against-steps
 curve of studies built by hand with optuna.create_trial, the goal on plain numbers, and one whole run on the
 tiny setup (tiny random teacher, the `tiny` space, the `smoke` budget, one thread; no PNG: no browser)."""
 
@@ -15,11 +15,12 @@ from conftest import assert_user_error, invoke
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-import fastbert_nas.bench_search as bs
-import fastbert_nas.cli as cli
-import fastbert_nas.plots as plots
-import fastbert_nas.study as study_mod
-from fastbert_nas.space import load_space, sample
+import fastbert_nas.bench.search as bs
+import fastbert_nas.cli.bench as cli_bench
+import fastbert_nas.report.plots as plots
+import fastbert_nas.search.objective as objective_mod
+import fastbert_nas.search.run as search_run
+from fastbert_nas.search.space import load_space, sample
 
 TEACHER_FLOPS = 1e9  # reference point: metric 0, 2e9 FLOPs
 
@@ -104,14 +105,14 @@ def test_the_arms_are_paired_tpe_starts_with_random_searchs_students():
     space = load_space("thin-deep")
     picks = {}
     for kind in ("tpe", "random"):
-        study = optuna.create_study(directions=["maximize", "minimize"], sampler=study_mod.make_sampler(1, 0, 0, kind))
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=search_run.make_sampler(1, 0, 0, kind))
         picks[kind] = []
-        for i in range(study_mod.TPE_STARTUP_TRIALS + 1):
+        for i in range(search_run.TPE_STARTUP_TRIALS + 1):
             trial = study.ask()
             arch, settings = sample(space, trial, 6)
             picks[kind].append((arch, settings))
             study.tell(trial, [0.5 + 0.01 * i, float(i)])
-    n = study_mod.TPE_STARTUP_TRIALS
+    n = search_run.TPE_STARTUP_TRIALS
     assert picks["tpe"][:n] == picks["random"][:n]  # TPE's random startup trials
     assert picks["tpe"][n] != picks["random"][n]
 
@@ -119,7 +120,7 @@ def test_the_arms_are_paired_tpe_starts_with_random_searchs_students():
 @pytest.fixture
 def quick(monkeypatch, restore_threads):
     """Short latency timings, one thread, no browser (HTML only: the PNG export is tested in test_report)."""
-    monkeypatch.setattr(study_mod, "TRIAL_LATENCY_RUN_S", 0.05)
+    monkeypatch.setattr(objective_mod, "TRIAL_LATENCY_RUN_S", 0.05)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setattr(plots, "find_browser", lambda: None)
 
@@ -195,6 +196,6 @@ def test_bench_search_bad_options_and_cli_defaults(tmp_path):
     assert_user_error(invoke("bench", "search", "--seeds", 0, "--results", tmp_path), "--seeds 0")
     assert_user_error(invoke("bench", "search", "--jobs", 0, "--results", tmp_path), "--jobs 0")
     assert not any(tmp_path.iterdir())
-    defaults = {k: p.default for k, p in inspect.signature(cli.bench_search).parameters.items()}
+    defaults = {k: p.default for k, p in inspect.signature(cli_bench.bench_search).parameters.items()}
     assert (defaults["trials"], defaults["seeds"], defaults["setting"]) == \
            (bs.DEFAULT_TRIALS, bs.DEFAULT_SEEDS, bs.DEFAULT_SETTING)

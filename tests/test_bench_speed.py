@@ -9,10 +9,10 @@ from conftest import invoke
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertForSequenceClassification
 
-from fastbert_nas import bench_speed
-from fastbert_nas.bench_speed import TRAIN_FLOPS_FACTOR, step_flops
+from fastbert_nas.bench import speed as bench_speed
+from fastbert_nas.bench.speed import TRAIN_FLOPS_FACTOR, step_flops
 from fastbert_nas.config import StudentArch
-from fastbert_nas.cost import analytic_flops
+from fastbert_nas.core.cost import analytic_flops
 
 STUDENT = StudentArch.parse("L2-H32-A4-I64", "1:1,2:3")
 TEACHER = StudentArch(3, 48, 4, 96)     # the tiny teacher's shape
@@ -107,7 +107,7 @@ def test_bad_options_are_one_line(data_dir, tiny_teacher_dir, tmp_path, option, 
 def test_the_command_defaults_are_the_modules_constants():
     import inspect
 
-    from fastbert_nas.cli import bench_speed as command
+    from fastbert_nas.cli.bench import bench_speed as command
 
     defaults = {k: p.default for k, p in inspect.signature(command).parameters.items()}
     assert (defaults["repeats"], defaults["warmup_steps"], defaults["steps"], defaults["profile_steps"],

@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import assert_user_error, invoke
 
-import fastbert_nas.cost as cost
+import fastbert_nas.core.cost as cost
 
 ARCH = "L2-H32-A4-I64"
 
@@ -36,7 +36,10 @@ def test_distill_smoke_writes_the_report(data_dir, tiny_teacher_dir, tmp_path, f
     assert f"written to {path}" in r.output
     report = json.loads(path.read_text())
     assert report["name"] == ARCH and report["hints"] == "1:1,2:3" and report["budget"] == "smoke"
-    assert 0 <= report["dev"]["metric"] <= 1 and 0 <= report["val"]["metric"] <= 1
+    dev_rows = len((data_dir / "SST-2" / "dev.tsv").read_text().splitlines()) - 1  # its header
+    eval_rows = report["config"]["eval_examples"]                                   # validation rows scored
+    assert report["dev"]["metric"] * dev_rows == pytest.approx(round(report["dev"]["metric"] * dev_rows))
+    assert report["val"]["metric"] * eval_rows == pytest.approx(round(report["val"]["metric"] * eval_rows))
     assert report["retention"] == pytest.approx(report["dev"]["metric"] / report["teacher"]["dev"]["metric"])
     costs = report["costs"]
     assert costs["params"]["total"] > 0 and costs["flops"] > 0
@@ -96,3 +99,21 @@ def test_teacher_with_the_wrong_label_count(tmp_path, tiny_teacher_dir, restore_
     (task / "dev.tsv").write_text(rows)
     r = invoke(*distill_args(None, tiny_teacher_dir, tmp_path, **{"--task": task}))
     assert_user_error(r, "has 2 labels", "has 3")
+
+
+def test_storage_can_come_from_the_environment(tmp_path):
+    """--storage's default is $FASTBERT_NAS_STORAGE: a database password need not be on the command line."""
+    from typer.testing import CliRunner
+
+    from fastbert_nas.cli import app
+
+    missing = tmp_path / "elsewhere.db"
+    r = CliRunner().invoke(app, ["show", "--results", str(tmp_path)], env={"FASTBERT_NAS_STORAGE": f"sqlite:///{missing}"})
+    assert_user_error(r, f"--storage sqlite:///{missing}", "not found")
+
+
+def test_debug_shows_the_traceback_behind_the_error_line(tmp_path):
+    r = invoke("--debug", "show", "--results", tmp_path)
+    assert r.exit_code == 2 and "Traceback" in r.output, r.output
+    assert r.output.strip().splitlines()[-1].startswith("error: no study database"), r.output
+    assert_user_error(invoke("show", "--results", tmp_path), "no study database")  # the next run: one line again

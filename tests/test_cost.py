@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from fastbert_nas import cost
 from fastbert_nas.config import StudentArch
-from fastbert_nas.cost import analytic_flops, cost_summary, count_flops, count_params, measure_latency
+from fastbert_nas.core import cost
+from fastbert_nas.core.cost import analytic_flops, cost_summary, count_flops, count_params, measure_latency
 
 VOCAB = 100      # tokens in the toy vocabulary
 MAX_POS = 64     # position embeddings

@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-import fastbert_nas.distill as distill_mod
-import fastbert_nas.training as training
+import fastbert_nas.core.distill as distill_mod
+import fastbert_nas.core.training as training
 from fastbert_nas.config import StudentArch, budget_config
-from fastbert_nas.distill import CachedTeacher, LiveTeacher, distill, hint_loss, kd_loss, truncated
-from fastbert_nas.student import build_student
-from fastbert_nas.tasks import collate, encode
-from fastbert_nas.teacher import teacher_outputs
-from fastbert_nas.training import learning_rate
+from fastbert_nas.core.distill import CachedTeacher, LiveTeacher, distill, hint_loss, kd_loss, truncated
+from fastbert_nas.core.student import build_student
+from fastbert_nas.core.tasks import collate, encode
+from fastbert_nas.core.teacher import teacher_outputs
+from fastbert_nas.core.training import learning_rate
 
 CPU = torch.device("cpu")
 ROWS = 64        # real SST-2 rows distilled on in the end-to-end runs

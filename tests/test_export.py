@@ -20,13 +20,15 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 from transformers import pipeline as hf_pipeline
 
-import fastbert_nas.cost as cost
-import fastbert_nas.export as export_mod
-import fastbert_nas.onnx_export as onnx_mod
+import fastbert_nas.core.cost as cost
+import fastbert_nas.export.checkpoint as checkpoint_mod
+import fastbert_nas.export.onnx as onnx_mod
+import fastbert_nas.export.plan as plan_mod
+import fastbert_nas.export.run as export_run
 from fastbert_nas.config import BUDGETS, UserError
-from fastbert_nas.report import REMEASURED, gather
-from fastbert_nas.tasks import TASKS, encode, load_task
-from fastbert_nas.training import evaluate
+from fastbert_nas.core.tasks import TASKS, encode, load_task
+from fastbert_nas.core.training import evaluate
+from fastbert_nas.report.rows import REMEASURED, gather
 
 STUDY = SMOKE_STUDY
 TRIAL = 0
@@ -52,20 +54,20 @@ def export_args(data_dir, results, out, *extra, **over) -> list[str]:
     return ["export", *[str(x) for k, v in opts.items() if v is not None for x in (k, v)], *extra]
 
 
-def options(data_dir, results, out, **over) -> export_mod.ExportOptions:
+def options(data_dir, results, out, **over) -> plan_mod.ExportOptions:
     """The library's options for what export_args gives the command line."""
-    return export_mod.ExportOptions(out=out, trial=TRIAL, results=results, budget="smoke", data_dir=str(data_dir),
+    return plan_mod.ExportOptions(out=out, trial=TRIAL, results=results, budget="smoke", data_dir=str(data_dir),
                                     threads=1, checkpoint_every=EVERY, **over)
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, study_dir, data_dir) -> export_mod.Exported:
+def exported(tmp_path_factory, study_dir, data_dir) -> export_run.Exported:
     """Trial TRIAL exported without interruption (the in-memory student and the folder)."""
     out = tmp_path_factory.mktemp("exported") / "model"
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         quick_timings(mp)
-        result = export_mod.run_export(options(data_dir, study_dir, out), log=lambda line: None)
+        result = export_run.run_export(options(data_dir, study_dir, out), log=lambda line: None)
     torch.set_num_threads(threads)
     return result
 
@@ -84,7 +86,7 @@ def test_export_round_trips_through_from_pretrained_and_pipeline(exported, study
     out, report = exported.path, exported.report
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
             "export.json"} <= {p.name for p in out.iterdir()}
-    assert not (out / export_mod.CHECKPOINT_DIR).exists()  # removed once the folder is complete
+    assert not (out / checkpoint_mod.CHECKPOINT_DIR).exists()  # removed once the folder is complete
 
     tokenizer = AutoTokenizer.from_pretrained(out)
     loaded = AutoModelForSequenceClassification.from_pretrained(out)
@@ -177,7 +179,7 @@ def test_an_onnx_file_that_differs_fails_loudly(tiny_teacher_dir, sst2_data, tmp
 def test_an_interrupted_export_resumes_from_its_checkpoint(study_dir, data_dir, tmp_path, monkeypatch, exported,
                                                           stop_after):
     out = tmp_path / "model"
-    save = export_mod.FileCheckpoint.save
+    save = checkpoint_mod.FileCheckpoint.save
 
     def save_then_stop(self, state):
         save(self, state)
@@ -185,7 +187,7 @@ def test_an_interrupted_export_resumes_from_its_checkpoint(study_dir, data_dir, 
             raise KeyboardInterrupt
 
     with monkeypatch.context() as mp:
-        mp.setattr(export_mod.FileCheckpoint, "save", save_then_stop)
+        mp.setattr(checkpoint_mod.FileCheckpoint, "save", save_then_stop)
         r = invoke(*export_args(data_dir, study_dir, out))
     assert r.exit_code == 130, r.output
     assert "interrupted: run the same command to resume" in r.output
@@ -210,7 +212,7 @@ def test_an_interrupted_export_resumes_from_its_checkpoint(study_dir, data_dir, 
 
 
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
-    ckpt = export_mod.FileCheckpoint(tmp_path / ".checkpoint", every=1, log=lambda line: None)
+    ckpt = checkpoint_mod.FileCheckpoint(tmp_path / ".checkpoint", every=1, log=lambda line: None)
     ckpt.claim({"trial": 1, "config": {"kd_steps": 8, "lr": 0.1}})
     ckpt.check({"trial": 1, "config": {"kd_steps": 8, "lr": 0.1}})  # the same export: fine
     with pytest.raises(UserError, match=r"config\.kd_steps: 8 -> 80.*remove .*\.checkpoint"):
@@ -227,14 +229,14 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
 def test_the_plan_is_the_trials_student_on_the_full_budget(study_dir, data_dir, tmp_path):
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{study_dir}/{STUDY}.db")
     trial = study.trials[TRIAL]
-    plan = export_mod.export_plan(study, trial, export_mod.ExportOptions(out=tmp_path, trial=TRIAL))
+    plan = plan_mod.export_plan(study, trial, plan_mod.ExportOptions(out=tmp_path, trial=TRIAL))
     cfg, recorded = plan.cfg, trial.user_attrs["config"]
     assert plan.arch.to_dict() == trial.user_attrs["arch"] and plan.env.task == "sst2"
     assert plan.env.teacher.given == study.user_attrs["teacher_id"]  # the study's --teacher
     assert {k: getattr(cfg, k) for k in BUDGETS["full"]} == BUDGETS["full"]
     for key in ("lr", "temperature", "kd_alpha", "hint_weight", "init", "seed"):  # the trial's settings
         assert getattr(cfg, key) == recorded[key], key
-    overridden = export_mod.export_plan(study, trial, export_mod.ExportOptions(
+    overridden = plan_mod.export_plan(study, trial, plan_mod.ExportOptions(
         out=tmp_path, trial=TRIAL, kd_steps=100, hint_steps=0, examples=500))
     assert (overridden.cfg.kd_steps, overridden.cfg.hint_steps, overridden.cfg.examples) == (100, 0, 500)
 
@@ -244,8 +246,8 @@ def test_export_for_another_task_distills_from_that_tasks_teacher(study_dir, dat
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{study_dir}/{STUDY}.db")
     trial, studied = study.trials[TRIAL], study.user_attrs["teacher_id"]  # the study's: the tiny teacher's folder
 
-    def plan(**over) -> export_mod.Plan:
-        return export_mod.export_plan(study, trial, export_mod.ExportOptions(out=tmp_path, trial=TRIAL, **over))
+    def plan(**over) -> plan_mod.Plan:
+        return plan_mod.export_plan(study, trial, plan_mod.ExportOptions(out=tmp_path, trial=TRIAL, **over))
 
     assert plan().env.teacher.given == studied and plan(task="sst2").env.teacher.given == studied
     cola = plan(task="cola")
@@ -274,7 +276,7 @@ def test_export_for_another_task_distills_from_that_tasks_teacher(study_dir, dat
 def test_same_task_knows_a_folder_however_spelled(tmp_path, monkeypatch):
     (tmp_path / "reviews").mkdir()
     monkeypatch.chdir(tmp_path)
-    same = export_mod.same_task
+    same = plan_mod.same_task
     assert same("sst2", "sst2") and not same("cola", "sst2") and not same("sst2", None)
     assert same("reviews", str(tmp_path / "reviews")) and same("./reviews/", "reviews")
     assert not same("reviews", str(tmp_path)) and not same("sst2", "reviews")
@@ -285,7 +287,7 @@ def test_same_task_knows_a_folder_however_spelled(tmp_path, monkeypatch):
     study.set_user_attr("teacher_id", "my/reviews-teacher")
     arch = {"layers": 2, "hidden": 32, "heads": 4, "ffn": 64, "hints": [[2, 3]]}
     study.add_trial(create_trial(values=[0.8, 100], user_attrs={"arch": arch, "config": {}}))
-    plan = export_mod.export_plan(study, study.trials[0], export_mod.ExportOptions(out=tmp_path, trial=0,
+    plan = plan_mod.export_plan(study, study.trials[0], plan_mod.ExportOptions(out=tmp_path, trial=0,
                                                                                     task="./reviews"))
     assert plan.env.teacher.given == "my/reviews-teacher"
 
@@ -307,7 +309,7 @@ def picks_study(results, remeasured: dict | None = None) -> optuna.Study:
 
 def pick(study, rule: str, results) -> int:
     data = gather(study, results)
-    return export_mod.pick_row(data.rows, data.teacher, *export_mod.parse_pick(rule))["trial"]
+    return plan_mod.pick_row(data.rows, data.teacher, *plan_mod.parse_pick(rule))["trial"]
 
 
 def test_pick_takes_the_best_completed_student_within_the_share(tmp_path):
@@ -319,19 +321,19 @@ def test_pick_takes_the_best_completed_student_within_the_share(tmp_path):
     assert pick(study, "latency<=2.5e-1", tmp_path) == 0
     with pytest.raises(UserError, match=r"at most 10.0% of the teacher's FLOPs; the cheapest has 20.0%"):
         pick(study, "flops<=0.1", tmp_path)
-    by_pick = export_mod.ExportOptions(out=tmp_path, pick="flops<=0.25", results=tmp_path)
-    assert export_mod.chosen_trial(study, by_pick).number == 3
+    by_pick = plan_mod.ExportOptions(out=tmp_path, pick="flops<=0.25", results=tmp_path)
+    assert plan_mod.chosen_trial(study, by_pick).number == 3
     with pytest.raises(UserError, match=r"trial 4 of study 'picks' \(PRUNED\) recorded no student"):
-        export_mod.chosen_trial(study, export_mod.ExportOptions(out=tmp_path, trial=4, results=tmp_path))
+        plan_mod.chosen_trial(study, plan_mod.ExportOptions(out=tmp_path, trial=4, results=tmp_path))
     assert pick(study, "0.2<flops<=0.25", tmp_path) == 3  # a band: more than 20%, at most 25%
     assert pick(study, "0.241<flops<=1", tmp_path) == 2
     with pytest.raises(UserError, match=r"no completed student has more than 25.0% and at most 30.0%"):
         pick(study, "0.25<flops<=0.3", tmp_path)
-    assert export_mod.parse_pick(" 0.10 < flops <= 0.25") == ("flops", 0.25, 0.1)
-    assert export_mod.pick_text(*export_mod.parse_pick("0.10<flops<=0.250")) == "0.1<flops<=0.25"
+    assert plan_mod.parse_pick(" 0.10 < flops <= 0.25") == ("flops", 0.25, 0.1)
+    assert plan_mod.pick_text(*plan_mod.parse_pick("0.10<flops<=0.250")) == "0.1<flops<=0.25"
     for bad in ("flops<0.25", "params<=0.5", "flops<=0", "flops<=x", "", "0.3<flops<=0.25", "0.1<flops<0.25"):
         with pytest.raises(UserError, match=r"expected \[LOW<\]COST<=SHARE"):
-            export_mod.parse_pick(bad)
+            plan_mod.parse_pick(bad)
 
 
 def test_pick_uses_re_measured_latencies_beside_the_teachers(tmp_path):
@@ -374,6 +376,6 @@ def test_an_out_folder_holding_something_else_is_refused(study_dir, data_dir, tm
 
 
 def test_command_line_names_what_differs_from_the_defaults(tmp_path):
-    opts = export_mod.ExportOptions(out=tmp_path / "a b", pick="flops<=0.25", onnx=True, kd_steps=100)
-    assert export_mod.command_line(opts) == (f"fastbert-nas export --out '{tmp_path}/a b' --pick 'flops<=0.25' "
+    opts = plan_mod.ExportOptions(out=tmp_path / "a b", pick="flops<=0.25", onnx=True, kd_steps=100)
+    assert plan_mod.command_line(opts) == (f"fastbert-nas export --out '{tmp_path}/a b' --pick 'flops<=0.25' "
                                              "--kd-steps 100 --onnx")

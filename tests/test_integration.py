@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fastbert_nas.cli import app
-from fastbert_nas.tasks import VAL_FRACTION
+from fastbert_nas.core.tasks import VAL_FRACTION
 
 TRAIN_ROWS, DEV_ROWS = 400, 120  # a few hundred real SST-2 rows: minutes, not hours
 

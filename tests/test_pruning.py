@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from fastbert_nas.pruning import PRUNE_MARGIN, PRUNE_WARMUP_TRIALS, hypervolume_2d, metric_by, should_prune
+from fastbert_nas.search.pruning import PRUNE_MARGIN, PRUNE_WARMUP_TRIALS, hypervolume_2d, metric_by, should_prune
 
 # Five finished trials: (cost, {checkpoint: metric})
 FINISHED = [
@@ -156,7 +156,7 @@ def test_pure_modules_import_neither_torch_nor_optuna():
     import subprocess
     import sys
 
-    code = ("import sys, fastbert_nas.pruning, fastbert_nas.space; "
+    code = ("import sys, fastbert_nas.search.pruning, fastbert_nas.search.space; "
             "print(sorted({'torch', 'optuna'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Plots and reports (report.py, plots.py, remeasure.py, fasttext_ref.py) on studies built by hand
+"""Plots and reports (report/: rows.py, plots.py, remeasure.py, fasttext.py) on studies built by hand
 with optuna.create_trial: no training. The figures are checked point by point; the HTML is opened
 in headless Chromium and the PNGs read back (marked slow: they start a browser)."""
 
@@ -18,12 +18,14 @@ from optuna.trial import TrialState, create_trial
 from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
-import fastbert_nas.remeasure as remeasure_mod
-from fastbert_nas import fasttext_ref, plots, report
+import fastbert_nas.report.remeasure as remeasure_mod
 from fastbert_nas.cli import app
 from fastbert_nas.config import StudentArch
-from fastbert_nas.cost import measure_latency
-from fastbert_nas.pruning import hypervolume_2d
+from fastbert_nas.core.cost import measure_latency
+from fastbert_nas.report import fasttext as fasttext_ref
+from fastbert_nas.report import plots
+from fastbert_nas.report import rows as report
+from fastbert_nas.search.pruning import hypervolume_2d
 
 TEACHER_FLOPS = 2.7e9
 TEACHER_VAL = 0.9
@@ -346,11 +348,11 @@ def test_a_real_search_is_plotted_remeasured_and_shown(data_dir, tiny_teacher_di
     teacher's validation metric and latency at creation, and the re-measured figures are plotted."""
     import torch
 
-    import fastbert_nas.study as study_mod
-    from fastbert_nas.tasks import encode_for
-    from fastbert_nas.training import evaluate
+    import fastbert_nas.search.objective as objective_mod
+    from fastbert_nas.core.tasks import encode_for
+    from fastbert_nas.core.training import evaluate
 
-    monkeypatch.setattr(study_mod, "TRIAL_LATENCY_RUN_S", 0.05)
+    monkeypatch.setattr(objective_mod, "TRIAL_LATENCY_RUN_S", 0.05)
     monkeypatch.setattr(remeasure_mod, "measure_latency", functools.partial(measure_latency, min_run_time=0.05))
     r = invoke("search", "--task", "sst2", "--space", "tiny", "--budget", "smoke", "--data-dir", data_dir,
                "--teacher", tiny_teacher_dir, "--results", tmp_path, "--threads", 1, "--trials", 3)

@@ -53,7 +53,7 @@ def base_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from fastbert_nas.teacher import DEFAULT_BASE, base_path
+    from fastbert_nas.core.teacher import DEFAULT_BASE, base_path
 
     tokenizer = AutoTokenizer.from_pretrained(base_path(DEFAULT_BASE))
     torch.manual_seed(0)
@@ -120,8 +120,9 @@ def test_resume_export_and_remeasure_read_the_study_and_keep_its_teacher(made, t
     assert report["max_len"] == MAX_LEN and report["env"]["teacher"]["base"] == str(base_dir)
     assert report["labels"] == LABELS
 
-    r = invoke("plot", "--study", f"{TASK_NAME}-tiny", "--results", results, "--remeasure", "--no-fasttext")
+    r = invoke("plot", "--study", f"{TASK_NAME}-tiny", "--results", results, "--remeasure")
     assert r.exit_code == 0, r.output
+    assert list((results / "fasttext").glob(f"{TASK_NAME}-*.json"))  # the custom task found by its recorded folder
     assert tree_digest(*teacher) == digest  # never re-trained, never rewritten
 
     # the exported 6-class model loads as it is and answers with the data's own labels

@@ -21,7 +21,8 @@ import pytest
 from conftest import assert_each_student_run_once, cli_command, search_args
 from optuna.trial import TrialState
 
-from fastbert_nas.study import HEARTBEAT_ENV, trials_used
+from fastbert_nas.search.storage import HEARTBEAT_ENV
+from fastbert_nas.search.trials import trials_used
 
 WORKERS = 2
 TRIALS = 2 * 50            # the study's --trials, shared by the workers

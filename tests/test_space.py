@@ -9,9 +9,18 @@ import optuna
 import pytest
 import yaml
 
-from fastbert_nas.config import BUDGETS, StudentArch, UserError
-from fastbert_nas.space import (DEFAULT_SPACE, fixed_params, heads_param, hint_student_layers,
-                                load_space, sample, shipped_spaces, space_budget, spaces_dir)
+from fastbert_nas.config import TRIAL_BUDGETS, StudentArch, UserError
+from fastbert_nas.search.space import (
+    DEFAULT_SPACE,
+    fixed_params,
+    heads_param,
+    hint_student_layers,
+    load_space,
+    sample,
+    shipped_spaces,
+    space_budget,
+    spaces_dir,
+)
 
 TEACHER_LAYERS = 6  # the default teacher, MiniLM-L6
 SHIPPED = ("thin-deep", "shallow-wide", "tiny", "compact")
@@ -106,7 +115,7 @@ BROKEN = [  # (key to edit, new value (None = delete), key named in the message,
     ("init", ["teacher", "pretrained"], "init[1]", "choose among"),
     ("layers.max", None, "layers.max", "missing"),
     ("lr", None, "lr", "missing"),
-    ("budget.huge", {"kd_steps": 10}, "budget.huge", "unknown budget preset"),
+    ("budget.huge", {"kd_steps": 10}, "budget.huge", "unknown trial budget; choose among smoke, cpu, gpu"),
     ("budget.smoke.kd_steps", 0, "budget.smoke.kd_steps", "must be > 0"),
     ("budget.smoke.eval_every", 8, "budget.smoke.eval_every", "exceeds kd_steps"),
 ]
@@ -146,8 +155,8 @@ def test_budget_layers_config_space_overrides():
     tiny = load_space("tiny")
     cfg = space_budget(tiny, "smoke")
     assert (cfg.hint_steps, cfg.kd_steps, cfg.eval_every) == (2, 4, 2)   # the space's smoke section
-    cfg = space_budget(tiny, "small")                                    # no section: config.BUDGETS
-    assert cfg.kd_steps == BUDGETS["small"]["kd_steps"]
+    cfg = space_budget(tiny, "cpu")                                      # no section: config.TRIAL_BUDGETS
+    assert cfg.kd_steps == TRIAL_BUDGETS["cpu"]["kd_steps"] and cfg.augment == 0
     cfg = space_budget(tiny, "smoke", kd_steps=6, examples=None)         # None = not given
     assert (cfg.kd_steps, cfg.examples) == (6, 16)
     with pytest.raises(UserError, match="--budget 'huge'"):

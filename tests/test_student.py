@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from fastbert_nas.config import StudentArch, UserError
-from fastbert_nas.student import build_student, importance, layer_sources, top_k
-from fastbert_nas.tasks import collate, encode
+from fastbert_nas.core.student import build_student, importance, layer_sources, top_k
+from fastbert_nas.core.tasks import collate, encode
 
 TEACHER_LAYERS = 3   # the tiny teacher: L3-H48-A4-I96
 MAX_LEN = 64
@@ -155,12 +155,12 @@ def test_build_student_validates_the_arch(tiny_teacher):
 def test_init_student_scores_the_teacher_once_per_context(tiny_teacher, sst2_data, monkeypatch):
     """Teacher init of many students (a search worker's trials) runs the calibration forward pass once;
     each student is the one build_student makes from the calibration batch itself."""
-    from fastbert_nas import pipeline
-    from fastbert_nas.config import budget_config
+    from fastbert_nas.config import RunEnv, budget_config
+    from fastbert_nas.core import pipeline
 
     train = encode(sst2_data.train.subset(np.arange(200)), tiny_teacher.tokenizer, MAX_LEN)
-    ctx = pipeline.Context(sst2_data.spec, sst2_data, torch.device("cpu"), 1, tiny_teacher, "tiny", train, train,
-                           None, 0.0, None)
+    ctx = pipeline.Context(RunEnv("sst2"), sst2_data.spec, sst2_data, torch.device("cpu"), 1, tiny_teacher, "tiny",
+                           train, train, None, 0.0, None)
     calls = []
     monkeypatch.setattr(pipeline, "importance", lambda *a: calls.append(1) or importance(*a))
     cfg = budget_config("smoke", seed=3)

@@ -1,4 +1,4 @@
-"""The search (`fastbert-nas search`, fastbert_nas.study): create, resume, refuse, reject, prune, survive a kill.
+"""The search (`fastbert-nas search`, fastbert_nas.search): create, resume, refuse, reject, prune, survive a kill.
 
 Tiny random teacher, the `tiny` space, the `smoke` budget, SQLite in tmp_path (or a throwaway PostgreSQL
 server: the postgres_url fixture), one thread.
@@ -26,12 +26,17 @@ from conftest import assert_each_student_run_once, assert_user_error, cli_comman
 from optuna.trial import TrialState, create_trial
 from transformers import BertConfig
 
-import fastbert_nas.distill as distill_mod
-import fastbert_nas.pipeline as pipeline
-import fastbert_nas.study as study_mod
+import fastbert_nas.core.distill as distill_mod
+import fastbert_nas.core.pipeline as pipeline
+import fastbert_nas.search.baselines as baselines_mod
+import fastbert_nas.search.objective as objective_mod
+import fastbert_nas.search.options as options_mod
+import fastbert_nas.search.run as search_run
+import fastbert_nas.search.storage as storage_mod
+import fastbert_nas.search.trials as trials_mod
 from fastbert_nas.config import DistillConfig, RunEnv, UserError
-from fastbert_nas.pruning import PRUNE_MARGIN
-from fastbert_nas.space import load_space
+from fastbert_nas.search.pruning import PRUNE_MARGIN
+from fastbert_nas.search.space import load_space
 
 STUDY = "sst2-tiny"  # the default name: <task>-<space>
 ATTRS = {"arch", "name", "hints", "config", "budget", "seed", "teacher_id", "teacher_fingerprint", "device",
@@ -42,7 +47,7 @@ ATTRS = {"arch", "name", "hints", "config", "budget", "seed", "teacher_id", "tea
 @pytest.fixture(autouse=True)
 def quick(monkeypatch, restore_threads):
     """Short latency timings, one thread."""
-    monkeypatch.setattr(study_mod, "TRIAL_LATENCY_RUN_S", 0.05)
+    monkeypatch.setattr(objective_mod, "TRIAL_LATENCY_RUN_S", 0.05)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
@@ -114,17 +119,17 @@ def test_the_sampler_is_recorded_and_another_is_refused_on_reopen(data_dir, tiny
     assert_user_error(invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 2})),
                       "created with --sampler random", "this run asks for --sampler tpe", "--study NEW_NAME")
     assert len(load(tmp_path).get_trials()) == 1
-    assert isinstance(study_mod.make_sampler(0, 0, 0, "random"), optuna.samplers.RandomSampler)
-    assert isinstance(study_mod.make_sampler(0, 0, 0), optuna.samplers.TPESampler)
+    assert isinstance(search_run.make_sampler(0, 0, 0, "random"), optuna.samplers.RandomSampler)
+    assert isinstance(search_run.make_sampler(0, 0, 0), optuna.samplers.TPESampler)
 
 
 def test_a_study_made_before_the_sampler_option_resumes_as_tpe():
-    tpe = study_mod.Search.from_options(study_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", budget="smoke"))
+    tpe = options_mod.Search.from_options(options_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", budget="smoke"))
     old = {k: v for k, v in tpe.study_attrs().items() if k != "sampler"}
-    study_mod.check_compatible(tpe, old)
-    random = study_mod.Search.from_options(study_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", sampler="random"))
+    search_run.check_compatible(tpe, old)
+    random = options_mod.Search.from_options(options_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", sampler="random"))
     with pytest.raises(UserError, match="created with --sampler tpe; this run asks for --sampler random"):
-        study_mod.check_compatible(random, old)
+        search_run.check_compatible(random, old)
 
 
 @pytest.mark.parametrize("over, fragments", [
@@ -161,8 +166,8 @@ def test_enqueued_students_run_first_with_the_default_recipe(data_dir, tiny_teac
     recipe = DistillConfig()
     for t in trials:
         assert t.user_attrs["enqueued"] is True and t.state == TrialState.COMPLETE
-        assert {k: t.params[k] for k in study_mod.ENQUEUE_SETTINGS} == {
-            k: getattr(recipe, k) for k in study_mod.ENQUEUE_SETTINGS}
+        assert {k: t.params[k] for k in baselines_mod.ENQUEUE_SETTINGS} == {
+            k: getattr(recipe, k) for k in baselines_mod.ENQUEUE_SETTINGS}
 
     r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, *queue, **{"--trials": 3}))
     assert r.exit_code == 0, r.output
@@ -177,12 +182,12 @@ def test_enqueued_students_run_first_with_the_default_recipe(data_dir, tiny_teac
 
 
 def test_parse_objectives_and_limits():
-    assert study_mod.parse_objectives("metric,flops,latency") == ("metric", "flops", "latency")
-    assert study_mod.parse_objectives("metric") == ("metric",)
+    assert options_mod.parse_objectives("metric,flops,latency") == ("metric", "flops", "latency")
+    assert options_mod.parse_objectives("metric") == ("metric",)
     for bad in ("", "metric,", "metric,flops,latency,params", "metric,speed"):
         with pytest.raises(UserError):
-            study_mod.parse_objectives(bad)
-    limits = study_mod.Limits(flops=100, latency=2.0)
+            options_mod.parse_objectives(bad)
+    limits = options_mod.Limits(flops=100, latency=2.0)
     costs = {"flops": 150, "params": 10, "latency": 1.0}
     assert limits.excess(costs) == {"max_flops": pytest.approx(0.5), "max_latency": pytest.approx(-0.5)}
     assert limits.violated(costs) == "FLOPs 150 > --max-flops 100"
@@ -236,15 +241,15 @@ FINISHED = [({"flops": 10.0, "latency": 5.0, "params": 1.0}, {"100": 0.80, "200"
 def test_pareto_reason_compares_with_cheaper_finished_trials():
     costs = {"flops": 20.0, "latency": 10.0, "params": 1.0}
     kw = dict(finished=FINISHED, warmup=1)
-    assert "below 0.8000" in study_mod.pareto_reason(100, 0.70, costs, ("flops",), **kw)
-    assert study_mod.pareto_reason(100, 0.80 - PRUNE_MARGIN / 2, costs, ("flops",), **kw) is None  # within margin
-    assert study_mod.pareto_reason(100, 0.70, {**costs, "flops": 5.0}, ("flops",), **kw) is None  # nothing cheaper
-    assert study_mod.pareto_reason(100, 0.70, costs, ("flops",), finished=FINISHED, warmup=3) is None  # warm-up
+    assert "below 0.8000" in objective_mod.pareto_reason(100, 0.70, costs, ("flops",), **kw)
+    assert objective_mod.pareto_reason(100, 0.80 - PRUNE_MARGIN / 2, costs, ("flops",), **kw) is None  # within margin
+    assert objective_mod.pareto_reason(100, 0.70, {**costs, "flops": 5.0}, ("flops",), **kw) is None  # nothing cheaper
+    assert objective_mod.pareto_reason(100, 0.70, costs, ("flops",), finished=FINISHED, warmup=3) is None  # warm-up
     # three objectives: the cheaper-FLOPs trial is costlier in latency here, so it is no bar
-    assert study_mod.pareto_reason(100, 0.70, {**costs, "latency": 2.0}, ("flops", "latency"), **kw) is None
-    assert study_mod.pareto_reason(100, 0.70, costs, ("flops", "latency"), **kw) is not None
+    assert objective_mod.pareto_reason(100, 0.70, {**costs, "latency": 2.0}, ("flops", "latency"), **kw) is None
+    assert objective_mod.pareto_reason(100, 0.70, costs, ("flops", "latency"), **kw) is not None
     # latency as the cost: the costly-FLOPs trial is the fastest, and sets the bar
-    assert "below 0.9000" in study_mod.pareto_reason(100, 0.85, costs, ("latency",), **kw)
+    assert "below 0.9000" in objective_mod.pareto_reason(100, 0.85, costs, ("latency",), **kw)
 
 
 class FakeTrial:
@@ -257,13 +262,13 @@ class FakeTrial:
 
 def test_checkpoints_record_the_curve_and_stop_a_hopeless_trial():
     trial = FakeTrial()
-    check = study_mod.Checkpoints(trial, "pareto", {"flops": 20.0, "latency": 1.0, "params": 1.0}, ("flops",),
+    check = objective_mod.Checkpoints(trial, "pareto", {"flops": 20.0, "latency": 1.0, "params": 1.0}, ("flops",),
                                   warmup=1, finished=lambda: FINISHED)
     assert check(100, {"metric": 0.79}) is False and check.reason is None
     assert trial.user_attrs["curve"] == {"100": 0.79}
     assert check(200, {"metric": 0.70}) is True and "pruned at step 200" in check.reason
     assert trial.user_attrs["curve"] == {"100": 0.79, "200": 0.70}
-    off = study_mod.Checkpoints(FakeTrial(), "none", {"flops": 20.0}, ("flops",), 0, lambda: FINISHED)
+    off = objective_mod.Checkpoints(FakeTrial(), "none", {"flops": 20.0}, ("flops",), 0, lambda: FINISHED)
     assert off(100, {"metric": 0.0}) is False
 
 
@@ -292,7 +297,7 @@ def test_pareto_pruning_prunes_a_trial_in_a_study(data_dir, tiny_teacher_dir, tm
 def test_baselines_for_the_default_teacher():
     """MiniLM-L6-H384 (12 heads, FFN 1536) in the shipped spaces; what a space cannot hold is a note."""
     teacher = BertConfig(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536)
-    queued, notes = study_mod.baseline_params(load_space("thin-deep"), teacher)
+    queued, notes = baselines_mod.baseline_params(load_space("thin-deep"), teacher)
     assert notes == ["baseline DistilBERT-like skipped: space 'thin-deep' cannot represent it "
                      "(3 layers, the space allows 4-12)"]
     assert {name: (arch.name, arch.hints_str) for name, arch, _ in queued} == {
@@ -301,7 +306,7 @@ def test_baselines_for_the_default_teacher():
         "teacher-depth-half-width": ("L6-H192-A12-I768", "1:1,3:3,4:4,6:6")}
     assert all(p["init"] == "teacher" for _, _, p in queued)
 
-    queued, notes = study_mod.baseline_params(load_space("shallow-wide"), teacher)
+    queued, notes = baselines_mod.baseline_params(load_space("shallow-wide"), teacher)
     assert {name: arch.name for name, arch, _ in queued} == {"DistilBERT-like": "L3-H384-A12-I1536",
                                                              "TinyBERT-4-like": "L4-H256-A8-I1024"}
     assert [n.split(" skipped")[0] for n in notes] == ["baseline MobileBERT-like", "baseline teacher-depth-half-width"]
@@ -335,9 +340,9 @@ def test_trials_used_counts_a_retried_failure_once():
 
     trials = [trial(0, TrialState.COMPLETE), trial(1, TrialState.FAIL), trial(2, TrialState.PRUNED),
               trial(3, TrialState.WAITING, failed_trial=1, retry_history=[1]), trial(4, TrialState.FAIL)]
-    assert study_mod.trials_used(trials) == 4 - 1  # 0, 2 and 4; 1 counts through its retry, 3, once it runs
+    assert trials_mod.trials_used(trials) == 4 - 1  # 0, 2 and 4; 1 counts through its retry, 3, once it runs
     trials[3].state = TrialState.COMPLETE
-    assert study_mod.trials_used(trials) == 4
+    assert trials_mod.trials_used(trials) == 4
 
 
 # ---------------------------------------------------------------------------
@@ -384,7 +389,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(data_dir, tiny_teache
     assert reason in trials[0].user_attrs["fail_reason"] and "wall_s" in trials[0].user_attrs
     assert "retry_history" not in trials[1].system_attrs  # a trial that failed by itself is not run again
     assert "trial 0 FAIL" in r.output and f"({reason}" in r.output
-    assert study_mod.trials_used(trials) == 3 and "ran 3 trials" in r.output
+    assert trials_mod.trials_used(trials) == 3 and "ran 3 trials" in r.output
 
 
 def test_workers_joining_a_study_at_once_sample_differently(monkeypatch):
@@ -392,7 +397,7 @@ def test_workers_joining_a_study_at_once_sample_differently(monkeypatch):
     study length, yet different students; the creator of a study samples as its seed says."""
     def first_pick(pid: int, joined: bool) -> float:
         monkeypatch.setattr(os, "getpid", lambda: pid)
-        study = optuna.create_study(sampler=study_mod.make_sampler(0, 0, 0, joined=joined))
+        study = optuna.create_study(sampler=search_run.make_sampler(0, 0, 0, joined=joined))
         return study.ask().suggest_float("lr", 1e-4, 1e-2, log=True)
 
     assert first_pick(100, joined=True) != first_pick(101, joined=True)
@@ -401,17 +406,17 @@ def test_workers_joining_a_study_at_once_sample_differently(monkeypatch):
 
 def test_a_study_being_created_elsewhere_is_waited_for(tmp_path):
     """Two workers started at once: the second finds the study before the first has written its attrs."""
-    storage = study_mod.make_storage(f"sqlite:///{tmp_path}/s.db")
+    storage = storage_mod.make_storage(f"sqlite:///{tmp_path}/s.db")
     study = optuna.create_study(storage=storage, study_name="s")
-    assert study_mod.existing_attrs(storage, "s", wait_s=0.2) == {}  # still without attrs: not one of ours
-    threading.Timer(0.5, lambda: [study.set_user_attr(k, 1) for k in ("task", study_mod.LAST_ATTR)]).start()
-    assert study_mod.existing_attrs(storage, "s", wait_s=30) == {"task": 1, study_mod.LAST_ATTR: 1}
-    assert study_mod.existing_attrs(storage, "other") is None
+    assert storage_mod.existing_attrs(storage, "s", wait_s=0.2) == {}  # still without attrs: not one of ours
+    threading.Timer(0.5, lambda: [study.set_user_attr(k, 1) for k in ("task", storage_mod.LAST_ATTR)]).start()
+    assert storage_mod.existing_attrs(storage, "s", wait_s=30) == {"task": 1, storage_mod.LAST_ATTR: 1}
+    assert storage_mod.existing_attrs(storage, "other") is None
 
 
 def test_a_spawned_worker_reports_a_user_error_in_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
-        study_mod._worker(study_mod.SearchOptions(env=RunEnv("nosuchtask")), rank=1)
+        search_run._worker(options_mod.SearchOptions(env=RunEnv("nosuchtask")), rank=1)
     assert exit_.value.code == 2
     assert capsys.readouterr().out.startswith("[worker 1] error: --task 'nosuchtask': not a built-in task")
 
@@ -420,9 +425,9 @@ def test_a_spawned_worker_reports_a_user_error_in_one_line(capsys):
 def test_a_dead_workers_trial_is_waited_for_and_retried(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
     """Once --trials are used or running, a worker waits for the trials others run: one whose heartbeat stops
     is failed after the grace period and its retry run here, so that none is left RUNNING."""
-    monkeypatch.setenv(study_mod.HEARTBEAT_ENV, "1,3")
+    monkeypatch.setenv(storage_mod.HEARTBEAT_ENV, "1,3")
     assert invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 0})).exit_code == 0
-    storage = study_mod.make_storage(f"sqlite:///{tmp_path}/{STUDY}.db")
+    storage = storage_mod.make_storage(f"sqlite:///{tmp_path}/{STUDY}.db")
     dead = optuna.load_study(study_name=STUDY, storage=storage).ask()  # a worker's trial; the worker then dies
 
     def last_beat_of_the_dead_worker(*args, **kwargs):  # while this worker's first trial runs
@@ -436,7 +441,7 @@ def test_a_dead_workers_trial_is_waited_for_and_retried(data_dir, tiny_teacher_d
     assert f"trial {dead.number} FAIL: its worker sent no heartbeat for 3 s" in r.output
     trials = load(tmp_path).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE], r.output
-    assert trials[2].system_attrs["failed_trial"] == dead.number and study_mod.trials_used(trials) == 2
+    assert trials[2].system_attrs["failed_trial"] == dead.number and trials_mod.trials_used(trials) == 2
 
 
 # ---------------------------------------------------------------------------
@@ -477,7 +482,7 @@ def start_mid_trial(args, db: Path, env: dict) -> tuple[subprocess.Popen, int]:
 
 @pytest.mark.slow
 def test_a_killed_trial_is_failed_and_retried_once(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
-    env = {**os.environ, study_mod.HEARTBEAT_ENV: "1,2", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, storage_mod.HEARTBEAT_ENV: "1,2", "OMP_NUM_THREADS": "1"}
     args = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--kd-steps": 60})
     proc, number = start_mid_trial(args, tmp_path / f"{STUDY}.db", env)
     os.kill(proc.pid, signal.SIGKILL)
@@ -486,7 +491,7 @@ def test_a_killed_trial_is_failed_and_retried_once(data_dir, tiny_teacher_dir, t
     assert victim.state == TrialState.RUNNING  # dead, but not yet known to be
     time.sleep(2 + 1.5)  # past the grace period
 
-    monkeypatch.setenv(study_mod.HEARTBEAT_ENV, "1,2")
+    monkeypatch.setenv(storage_mod.HEARTBEAT_ENV, "1,2")
     r = invoke(*args)  # the same command again, in this process
     assert r.exit_code == 0, r.output
     assert f"trial {victim.number} FAIL: its worker sent no heartbeat" in r.output
@@ -495,7 +500,7 @@ def test_a_killed_trial_is_failed_and_retried_once(data_dir, tiny_teacher_dir, t
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE and retries[0].params == victim.params
     assert f"[retry of trial {victim.number}]" in r.output
-    assert [t.state for t in trials].count(TrialState.COMPLETE) == 3 and study_mod.trials_used(trials) == 3
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 3 and trials_mod.trials_used(trials) == 3
     assert len({tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE}) == 3
 
 
@@ -518,7 +523,7 @@ def test_ctrl_c_queues_the_trial_again_and_exits_130(data_dir, tiny_teacher_dir,
     r = invoke(*args)  # the same command again: the interrupted student first, then the trials left
     assert r.exit_code == 0, r.output
     trials = load(tmp_path).get_trials()
-    assert trials[retries[0].number].state == TrialState.COMPLETE and study_mod.trials_used(trials) == 3
+    assert trials[retries[0].number].state == TrialState.COMPLETE and trials_mod.trials_used(trials) == 3
     assert {t.state for t in trials} == {TrialState.FAIL, TrialState.COMPLETE}, r.output
 
 
@@ -562,7 +567,7 @@ def test_two_workers_share_a_postgresql_study(data_dir, tiny_teacher_dir, tmp_pa
     assert f"study {STUDY} (new) in {postgres_url}" in r.output and "running 6 more on 2 workers" in r.output
     assert not list(tmp_path.glob("*.db"))  # nothing went to the default SQLite file
     trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
-    assert len(trials) == 6 and study_mod.trials_used(trials) == 6, r.output
+    assert len(trials) == 6 and trials_mod.trials_used(trials) == 6, r.output
     assert sorted(t.number for t in trials) == list(range(6))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), r.output  # none RUNNING/WAITING
     assert len({t.user_attrs["worker"] for t in trials}) == 2
@@ -590,7 +595,7 @@ def test_postgresql_storage_without_its_driver_names_the_extra(data_dir, tiny_te
 def retries_seen(monkeypatch) -> list[str]:
     """The transient storage errors met (each one retried, or a heartbeat skipped)."""
     seen = []
-    transient = study_mod.transient
+    transient = storage_mod.transient
 
     def spy(exc):
         if transient(exc):
@@ -598,7 +603,7 @@ def retries_seen(monkeypatch) -> list[str]:
             return True
         return False
 
-    monkeypatch.setattr(study_mod, "transient", spy)
+    monkeypatch.setattr(storage_mod, "transient", spy)
     return seen
 
 
@@ -620,7 +625,7 @@ def goes_away_during_the_second_trial(monkeypatch, away: Callable[[], None], bac
 
 def test_a_sqlite_file_locked_mid_study_is_waited_for(data_dir, tiny_teacher_dir, tmp_path, monkeypatch,
                                                       retries_seen):
-    monkeypatch.setattr(study_mod, "SQLITE_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(storage_mod, "SQLITE_TIMEOUT_S", 0.1)
     lock = sqlite3.connect(tmp_path / f"{STUDY}.db", isolation_level=None, check_same_thread=False)
     goes_away_during_the_second_trial(monkeypatch, lambda: lock.execute("BEGIN EXCLUSIVE"), lock.close, 2.0)
     r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines"))
@@ -630,8 +635,8 @@ def test_a_sqlite_file_locked_mid_study_is_waited_for(data_dir, tiny_teacher_dir
 
 
 def test_a_sqlite_file_that_stays_locked_is_one_error_line(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(study_mod, "SQLITE_TIMEOUT_S", 0.1)
-    monkeypatch.setattr(study_mod, "STORAGE_RETRY_DELAYS_S", (0.1, 0.1))
+    monkeypatch.setattr(storage_mod, "SQLITE_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(storage_mod, "STORAGE_RETRY_DELAYS_S", (0.1, 0.1))
     one = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--trials": 1})
     assert invoke(*one).exit_code == 0
     two = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--trials": 2})
@@ -646,7 +651,7 @@ def test_a_sqlite_file_that_stays_locked_is_one_error_line(data_dir, tiny_teache
 
 
 def test_a_read_only_sqlite_file_is_one_error_line_and_left_alone(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(study_mod, "STORAGE_RETRY_DELAYS_S", (0.1,))
+    monkeypatch.setattr(storage_mod, "STORAGE_RETRY_DELAYS_S", (0.1,))
     one = search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--trials": 1})
     assert invoke(*one).exit_code == 0
     db = tmp_path / f"{STUDY}.db"
@@ -662,7 +667,7 @@ def test_a_read_only_sqlite_file_is_one_error_line_and_left_alone(data_dir, tiny
 def test_a_postgresql_server_restarting_mid_study_is_waited_for(data_dir, tiny_teacher_dir, tmp_path, monkeypatch,
                                                                 postgres_server, retries_seen):
     study = "sst2-tiny-restart"
-    monkeypatch.setattr(study_mod, "STORAGE_RETRY_DELAYS_S", (1, 2, 4, 8, 16))  # room for a slow start here
+    monkeypatch.setattr(storage_mod, "STORAGE_RETRY_DELAYS_S", (1, 2, 4, 8, 16))  # room for a slow start here
     goes_away_during_the_second_trial(monkeypatch, postgres_server.stop, postgres_server.start, 1.0)
     r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines",
                             **{"--storage": postgres_server.url, "--study": study}))
@@ -674,7 +679,7 @@ def test_a_postgresql_server_restarting_mid_study_is_waited_for(data_dir, tiny_t
 
 def test_a_postgresql_server_that_is_down_is_one_error_line(data_dir, tiny_teacher_dir, tmp_path, monkeypatch,
                                                             postgres_server):
-    monkeypatch.setattr(study_mod, "STORAGE_RETRY_DELAYS_S", (0.1, 0.1))
+    monkeypatch.setattr(storage_mod, "STORAGE_RETRY_DELAYS_S", (0.1, 0.1))
     postgres_server.stop()
     try:
         r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--storage": postgres_server.url}))

@@ -12,9 +12,26 @@ import pytest
 import torch
 
 from fastbert_nas.config import UserError
-from fastbert_nas.tasks import (DATA_ENV, TASKS, VAL_FRACTION, VAL_MAX, Split, accuracy, carve_val,
-                                collate, encode, encode_for, eval_batches, load_task, macro_f1, majority, mcc,
-                                resolve_task, score, strip_html)
+from fastbert_nas.core.tasks import (
+    DATA_ENV,
+    TASKS,
+    VAL_FRACTION,
+    VAL_MAX,
+    Split,
+    accuracy,
+    carve_val,
+    collate,
+    encode,
+    encode_for,
+    eval_batches,
+    load_task,
+    macro_f1,
+    majority,
+    mcc,
+    resolve_task,
+    score,
+    strip_html,
+)
 
 # Rows per file and positive labels, from SOURCES.md in the data folder ($FASTBERT_NAS_DATA):
 # (train rows, train 1s, dev rows, dev 1s).
@@ -331,7 +348,7 @@ def test_score_uses_task_metric(loaded):
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from fastbert_nas.teacher import DEFAULT_BASE, base_path
+    from fastbert_nas.core.teacher import DEFAULT_BASE, base_path
 
     return AutoTokenizer.from_pretrained(base_path(DEFAULT_BASE))
 

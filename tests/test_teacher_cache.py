@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from fastbert_nas import teacher as teacher_mod
 from fastbert_nas.config import UserError
-from fastbert_nas.tasks import encode
-from fastbert_nas.teacher import Teacher, teacher_outputs, weights_fingerprint
+from fastbert_nas.core import teacher as teacher_mod
+from fastbert_nas.core.tasks import encode
+from fastbert_nas.core.teacher import Teacher, teacher_outputs, weights_fingerprint
 
 CPU = torch.device("cpu")
 MAX_LEN = 64

@@ -23,16 +23,15 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
-from .bench import machine, save_report, spread
-from .config import RunEnv, StudentArch, UserError
-from .cost import REF_SEQ_LEN, analytic_flops
-from .pipeline import Context, distill_student, init_student, prepare
-from .space import DEFAULT_SPACE, load_space, space_budget
-from .training import EVAL_BATCH, evaluate
+from fastbert_nas.bench.common import machine, save_report, spread
+from fastbert_nas.config import DEFAULT_TRIAL_BUDGET, RunEnv, StudentArch, UserError, at_least
+from fastbert_nas.core.cost import REF_SEQ_LEN, analytic_flops
+from fastbert_nas.core.pipeline import Context, distill_student, init_student, prepare
+from fastbert_nas.core.training import EVAL_BATCH, evaluate
+from fastbert_nas.search.space import DEFAULT_SPACE, load_space, space_budget
 
 # The students timed: (arch, hints). Hints as the other benchmarks map them.
 STUDENTS = (
@@ -247,15 +246,12 @@ def profile_run(ctx: Context, arch: StudentArch, trial, warmup: int, steps: int)
 
 def bench_speed(env: RunEnv, students: list[str] | None = None, repeats: int = REPEATS, warmup: int = WARMUP_STEPS,
                 steps: int = TIMED_STEPS, profile_steps: int = PROFILE_STEPS, space: str = DEFAULT_SPACE,
-                budget: str = "small", peak_size: int = PEAK_SIZE, log=print) -> dict:
+                budget: str = DEFAULT_TRIAL_BUDGET, peak_size: int = PEAK_SIZE, log=print) -> dict:
     """Time every student with and without the teacher cache, `repeats` times, interleaved; write
     RESULTS/benchmarks/speed-<task>.json and .md. `students`: 'ARCH@HINTS' strings (default STUDENTS).
 
     The trial estimate is for `space`'s `budget` (its batch size and examples are the runs' too)."""
-    for name, value in (("--repeats", repeats), ("--warmup-steps", warmup), ("--steps", steps),
-                        ("--peak-size", peak_size)):
-        if value < 1:
-            raise UserError(f"{name} {value}: must be at least 1")
+    at_least(1, repeats=repeats, warmup_steps=warmup, steps=steps, peak_size=peak_size)
     if profile_steps < 0:
         raise UserError(f"--profile-steps {profile_steps}: must be 0 (no profile) or more")
     trial = space_budget(load_space(space), budget)

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .config import TaskSpec, UserError
-from .tasks import Encoded, collate, eval_batches, score
+from fastbert_nas.config import TaskSpec, UserError
+from fastbert_nas.core.tasks import Encoded, collate, eval_batches, score
 
 GROUP_BATCHES = 50   # batches per length-sorted chunk: little padding, still shuffled
 EVAL_BATCH = 64      # examples per evaluation batch

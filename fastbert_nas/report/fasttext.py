@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .pipeline import distill_rows
-from .tasks import TaskData, load_task, resolve_task, score
+from fastbert_nas.core.pipeline import distill_rows
+from fastbert_nas.core.tasks import TaskData, load_task, resolve_task, score
 
 FT_EPOCHS = 10          # passes over the training examples
 FT_LR = 0.5             # learning rate (fastText's text-classification tutorial)
@@ -83,9 +83,10 @@ def evaluate_fasttext(data: TaskData, examples: int) -> dict:
                          "minCount": FT_MIN_COUNT, "seed": FT_SEED}}
 
 
-def fasttext_reference(task: str, examples: int, results: Path, data_dir: str | None = None) -> dict:
+def fasttext_reference(task: str, examples: int, results: Path, data_dir: str | None = None,
+                       text_column: str | None = None, label_column: str | None = None) -> dict:
     """The cached fastText result for this task split, or a new one (written under RESULTS/fasttext/)."""
-    data = load_task(resolve_task(task), data_dir)
+    data = load_task(resolve_task(task, text_column, label_column), data_dir)
     path = Path(results) / "fasttext" / f"{data.spec.name}-{examples}-{data.fingerprint()}.json"
     if path.exists():
         return json.loads(path.read_text())

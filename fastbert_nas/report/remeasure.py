@@ -5,7 +5,7 @@ Latency does not depend on the weights: every student on the metric-vs-FLOPs
 or metric-vs-latency front (and every completed baseline) is rebuilt from its recorded architecture
 with random weights, the teacher from its config, and each is timed with cost.measure_latency at the
 thread count the trials were timed with. The figures go back into the study, as its user attr
-report.REMEASURED (Optuna 5 refuses to change a finished trial's user attrs), where report.py
+rows.REMEASURED (Optuna 5 refuses to change a finished trial's user attrs), where report/rows.py
 reads them.
 """
 
@@ -20,32 +20,38 @@ import optuna
 import torch
 from transformers import AutoConfig, BertForSequenceClassification
 
-from .config import StudentArch, UserError
-from .cost import measure_latency
-from .report import PLOTTED_COSTS, REMEASURED, StudyData, pareto_front
-from .student import student_config
-from .study import COST_ATTRS
+from fastbert_nas.config import CACHED_TEACHER_ID, StudentArch, UserError
+from fastbert_nas.core.cost import measure_latency
+from fastbert_nas.core.student import student_config
+from fastbert_nas.report.rows import PLOTTED_COSTS, REMEASURED, StudyData, pareto_front
+from fastbert_nas.search.trials import COST_ATTRS
 
 
 def teacher_sources(teacher_id: str | None, task: str, results: Path) -> list:
     """Where a recorded teacher id may be: the cached teacher (recorded as results/teachers/<task> whatever
     --results was) under RESULTS/teachers/<task>, then the id itself (--teacher's folder or hub id)."""
-    cached = Path(results) / "teachers" / task if teacher_id == f"results/teachers/{task}" else None
+    cached = Path(results) / "teachers" / task if teacher_id == CACHED_TEACHER_ID.format(task=task) else None
     return [c for c in (cached, teacher_id) if c]
+
+
+def load_recorded_teacher(teacher_id: str | None, task: str, results: Path, load: Callable, what: str):
+    """load(place) at the first of teacher_sources that loads (a model, or only its config); UserError
+    saying `what` could not be found, and where it looked."""
+    tried = teacher_sources(teacher_id, task, results)
+    for source in tried:
+        try:
+            return load(str(source))
+        except OSError:
+            continue
+    raise UserError(f"{what} (tried {', '.join(map(str, tried))})")
 
 
 def teacher_config(study: optuna.Study, results: Path):
     """The teacher's transformers config: its folder (the cached teacher, or --teacher's), or hub id."""
     attrs = study.user_attrs
-    candidates = teacher_sources(attrs.get("teacher_id"), attrs.get("task", "?"), results)
-    for source in candidates:
-        try:
-            return AutoConfig.from_pretrained(str(source))
-        except OSError:
-            continue
-    raise UserError(f"--remeasure: cannot find the teacher of study {study.study_name!r} "
-                    f"(tried {', '.join(map(str, candidates))}): its config gives the students' vocabulary "
-                    "and positions")
+    return load_recorded_teacher(attrs.get("teacher_id"), attrs.get("task", "?"), results, AutoConfig.from_pretrained,
+                                 f"--remeasure: cannot find the teacher of study {study.study_name!r}, whose config "
+                                 "gives the students' vocabulary and positions")
 
 
 def to_remeasure(data: StudyData) -> list[dict]:

@@ -36,7 +36,6 @@ import multiprocessing.connection
 import os
 import signal
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -46,11 +45,13 @@ from typing import Callable
 import optuna
 import plotly.graph_objects as go
 
-from .bench import machine, save_report, spread, study_figures, task_name
-from .config import RunEnv, UserError
-from .plots import COLOURS, write_figures
-from .report import hv_reference, hypervolume_history
-from .study import TPE_STARTUP_TRIALS, Search, SearchOptions, make_storage, run_search, storage_exists
+from fastbert_nas.bench.common import machine, save_report, spread, study_figures, task_name
+from fastbert_nas.config import RunEnv, UserError, at_least
+from fastbert_nas.report.plots import COLOURS, write_figures
+from fastbert_nas.report.rows import hv_reference, hypervolume_history
+from fastbert_nas.search.options import Search, SearchOptions
+from fastbert_nas.search.run import TPE_STARTUP_TRIALS, in_process, run_search
+from fastbert_nas.search.storage import make_storage, storage_exists
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,11 @@ SETTINGS = {
     # checkpoint every 100 on 1000 validation examples) cut to 130 step-equivalents a trial (a checkpoint on 500
     # examples costs about 5 steps), 22% of small's 600: about 29 s for an average random student at 2 threads
     # (per-step times of the 57 trials of a 30-trial `bench pruning` run on SST-2, fitted against FLOPs).
-    "reduced": Setting("thin-deep", "small", dict(
+    "reduced": Setting("thin-deep", "cpu", dict(
         hint_steps=20,       # stage-1 optimizer steps: enough for the regressors to start KD from
         kd_steps=100,        # stage-2 optimizer steps: teacher-init students reach 0.84-0.90 SST-2 accuracy
         eval_every=50,       # 2 checkpoints: Pareto pruning can stop a trial halfway through KD
-        examples=16000,      # the small budget's: reuses (and keeps) a `search --budget small` teacher cache
+        examples=16000,      # the cpu trial budget's: reuses (and keeps) a `search --budget cpu` teacher cache
         eval_examples=500,   # validation examples per checkpoint: +-0.016 accuracy (1 sd) near 0.85
     ), "the thin-deep space, the small budget cut to 20 hint + 100 KD steps, a checkpoint every 50 KD steps "
        "on 500 validation examples"),
@@ -185,20 +186,13 @@ def arm_figures(study: optuna.Study, seed: int) -> dict:
 
 
 def run_study(opts: SearchOptions) -> None:
-    """One study of the bench in a process of its own (--jobs above 1), its log lines led by the study's name.
-    Its exit code says how it ended: 0 done, 2 refused (the reason printed), 130 interrupted."""
-    say = lambda line: print(f"[{opts.study}] {line}", flush=True)  # noqa: E731
-    try:
-        run_search(opts, say)
-    except UserError as exc:
-        say(f"error: {exc}")
-        sys.exit(2)
-    except KeyboardInterrupt:  # the trial is queued again (study.recorded); no traceback
-        sys.exit(130)
+    """One study of the bench in a process of its own (--jobs above 1), its log lines led by the study's name;
+    its exit code as search.run.in_process gives it."""
+    in_process(opts.study, lambda log: run_search(opts, log))
 
 
 def run_studies(plan: list[SearchOptions], jobs: int) -> None:
-    """The studies, `jobs` at a time, each in a process of its own; SQLite takes their writes in turn (study.py
+    """The studies, `jobs` at a time, each in a process of its own; SQLite takes their writes in turn (search/storage.py
     retries a locked file). A process starts only when one is free, so a Ctrl-C (which the running studies see
     too) leaves the others unstarted; the same command resumes them all."""
     spawn = multiprocessing.get_context("spawn")
@@ -235,12 +229,7 @@ def bench_search(env: RunEnv, trials: int = DEFAULT_TRIALS, seeds: int = DEFAULT
     when more than 1), then compare; writes RESULTS/benchmarks/search-<task>.*"""
     if setting not in SETTINGS:
         raise UserError(f"--setting {setting!r}: choose one of {', '.join(SETTINGS)}")
-    if trials < 1:
-        raise UserError(f"--trials {trials}: must be at least 1")
-    if seeds < 1:
-        raise UserError(f"--seeds {seeds}: must be at least 1")
-    if jobs < 1:
-        raise UserError(f"--jobs {jobs}: must be at least 1")
+    at_least(1, trials=trials, seeds=seeds, jobs=jobs)
     chosen, name, results = SETTINGS[setting], task_name(env.task), env.results
     base = SearchOptions(env=env, trials=trials, space=chosen.space, budget=chosen.budget, **chosen.overrides,
                          baselines=False, storage=f"sqlite:///{Path(results) / f'search-{name}.db'}")

@@ -2,7 +2,7 @@
 metric against FLOPs and against latency, the hypervolume history, parameter importances, and the
 front as a table. No plotting here (plots.py draws these rows) and no torch.
 
-Units, as the trials record them (study.py): FLOPs count 2 per multiply-add, batch 1, 128 tokens;
+Units, as the trials record them (search/objective.py): FLOPs count 2 per multiply-add, batch 1, 128 tokens;
 latency is the batch-1 median in ms at 128 tokens, with the device and thread count recorded.
 `plot --remeasure` (remeasure.py) re-times the teacher and the front side by side and keeps the
 figures in the study's user attr REMEASURED (Optuna 5 refuses to change a finished trial's attrs);
@@ -27,9 +27,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import UserError
-from .pruning import hypervolume_2d
-from .study import front_rows, make_storage, sqlite_path, state_counts, trial_metric
+from fastbert_nas.config import ENV_ATTR, RunEnv, UserError, retention
+from fastbert_nas.search.pruning import hypervolume_2d
+from fastbert_nas.search.storage import make_storage, sqlite_path
+from fastbert_nas.search.trials import front_rows, state_counts, trial_metric
 
 HV_REF_METRIC = 0.0           # metric at the hypervolume reference: no accuracy, or MCC of chance
 HV_REF_FLOPS_X_TEACHER = 2.0  # reference FLOPs, in teacher FLOPs: students up to twice its cost count
@@ -90,7 +91,8 @@ class StudyData:
     hv_history: list[dict]           # {"finished", "trial", "hypervolume"} after each finished trial
     examples: int | None             # training examples the trials distilled on (for the fastText reference)
     latency_note: str                # how the latency figures were measured
-    fasttext: dict | None = None     # fasttext_ref.fasttext_reference's result, when there is one
+    env: RunEnv | None = None        # the run environment the study recorded (None: made before it did)
+    fasttext: dict | None = None     # report.fasttext.fasttext_reference's result, when there is one
     notes: list[str] = field(default_factory=list)
 
 
@@ -189,7 +191,8 @@ def gather(study: optuna.Study, results: Path = Path("results")) -> StudyData:
                      if isinstance(t.user_attrs.get("config"), dict)), None)
     return StudyData(study.study_name, task, attrs.get("metric", "metric"),
                      tuple((attrs.get("objectives") or "metric,flops").split(",")), teacher, rows, counts,
-                     reference, hypervolume_history(trials, reference), examples, latency_note, notes=notes)
+                     reference, hypervolume_history(trials, reference), examples, latency_note,
+                     env=RunEnv.from_dict(attrs[ENV_ATTR]) if ENV_ATTR in attrs else None, notes=notes)
 
 
 def param_importances(study: optuna.Study) -> tuple[dict[str, float], str | None]:
@@ -230,7 +233,7 @@ def front_table(study: optuna.Study, data: StudyData) -> list[dict]:
         latency = r.get("latency_ms", f["latency_ms"])
         teacher_latency = t["latency_ms"] if r.get("remeasured") else t["latency_ms_trial"]
         out.append({"trial": f["trial"], "student": f["name"], "hints": f["hints"], "metric": f["metric"],
-                    "retention": f["metric"] / t["metric"] if t["metric"] else None,
+                    "retention": retention(f["metric"], t["metric"]),
                     "params_m": f["params"] / 1e6 if f["params"] is not None else None,
                     "gflops": f["flops"] / 1e9 if f["flops"] is not None else None,
                     "latency_ms": latency,

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from .config import DEFAULT_BASE, TeacherRef, TeacherRecipe, UserError
-from .tasks import Encoded, TaskData, collate, encode_for, eval_batches
-from .training import batch_stream, evaluate, learning_rate, make_optimizer, progress, to_device
+from fastbert_nas.config import DEFAULT_BASE, TeacherRecipe, TeacherRef, UserError
+from fastbert_nas.core.tasks import Encoded, TaskData, collate, encode_for, eval_batches
+from fastbert_nas.core.training import batch_stream, evaluate, learning_rate, make_optimizer, progress, to_device
 
 CACHE_BATCH = 64                      # examples per teacher forward when filling the output cache
 TIME_PROBE_STEPS = 50                 # steps between re-fits of the plan to --max-minutes

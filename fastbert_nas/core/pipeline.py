@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import augment as aug
-from .config import DistillConfig, RunEnv, StudentArch, TaskSpec, UserError, budget_config
-from .cost import cost_summary, model_costs
-from .distill import CachedTeacher, LiveTeacher, distill
-from .student import build_student, importance
-from .tasks import SPLIT_SEED, Encoded, Split, TaskData, collate, encode_for, load_task, resolve_task
-from .teacher import DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutputs, get_teacher, teacher_outputs
-from .training import evaluate, resolve_device, set_threads, to_device
+from fastbert_nas.config import DistillConfig, RunEnv, StudentArch, TaskSpec, UserError, budget_config, retention
+from fastbert_nas.core import augment as aug
+from fastbert_nas.core.cost import cost_summary, model_costs
+from fastbert_nas.core.distill import CachedTeacher, LiveTeacher, distill
+from fastbert_nas.core.student import build_student, importance
+from fastbert_nas.core.tasks import SPLIT_SEED, Encoded, Split, TaskData, collate, encode_for, load_task, resolve_task
+from fastbert_nas.core.teacher import DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutputs, get_teacher, teacher_outputs
+from fastbert_nas.core.training import evaluate, resolve_device, set_threads, to_device
 
 
 def load_for(env: RunEnv):
@@ -173,7 +173,7 @@ def score_on_dev(ctx: Context, student: torch.nn.Module, report: dict) -> None:
     dev_set = encode_for(ctx.spec, ctx.data.dev, ctx.teacher.tokenizer)
     report["dev"] = evaluate(student, ctx.spec, dev_set, ctx.device)
     report["teacher"]["dev"] = teacher_dev = teacher_dev_metrics(ctx.teacher, ctx.data, ctx.device)
-    report["retention"] = report["dev"]["metric"] / teacher_dev["metric"] if teacher_dev["metric"] else None
+    report["retention"] = retention(report["dev"]["metric"], teacher_dev["metric"])
 
 
 def distill_one(env: RunEnv, arch: str, hints: str | None, init: str, budget: str, seed: int = 0,

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.benchmark import Timer
 
-from .config import UserError
-from .cost import LATENCY_MIN_RUN_S, REF_SEQ_LEN, measure_latency
-from .tasks import Encoded, collate, eval_batches
+from fastbert_nas.config import UserError
+from fastbert_nas.core.cost import LATENCY_MIN_RUN_S, REF_SEQ_LEN, measure_latency
+from fastbert_nas.core.tasks import Encoded, collate, eval_batches
 
 ONNX_FILE = "model.onnx"
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # torch.onnx.export (dynamo) needs the first two

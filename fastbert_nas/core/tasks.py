@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import TaskSpec, UserError
+from fastbert_nas.config import TaskSpec, UserError
 
 DATA_ENV = "FASTBERT_NAS_DATA"   # environment variable naming the GLUE-layout data folder
 VAL_FRACTION = 0.1               # share of the train file carved out as the validation split

@@ -29,14 +29,26 @@ from typing import Callable
 
 from transformers import AutoModelForSequenceClassification
 
-from .bench import machine, save_report, spread
-from .config import (BENCH_EXPORT_BUDGET, BENCH_EXPORT_KD_STEPS, BENCH_EXPORT_ROUNDS, BENCH_EXPORT_SHARES,
-                     BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS, BUDGETS, UserError)
-from .cost import REF_SEQ_LEN, count_flops, count_params, measure_latency
-from .export import REPORT_FILE, ExportOptions, differences, parse_pick, pick_text, run_export
-from .remeasure import teacher_sources
-from .tasks import resolve_task
-from .training import resolve_device, set_threads
+from fastbert_nas.bench.common import machine, save_report, spread
+from fastbert_nas.config import (
+    BENCH_EXPORT_BUDGET,
+    BENCH_EXPORT_KD_STEPS,
+    BENCH_EXPORT_ROUNDS,
+    BENCH_EXPORT_SHARES,
+    BENCH_EXPORT_STUDY,
+    BENCH_EXPORT_TASKS,
+    BUDGETS,
+    UserError,
+    at_least,
+    retention,
+)
+from fastbert_nas.core.cost import REF_SEQ_LEN, count_flops, count_params, measure_latency
+from fastbert_nas.core.tasks import resolve_task
+from fastbert_nas.core.training import resolve_device, set_threads
+from fastbert_nas.export.checkpoint import REPORT_FILE, differences
+from fastbert_nas.export.plan import ExportOptions, parse_pick, pick_text
+from fastbert_nas.export.run import run_export
+from fastbert_nas.report.remeasure import load_recorded_teacher
 
 EXPORTS_DIR = "exports"                   # RESULTS/exports/<task>-<NN>/, NN = the share in percent
 BENCH_FILE = "export"                     # RESULTS/benchmarks/export.json and export.md
@@ -71,10 +83,7 @@ class ExportBenchOptions:
                 raise UserError(f"--shares: {share:g} is not a positive share of the teacher's FLOPs")
         if self.budget not in BUDGETS:
             raise UserError(f"--budget {self.budget!r}: unknown; choose one of {', '.join(BUDGETS)}")
-        if self.kd_steps is not None and self.kd_steps < 1:
-            raise UserError(f"--kd-steps {self.kd_steps}: must be at least 1")
-        if self.rounds < 1:
-            raise UserError(f"--rounds {self.rounds}: must be at least 1")
+        at_least(1, kd_steps=self.kd_steps, rounds=self.rounds)
         return self
 
 
@@ -172,14 +181,9 @@ def gather_exports(opts: ExportBenchOptions, log: Callable[[str], None] = print)
 
 def load_teacher(report: dict, results: Path):
     """The row's teacher as export.json records it (the cached one under RESULTS/teachers/<task>)."""
-    tried = teacher_sources(report["teacher"]["id"], report["task"], results)
-    for source in tried:
-        try:
-            return AutoModelForSequenceClassification.from_pretrained(str(source))
-        except OSError:
-            continue
-    raise UserError(f"cannot load the {report['task']} teacher of {report['name']} (tried "
-                    f"{', '.join(map(str, tried))})")
+    return load_recorded_teacher(report["teacher"]["id"], report["task"], results,
+                                 AutoModelForSequenceClassification.from_pretrained,
+                                 f"cannot load the {report['task']} teacher of {report['name']}")
 
 
 def time_side_by_side(groups: list[tuple[str, list[str]]], models: dict, rounds: int, threads: int,
@@ -198,9 +202,6 @@ def time_side_by_side(groups: list[tuple[str, list[str]]], models: dict, rounds:
     return {key: spread(values) for key, values in samples.items()}
 
 
-def retention(dev: dict, teacher_dev: dict) -> float | None:
-    return dev["metric"] / teacher_dev["metric"] if teacher_dev["metric"] else None
-
 
 def row_figures(row: Row, student, teacher, latency: dict, teacher_latency: dict) -> dict:
     """The benchmark's figures of one row: export.json's dev figures, costs of the loaded models, timings."""
@@ -215,7 +216,7 @@ def row_figures(row: Row, student, teacher, latency: dict, teacher_latency: dict
         "distill_minutes": r["distill_minutes"], "teacher_id": r["teacher"]["id"],
         "teacher_fingerprint": r["teacher"]["fingerprint"],
         "metric": r["metric"], "dev": r["dev"], "teacher_dev": r["teacher"]["dev"],
-        "retention": retention(r["dev"], r["teacher"]["dev"]),
+        "retention": retention(r["dev"]["metric"], r["teacher"]["dev"]["metric"]),
         "params": s_params, "teacher_params": t_params, "params_share": s_params / t_params,
         "flops": s_flops, "teacher_flops": t_flops, "flops_share": s_flops / t_flops,
         "latency_ms": latency, "teacher_latency_ms": teacher_latency,

@@ -12,7 +12,7 @@ import torch
 from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import StudentArch
+from fastbert_nas.config import StudentArch
 
 REF_SEQ_LEN = 128            # tokens: reference sequence length for FLOPs and latency
 LATENCY_BATCHES = (1, 32)    # examples per forward pass: single request, and a batched figure

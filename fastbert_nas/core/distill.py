@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import AUGMENTED_LABEL
-from .config import DistillConfig, StudentArch, TaskSpec
-from .tasks import Encoded, collate
-from .training import batch_stream, evaluate, learning_rate, make_optimizer, progress, to_device
+from fastbert_nas.config import DistillConfig, StudentArch, TaskSpec
+from fastbert_nas.core.augment import AUGMENTED_LABEL
+from fastbert_nas.core.tasks import Encoded, collate
+from fastbert_nas.core.training import batch_stream, evaluate, learning_rate, make_optimizer, progress, to_device
 
 GRAD_CLIP = 1.0  # max global gradient norm
 LOG_EVERY = 20   # optimizer steps between reads of the loss (each read waits for the device)

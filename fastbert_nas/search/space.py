@@ -35,15 +35,14 @@ from typing import Any
 
 import yaml
 
-from .config import BUDGETS, DistillConfig, StudentArch, UserError
+from fastbert_nas.config import BUDGETS, INITS, TRIAL_BUDGETS, DistillConfig, StudentArch, UserError
 
 # Where bare space names are looked up: the checkout's top-level folder, else the copy
 # installed inside the package (pyproject maps search_spaces/ to fastbert_nas/search_spaces/).
-SPACES_DIRS = (Path(__file__).resolve().parents[1] / "search_spaces",
-               Path(__file__).resolve().parent / "search_spaces")
+SPACES_DIRS = (Path(__file__).resolve().parents[2] / "search_spaces",
+               Path(__file__).resolve().parents[1] / "search_spaces")
 DEFAULT_SPACE = "thin-deep"  # students deeper than they are wide
 
-INITS = ("teacher", "random")  # the student inits student.py knows (student.INIT_CHOICES)
 
 # DistillConfig fields a space's budget section may set: the step budget, not the recipe.
 BUDGET_KEYS = ("hint_steps", "kd_steps", "eval_every", "batch_size", "examples", "eval_examples")
@@ -225,20 +224,20 @@ class _Checker:
         )
 
     def budget(self, section: Any) -> dict[str, dict[str, int]]:
-        """budget: {preset: {hint_steps: ..., ...}}; each preset, merged with config.BUDGETS, must make sense."""
+        """budget: {preset: {hint_steps: ..., ...}}; each preset, merged with config.TRIAL_BUDGETS, must make sense."""
         if not isinstance(section, dict):
             self.fail("budget", f"expected a mapping preset -> steps, got {section!r}")
         out = {}
         for preset, steps in section.items():
             key = f"budget.{preset}"
-            if preset not in BUDGETS:
-                self.fail(key, f"unknown budget preset; choose among {', '.join(BUDGETS)}")
+            if preset not in TRIAL_BUDGETS:
+                self.fail(key, f"unknown trial budget; choose among {', '.join(TRIAL_BUDGETS)}")
             if not isinstance(steps, dict):
                 self.fail(key, f"expected a mapping of {', '.join(BUDGET_KEYS)}, got {steps!r}")
             self.known(steps, BUDGET_KEYS, f"{key}.")
             out[preset] = {k: self.number(f"{key}.{k}", v, int, open_low=k != "hint_steps")
                            for k, v in steps.items()}  # hint_steps may be 0 (no stage 1)
-            merged = {**BUDGETS[preset], **out[preset]}
+            merged = {**TRIAL_BUDGETS[preset], **out[preset]}
             if merged["eval_every"] > merged["kd_steps"]:
                 self.fail(f"{key}.eval_every", f"{merged['eval_every']} exceeds kd_steps={merged['kd_steps']}: "
                           "no checkpoint would be evaluated")
@@ -249,17 +248,17 @@ class _Checker:
 # Budgets
 
 def space_budget(space: SearchSpace, preset: str, **overrides) -> DistillConfig:
-    """config.BUDGETS[preset], then the space's budget section for it, then the non-None overrides."""
-    if preset not in BUDGETS:
-        raise UserError(f"--budget {preset!r}: unknown; choose one of {', '.join(BUDGETS)}")
+    """config.TRIAL_BUDGETS[preset], then the space's budget section for it, then the non-None overrides."""
+    if preset not in TRIAL_BUDGETS:
+        raise UserError(f"--budget {preset!r}: unknown trial budget; choose one of {', '.join(TRIAL_BUDGETS)} "
+                        f"(distill and export take {', '.join(BUDGETS)})")
     known = {f.name for f in fields(DistillConfig)}
     for key in overrides:
         if key not in known:
             raise UserError(f"budget override {key!r}: unknown; expected one of {', '.join(sorted(known))}")
-    # Trials do not augment unless an override asks for it (a space's budget section cannot: `augment`
-    # is not one of BUDGET_KEYS): augmentation pays off over long runs (the export re-distills with it),
-    # and the search benchmarks were measured without it.
-    cfg = DistillConfig(**{**BUDGETS[preset], "augment": 0, **space.budget.get(preset, {}),
+    # Trials do not augment (no trial budget sets `augment`, and it is not one of BUDGET_KEYS): it pays off
+    # over long runs, which the export makes, and the search benchmarks were measured without it.
+    cfg = DistillConfig(**{**TRIAL_BUDGETS[preset], **space.budget.get(preset, {}),
                            **{k: v for k, v in overrides.items() if v is not None}})
     for key in ("kd_steps", "eval_every", "batch_size", "examples", "eval_examples"):
         if getattr(cfg, key) < 1:

@@ -1,4 +1,4 @@
-"""report.py's rows -> plotly figures, written as interactive HTML and as PNG; and `plot`, the job
+"""report/rows.py's rows -> plotly figures, written as interactive HTML and as PNG; and `plot`, the job
 behind `fastbert-nas plot`.
 
 Figures, into RESULTS/<study>/ (RESULTS/compare-<A>-vs-<B>/ for several studies overlaid):
@@ -27,12 +27,18 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.colors import qualitative
 
-from .config import UserError
-from .fasttext_ref import fasttext_reference
-from .remeasure import remeasure
-from .report import (HV_REF_FLOPS_X_TEACHER, HV_REF_METRIC, PLOTTED_COSTS, StudyData, find_study, gather,
-                     param_importances, pareto_front)
-from .study import COST_ATTRS
+from fastbert_nas.config import UserError
+from fastbert_nas.report.rows import (
+    HV_REF_FLOPS_X_TEACHER,
+    HV_REF_METRIC,
+    PLOTTED_COSTS,
+    StudyData,
+    find_study,
+    gather,
+    param_importances,
+    pareto_front,
+)
+from fastbert_nas.search.trials import COST_ATTRS
 
 PNG_WIDTH = 1100     # px
 PNG_HEIGHT = 700     # px
@@ -226,6 +232,8 @@ def plot(studies: list[str] | None, storage: str | None, results: Path, show_pru
         study = find_study(name, storage, results)
         data = gather(study, results)
         if remeasure_front:
+            from fastbert_nas.report.remeasure import remeasure  # torch: only when re-timing
+
             remeasure(study, data, results, log)
             data = gather(study, results)  # with the new figures
         if fasttext:
@@ -251,12 +259,18 @@ def plot(studies: list[str] | None, storage: str | None, results: Path, show_pru
 
 
 def fasttext_or_note(data: StudyData, results: Path, data_dir: str | None) -> dict | None:
-    """fasttext_ref.fasttext_reference for the study's task split, or None with a note why not."""
+    """report.fasttext.fasttext_reference for the study's task split, or None with a note why not."""
     if data.examples is None:
         data.notes.append("fastText reference skipped: the trials record no training-example count")
         return None
     try:
-        return fasttext_reference(data.task, data.examples, results, data_dir)
+        from fastbert_nas.report.fasttext import fasttext_reference  # the task's data (and torch)
+
+        env = data.env  # the study's task (a custom one by its folder), columns and data folder
+        if env is None:
+            return fasttext_reference(data.task, data.examples, results, data_dir)
+        return fasttext_reference(env.task, data.examples, results, data_dir or env.data_dir, env.text_column,
+                                  env.label_column)
     except UserError as exc:
         data.notes.append(f"fastText reference skipped: {exc}")
         return None

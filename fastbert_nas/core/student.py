@@ -14,9 +14,7 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from .config import StudentArch, UserError
-
-INIT_CHOICES = ("teacher", "random")
+from fastbert_nas.config import INITS, StudentArch, UserError
 
 
 def student_config(arch: StudentArch, teacher_config: BertConfig) -> BertConfig:
@@ -51,8 +49,8 @@ def build_student(arch: StudentArch, teacher: BertForSequenceClassification, ini
                   scores: dict | None = None) -> BertForSequenceClassification:
     """A new student on the teacher's device; `calibration` (a padded batch) scores the pruning,
     unless `scores` (its `importance`, the same for every student) are given."""
-    if init not in INIT_CHOICES:
-        raise UserError(f"--init {init!r}: choose one of {', '.join(INIT_CHOICES)}")
+    if init not in INITS:
+        raise UserError(f"--init {init!r}: choose one of {', '.join(INITS)}")
     arch.validate(teacher.config.num_hidden_layers)
     torch.manual_seed(seed)
     student = BertForSequenceClassification(student_config(arch, teacher.config))

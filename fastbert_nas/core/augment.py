@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from .tasks import Encoded
+from fastbert_nas.core.tasks import Encoded
 
 AUGMENTED_LABEL = -1       # label of an augmented example: "whatever the teacher predicts"
 AUGMENT_MIN_TOKENS = 16    # word pieces, [CLS] and [SEP] included: only sentence-like examples are copied

@@ -1,0 +1,2 @@
+"""Benchmarks: shared helpers, one module per benchmark; figures go to RESULTS/benchmarks/.
+"""

@@ -1,0 +1,111 @@
+"""What every benchmark shares: the machine's description, report files, spreads, the summary page.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from fastbert_nas.report.rows import hv_reference
+from fastbert_nas.search.pruning import hypervolume_2d
+from fastbert_nas.search.trials import front_rows, trial_metric
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def save_report(report: dict, results, name: str, markdown: Callable[[dict], str]) -> dict:
+    """Write RESULTS/benchmarks/<name>.json (the full record) and <name>.md (markdown(report)); the report,
+    with "path" (the JSON's) added."""
+    out = Path(results) / "benchmarks" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(markdown(report))
+    report["path"] = str(out)
+    return report
+
+
+def spread(values: list[float]) -> dict | None:
+    """min, median, max (and the count) of a list of figures."""
+    if not values:
+        return None
+    return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
+
+
+def study_figures(study: optuna.Study) -> dict:
+    """What a finished study cost and found: states, training steps, wall time per trial, its front."""
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state.is_finished()]
+    teacher_flops = study.user_attrs["teacher_flops"]
+    ref = hv_reference(teacher_flops)
+    points = [(t.values[0], t.user_attrs["flops"]) for t in finished if t.state == TrialState.COMPLETE]
+    states: dict[str, int] = {}
+    for t in finished:
+        key = t.state.name if t.user_attrs.get("prune_reason") != "constraint" else "REJECTED"
+        states[key] = states.get(key, 0) + 1
+    return {
+        "study": study.study_name, "trials": len(finished), "states": states,
+        "train_steps": sum(t.user_attrs.get("train_steps", 0) for t in finished),
+        "wall_s_per_trial": spread([t.user_attrs["wall_s"] for t in finished if "wall_s" in t.user_attrs]),
+        "wall_minutes": sum(t.user_attrs.get("wall_s", 0.0) for t in finished) / 60,
+        "hypervolume": hypervolume_2d(points, ref) / ref[1],  # mean best metric over FLOPs budgets up to ref
+        "hv_ref": list(ref), "teacher_flops": teacher_flops,
+        "front": front_rows(study, ("metric", "flops")),
+        "pruned_at": spread([max(map(int, t.user_attrs.get("curve") or {0: 0})) for t in finished
+                             if t.state == TrialState.PRUNED and t.user_attrs.get("prune_reason") == "pareto"]),
+        "trial_rows": [{"trial": t.number, "state": t.state.name, "name": t.user_attrs.get("name"),
+                        "metric": trial_metric(t), "flops": t.user_attrs.get("flops"),
+                        "train_steps": t.user_attrs.get("train_steps", 0), "wall_s": t.user_attrs.get("wall_s")}
+                       for t in finished],
+    }
+
+
+def task_name(task: str) -> str:
+    """The name a task's benchmark files and studies take: a built-in's, or a custom folder's own name."""
+    return Path(task).name or task
+
+
+SUMMARY_FILE = "BENCHMARKS.md"  # RESULTS/BENCHMARKS.md: every benchmark report in one file
+
+
+def machine_text(m: dict) -> str:
+    """'AMD EPYC, 2 threads, torch 2.13.0+cpu' (and the GPU, if any)."""
+    parts = [m.get("cpu"), m.get("cuda"), f"{m['threads']} threads" if m.get("threads") else None,
+             f"torch {m['torch']}" if m.get("torch") else None]
+    return ", ".join(p for p in parts if p) or "-"
+
+
+def write_summary(results: Path) -> Path:
+    """RESULTS/BENCHMARKS.md, rebuilt from RESULTS/benchmarks/: a table of the reports with when and on what
+    each was measured (from its JSON), then every report (*.md) in full, its headings one level down."""
+    folder = Path(results) / "benchmarks"
+    reports = []
+    for md in sorted(folder.glob("*.md")):
+        record = md.with_suffix(".json")
+        reports.append((md, json.loads(record.read_text()) if record.exists() else {}))
+    lines = ["# Benchmarks", "",
+             "Every figure here was measured by a `fastbert-nas bench` command, which wrote it to "
+             "`benchmarks/<name>.json` (the full record) and `benchmarks/<name>.md`; each run rebuilds this "
+             "file from them.", "", "| report | measured (UTC) | machine |", "|---|---|---|"]
+    lines += [f"| [{md.stem}](benchmarks/{md.name}) | {data.get('time', '-')} | "
+              f"{machine_text(data.get('machine') or {})} |" for md, data in reports]
+    for md, _ in reports:
+        lines += ["", *("#" + ln if ln.startswith("#") else ln for ln in md.read_text().splitlines())]
+    out = Path(results) / SUMMARY_FILE
+    out.write_text("\n".join(lines) + "\n")
+    return out

@@ -1,0 +1,193 @@
+"""`fastbert-nas bench ...`: the benchmark commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fastbert_nas.cli.app import INTERRUPTED_BENCH, app, handled, run_env
+from fastbert_nas.cli.options import DataDir, Device, Results, Task, TeacherOpt, Threads
+from fastbert_nas.config import (
+    BENCH_EXPORT_BUDGET,
+    BENCH_EXPORT_KD_STEPS,
+    BENCH_EXPORT_ROUNDS,
+    BENCH_EXPORT_SHARES,
+    BENCH_EXPORT_STUDY,
+    BENCH_EXPORT_TASKS,
+    DEFAULT_TRIAL_BUDGET,
+)
+from fastbert_nas.search.space import DEFAULT_SPACE
+
+
+def bench_written(path, results: Path) -> None:
+    """Say where a benchmark wrote its report (JSON and Markdown), and rebuild RESULTS/BENCHMARKS.md."""
+    from fastbert_nas.bench.common import write_summary
+
+    typer.echo(f"written to {path} and {Path(path).with_suffix('.md')}; summary: {write_summary(results)}")
+
+
+bench_app = typer.Typer(no_args_is_help=True,
+                        help="Benchmarks: measured figures written to RESULTS/benchmarks/ (JSON and Markdown).")
+
+
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("distill")
+@handled()
+def bench_distill(task: Task = "sst2",
+                  arch: Annotated[str, typer.Option("--arch", help="Student shape.")] = "L3-H320-A10-I640",
+                  hints: Annotated[Optional[str], typer.Option("--hints", help="Hint mapping.")] = "1:2,2:4,3:6",
+                  budget: Annotated[str, typer.Option(
+                      "--budget", help="Step budget, as distill's: smoke, small (CPU), standard (GPU).")] = "small",
+                  data_dir: DataDir = None, teacher: TeacherOpt = None, device: Device = "auto",
+                  threads: Threads = None, results: Results = Path("results")):
+    """One student with teacher init and with random init at the same budget, plus distillation
+    throughput with and without the teacher cache."""
+    import fastbert_nas.bench.distill as bench_distill_mod
+
+    env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
+    r = bench_distill_mod.bench_distill(env, arch=arch, hints=hints, budget=budget)
+    typer.echo(bench_distill_mod.distill_markdown(r))
+    bench_written(r["path"], results)
+
+
+@bench_app.command("pruning")
+@handled(INTERRUPTED_BENCH)
+def bench_pruning(task: Task = "sst2",
+                  trials: Annotated[int, typer.Option("--trials", help="Trials in each of the two studies.")] = 30,
+                  study: Annotated[Optional[str], typer.Option(
+                      "--study", help="Name prefix of the two studies \\[default: <task>-<space>]; they are "
+                      "<prefix>-pareto and <prefix>-none, and are resumed when they exist.")] = None,
+                  space: Annotated[str, typer.Option("--space", help="Search space name or .yaml path.")] = DEFAULT_SPACE,
+                  budget: Annotated[str, typer.Option(
+                      "--budget", help="Trial budget: smoke, cpu or gpu (as search's).")] = DEFAULT_TRIAL_BUDGET,
+                  seed: Annotated[int, typer.Option("--seed", help="Seed of both studies.")] = 0,
+                  data_dir: DataDir = None, teacher: TeacherOpt = None, device: Device = "auto",
+                  threads: Threads = None, results: Results = Path("results")):
+    """The same study with Pareto pruning and without: training steps saved, hypervolume kept, both fronts.
+
+    Runs (or resumes) two searches, one after the other, then compares them.
+    """
+    import fastbert_nas.bench.pruning as bench_pruning_mod
+    import fastbert_nas.search.options as options_mod
+
+    env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
+    opts = options_mod.SearchOptions(env=env, trials=trials, study=study, space=space, budget=budget, seed=seed)
+    r = bench_pruning_mod.bench_pruning(opts, log=typer.echo)
+    typer.echo(bench_pruning_mod.pruning_markdown(r))
+    bench_written(r["path"], results)
+
+
+@bench_app.command("export")
+@handled("interrupted: run the same command to resume; finished exports are kept, an unfinished one resumes from its checkpoint")
+def bench_export(study: Annotated[str, typer.Option(
+                     "--study", help="Study whose students are exported (RESULTS/<study>.db); its architectures "
+                     "serve every task.")] = BENCH_EXPORT_STUDY,
+                 tasks: Annotated[str, typer.Option(
+                     "--tasks", help="Comma-separated tasks; each student is distilled from that task's own "
+                     "teacher.")] = ",".join(BENCH_EXPORT_TASKS),
+                 shares: Annotated[str, typer.Option(
+                     "--shares", help="Comma-separated FLOPs shares of the teacher: one export per task and share, "
+                     "--pick 'flops<=SHARE', in RESULTS/exports/<task>-<share in %>/.")
+                 ] = ",".join(f"{x:.2f}" for x in BENCH_EXPORT_SHARES),
+                 budget: Annotated[str, typer.Option("--budget", help="Step budget of the exports made here (and "
+                                                     "required of those found).")] = BENCH_EXPORT_BUDGET,
+                 kd_steps: Annotated[Optional[int], typer.Option(
+                     "--kd-steps", help="KD steps of each export (SST-2's goals need more than the small "
+                     "budget's 8,000).")
+                 ] = BENCH_EXPORT_KD_STEPS,
+                 rounds: Annotated[int, typer.Option(
+                     "--rounds", help="Timing rounds: each times every teacher and student once.")
+                 ] = BENCH_EXPORT_ROUNDS,
+                 data_dir: DataDir = None, device: Device = "auto", threads: Threads = None,
+                 results: Results = Path("results")):
+    """Exported students beside their teachers: dev metric, retention, params, FLOPs and batch-1 speed-up.
+
+    Uses each finished export folder RESULTS/exports/<task>-<NN>/ and exports (or resumes) the missing
+    ones, then times every student, loaded from its folder, and its task's teacher side by side in this
+    process. Writes RESULTS/benchmarks/export.json and export.md.
+    """
+    from fastbert_nas.bench import export as bx
+
+    opts = bx.ExportBenchOptions(study=study, tasks=bx.parse_tasks(tasks), shares=bx.parse_shares(shares),
+                                 budget=budget, kd_steps=kd_steps, data_dir=data_dir, results=results,
+                                 threads=threads, device=device, rounds=rounds)
+    r = bx.bench_export(opts, log=typer.echo)
+    typer.echo(bx.export_markdown(r))
+    bench_written(r["path"], results)
+
+
+@bench_app.command("search")
+@handled(INTERRUPTED_BENCH)
+def bench_search(task: Task = "sst2",
+                 trials: Annotated[int, typer.Option(
+                     "--trials", help="Trials in each study (COMPLETE, PRUNED and FAIL count, as in search).")] = 16,
+                 seeds: Annotated[int, typer.Option(
+                     "--seeds", help="Studies per arm, with seeds 0 to SEEDS-1: figures are min / median / max "
+                     "over them.")] = 3,
+                 setting: Annotated[str, typer.Option(
+                     "--setting", help="Space and per-trial budget. reduced: the thin-deep space, 20 hint + 100 KD "
+                     "steps, a checkpoint every 50 KD steps on 500 validation examples, 16,000 training examples "
+                     "(SST-2 on a 2-core CPU); tiny: the tiny space and the smoke budget (tests).")] = "reduced",
+                 jobs: Annotated[int, typer.Option(
+                     "--jobs", help="Studies run at once, each in its own process (give each --threads 1 on a "
+                     "CPU: a small student's trial gains little from a second thread).")] = 1,
+                 data_dir: DataDir = None, teacher: TeacherOpt = None, device: Device = "auto",
+                 threads: Threads = None, results: Results = Path("results")):
+    """TPE with Pareto pruning (the search's default) against random search without pruning: hypervolume of
+    the metric-vs-FLOPs front against training steps, --seeds studies per arm, no baselines.
+
+    The studies are kept in RESULTS/search-<task>.db and resumed when they exist; the report is written to
+    RESULTS/benchmarks/search-<task>.json and .md, with the curves as .html and .png.
+    """
+    from fastbert_nas.bench import search as bench_search_mod
+
+    env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
+    r = bench_search_mod.bench_search(env, trials, seeds, setting, jobs=jobs, log=typer.echo)
+    typer.echo(bench_search_mod.search_markdown(r))
+    bench_written(r["path"], results)
+
+
+@bench_app.command("speed")
+@handled()
+def bench_speed(task: Task = "sst2", data_dir: DataDir = None, teacher: TeacherOpt = None,
+                results: Results = Path("results"), threads: Threads = None,
+                device: Annotated[str, typer.Option(
+                    "--device", help="auto (cuda when there is one), cpu or cuda. Timings synchronize the "
+                    "device.")] = "auto",
+                repeats: Annotated[int, typer.Option(
+                    "--repeats", help="Timed runs per student, with and without the cache (interleaved); every "
+                    "figure is reported as min / median / max over them.")] = 3,
+                student: Annotated[Optional[list[str]], typer.Option(
+                    "--student", help="A student to time, ARCH@HINTS (e.g. L4-H128-A2-I512@2:3,4:6); repeat the "
+                    "option for several \\[default: L4-H128-A2-I512@2:3,4:6, L3-H320-A10-I640@1:2,2:4,3:6 and "
+                    "L6-H384-A12-I1536@2:2,4:4,6:6].")] = None,
+                warmup_steps: Annotated[int, typer.Option(
+                    "--warmup-steps", help="Untimed steps per stage before the clock starts.")] = 5,
+                steps: Annotated[int, typer.Option("--steps", help="Timed steps per stage and run.")] = 30,
+                profile_steps: Annotated[int, typer.Option(
+                    "--profile-steps", help="Steps per stage under torch.profiler for the smallest and the largest "
+                    "student (cache on); 0: no profile.")] = 10,
+                space: Annotated[str, typer.Option(
+                    "--space", help="Search space whose per-trial budget (batch size, examples, steps, evaluations) "
+                    "the runs use and the trial estimate is for.")] = DEFAULT_SPACE,
+                budget: Annotated[str, typer.Option(
+                    "--budget", help="That space's trial budget: smoke, cpu or gpu.")] = DEFAULT_TRIAL_BUDGET,
+                peak_size: Annotated[int, typer.Option(
+                    "--peak-size", help="n of the n x n fp32 matrix products timed for the matmul peak.")] = 4096):
+    """Distillation throughput (examples/s, tokens/s, GFLOP/s and share of the fp32 matmul peak) of a small,
+    a quarter-FLOPs and a teacher-size student, with and without the teacher cache; a trial's time
+    estimated from them; torch.profiler's top ops."""
+    # The defaults above repeat bench_speed's constants (importing it here would load torch for --help).
+    from fastbert_nas.bench import speed
+
+    env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
+    r = speed.bench_speed(env, students=student, repeats=repeats, warmup=warmup_steps, steps=steps,
+                          profile_steps=profile_steps, space=space, budget=budget, peak_size=peak_size,
+                          log=typer.echo)
+    typer.echo(speed.speed_markdown(r))
+    bench_written(r["path"], results)

@@ -1,0 +1,106 @@
+"""The model card (README.md of the model folder): what the model is, its figures beside the teacher's, how to use and remake it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CARD_FILE = "README.md"
+CARD_EXAMPLE_CHARS = 200  # longest dev text the model card's usage example quotes whole
+
+
+def card_example(texts: list[str]) -> str:
+    """The model card's usage example: the first of the task's dev texts short enough to quote."""
+    short = [t for t in texts if len(t) <= CARD_EXAMPLE_CHARS]
+    return short[0] if short else texts[0][:CARD_EXAMPLE_CHARS]
+
+
+def preprocessing(r: dict) -> str:
+    """What the model card says of text handling a pipeline does not do by itself."""
+    notes = []
+    if r.get("tail_tokens"):
+        notes.append(f"a longer text kept its first {r['max_len'] - r['tail_tokens']} and last {r['tail_tokens']} "
+                     "tokens (a pipeline keeps the first ones: do the same before calling it)")
+    if r.get("strip_html"):
+        notes.append('"<br />" line breaks replaced by spaces')
+    return "".join(f"; {n}" for n in notes)
+
+
+def model_card(r: dict, out: Path) -> str:
+    """README.md of the model folder: what it is, its figures beside the teacher's, how to use and remake it."""
+    s, t, vs = r["costs"], r["teacher"]["costs"], r["vs_teacher"]
+    arch, metric = r["arch"], r["metric"]
+    lat_s, lat_t = s["latency"]["b1"], t["latency"]["b1"]
+    p_s, p_t = s["params"], t["params"]
+    labels = ", ".join(f"{i} {name}" for i, name in enumerate(r["labels"]))
+    rows = [
+        ("dev " + metric, f"{r['dev']['metric']:.4f}", f"{r['teacher']['dev']['metric']:.4f}"),
+        ("retention (student / teacher)", f"{r['retention']:.1%}" if r["retention"] is not None else "-", ""),
+        ("params, M (embeddings + encoder + head)", f"{p_s['total'] / 1e6:.2f} ({p_s['embeddings'] / 1e6:.2f} + "
+         f"{p_s['encoder'] / 1e6:.2f} + {p_s['head'] / 1e6:.3f})", f"{p_t['total'] / 1e6:.2f}"),
+        ("FLOPs (2 per multiply-add, batch 1, 128 tokens)",
+         f"{s['flops'] / 1e9:.3f} G ({vs['flops_share']:.1%} of the teacher)", f"{t['flops'] / 1e9:.3f} G"),
+        ("latency, batch 1, 128 tokens", f"{lat_s['median_ms']:.2f} ms", f"{lat_t['median_ms']:.2f} ms"),
+        ("speed-up, batch 1", f"{vs['speedup_b1']:.2f}x", "1x"),
+        ("latency, batch 32, 128 tokens", f"{s['latency']['b32']['median_ms']:.1f} ms",
+         f"{t['latency']['b32']['median_ms']:.1f} ms"),
+    ]
+    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+    onnx = ""
+    if r.get("onnx"):
+        o = r["onnx"]
+        onnx = (f"\n`model.onnx` (inputs `input_ids`, `attention_mask`; output `logits`; batch and length free) "
+                f"gives the same logits as the PyTorch model within {o['max_abs_diff']:.2g} (largest absolute "
+                f"difference on {o['check_examples']} dev examples; tolerance {o['tolerance']:g}). Batch 1, "
+                f"{o['seq_len']} tokens, CPU, threads {o['threads']}: ONNX Runtime {o['onnxruntime']} "
+                f"{o['onnxruntime_ms']:.2f} ms, PyTorch {o['pytorch_ms']:.2f} ms "
+                f"({o['speedup_vs_pytorch']:.2f}x).\n")
+    resumed = f", resumed after step {r['resumed_from']}" if r.get("resumed_from") is not None else ""
+    cfg = r["config"]
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [bert, knowledge-distillation, fitnets, fastbert-nas]
+---
+
+# {r['name']} for {r['task']}
+
+A BERT student with {arch['layers']} layers, hidden size {arch['hidden']}, {arch['heads']} attention heads
+and FFN size {arch['ffn']}, distilled by fastbert-nas from the teacher `{r['teacher']['id']}` the FitNets
+way: its layers {r['hints']} (student:teacher) first learned to predict the teacher's hidden states through
+linear regressors, then the whole student learned the teacher's logits softened at temperature
+{cfg['temperature']:.2f} (weight {cfg['kd_alpha']:.2f} against the hard labels). It is trial {r['trial']} of
+the study `{r['study']}`, distilled again on the `{r['budget']}` budget.
+
+| | student | teacher |
+|---|---|---|
+{table}
+
+The {metric} is on the task's official dev set. Latency is the median of `torch.utils.benchmark`, student and
+teacher timed one after the other in one process (device {lat_s['device']}, threads {lat_s['threads']}).
+{onnx}
+## Use
+
+```python
+from transformers import pipeline
+
+classify = pipeline("text-classification", model="{out}")
+classify({r['example']!r})
+```
+
+Labels: {labels}. It was trained on texts cut to {r['max_len']} tokens{preprocessing(r)}.
+
+## Training
+
+{r['distill']['hint_steps']} hint steps and {r['distill']['kd_steps']} KD steps of {cfg['batch_size']} examples, drawn
+from {r['examples_used']:,} training examples; learning rate {cfg['lr']:.2g}, init `{cfg['init']}`, seed
+{cfg['seed']}; {r['distill_minutes']:.1f} minutes on {r['device']}{resumed}. Teacher weights fingerprint
+`{r['teacher']['fingerprint']}`; data from `{r['data_source']}`; torch {r['torch']}, transformers
+{r['transformers']}. Every figure is in `export.json`.
+
+Made by:
+
+```
+{r['command']}
+```
+"""

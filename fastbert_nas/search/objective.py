@@ -1,0 +1,176 @@
+"""One trial, the only code touching `optuna.Trial`:
+
+    sample -> build -> cost (reject if over a constraint) -> distill (prune at checkpoints) -> record -> return
+
+- Optuna cannot prune multi-objective trials (`trial.report` raises), so the Pareto-aware rule of
+  search/pruning.py runs at each checkpoint through distill's `on_eval` callback, and a trial it
+  stops raises `optuna.TrialPruned` by hand. Single-objective studies (`--objectives metric`) use
+  Optuna's own pruners.
+- Costs are known before training: a student over --max-flops/--max-params/--max-latency-ms is
+  rejected before its first step (PRUNED, reason "constraint"), and the excess is given to Optuna as
+  a constraint value so that TPE learns to avoid the region.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from fastbert_nas.core import pipeline
+from fastbert_nas.core.cost import count_flops, count_params, measure_latency
+from fastbert_nas.core.training import evaluate
+from fastbert_nas.search.options import Search
+from fastbert_nas.search.pruning import should_prune
+from fastbert_nas.search.space import sample
+from fastbert_nas.search.storage import MAX_RETRY, worker_id
+from fastbert_nas.search.trials import COST_ATTRS
+
+TRIAL_LATENCY_RUN_S = 0.5  # seconds of timed batch-1 runs per trial (re-measure the front side by side)
+
+
+def teacher_reference(ctx: pipeline.Context) -> dict:
+    """The teacher's validation metrics and batch-1 latency (timed like a trial's): its point on the plots."""
+    val = ctx.teacher.manifest.get("val") or evaluate(ctx.teacher.model, ctx.spec, ctx.val, ctx.device)
+    latency = measure_latency(ctx.teacher.model, 1, threads=ctx.threads, min_run_time=TRIAL_LATENCY_RUN_S)
+    return {"teacher_val": val, "teacher_latency_ms": latency["median_ms"],
+            "teacher_latency_device": latency["device"], "teacher_latency_threads": latency["threads"]}
+
+
+def student_costs(student, threads: int) -> dict:
+    """Params, FLOPs and batch-1 latency of an (untrained) student: its shape decides them."""
+    params = count_params(student)
+    latency = measure_latency(student, 1, threads=threads, min_run_time=TRIAL_LATENCY_RUN_S)
+    return {"params": params["total"], "params_parts": params, "flops": count_flops(student),
+            "latency": latency["median_ms"], "latency_device": latency["device"], "latency_threads": latency["threads"]}
+
+
+def finished_costs(trials: list[FrozenTrial]) -> list[tuple[dict, dict]]:
+    """(costs, curve) of each COMPLETE trial that recorded both: what the Pareto rule compares with."""
+    out = []
+    for t in trials:
+        a = t.user_attrs
+        if t.state == TrialState.COMPLETE and "curve" in a and all(v in a for v in COST_ATTRS.values()):
+            out.append(({k: a[v] for k, v in COST_ATTRS.items()}, a["curve"]))
+    return out
+
+
+def pareto_reason(step: int, metric: float, costs: dict, cost_keys: tuple[str, ...],
+                  finished: list[tuple[dict, dict]], warmup: int) -> str | None:
+    """pruning.should_prune on the first cost objective, among finished trials no costlier in the others."""
+    primary, *others = cost_keys
+    comparable = [(c[primary], curve) for c, curve in finished if all(c[k] <= costs[k] for k in others)]
+    return should_prune(step, metric, costs[primary], comparable, warmup_trials=warmup)
+
+
+@dataclass
+class Checkpoints:
+    """distill's on_eval callback: keeps the curve in the trial's user attrs and decides whether to stop.
+
+    mode: "pareto" (pruning.py's rule against `finished()`), "median"/"hyperband" (Optuna's
+    pruner: trial.report + should_prune; single objective only) or "none".
+    """
+
+    trial: object                                   # optuna.Trial (or a stand-in in tests)
+    mode: str
+    costs: dict
+    cost_keys: tuple[str, ...]
+    warmup: int
+    finished: Callable[[], list[tuple[dict, dict]]]  # (costs, curve) of the finished trials, fetched per call
+    curve: dict = field(default_factory=dict)        # {str(step): metric}: JSON keys are strings
+    reason: str | None = None                       # why the trial was stopped
+
+    def __call__(self, step: int, metrics: dict) -> bool:
+        metric = metrics["metric"]
+        self.curve[str(step)] = metric
+        self.trial.set_user_attr("curve", dict(self.curve))
+        if self.mode == "pareto":
+            self.reason = pareto_reason(step, metric, self.costs, self.cost_keys, self.finished(), self.warmup)
+        elif self.mode in ("median", "hyperband"):
+            self.trial.report(metric, step)
+            if self.trial.should_prune():
+                self.reason = f"pruned at step {step} by Optuna's pruner: metric {metric:.4f}"
+        return self.reason is not None
+
+
+class Objective:
+    """sample -> build -> cost (reject if over a constraint) -> distill (prune at checkpoints) -> record -> return."""
+
+    def __init__(self, search: Search, ctx: pipeline.Context, show_progress: bool = False):
+        self.search, self.ctx, self.show_progress = search, ctx, show_progress
+
+    def __call__(self, trial: optuna.Trial):
+        s, ctx = self.search, self.ctx
+        with recorded(trial):
+            arch, settings = sample(s.space, trial, ctx.teacher.layers)                           # sample
+            cfg = replace(s.cfg, **settings)
+            record(trial, arch=arch.to_dict(), name=arch.name, hints=arch.hints_str, config=cfg.to_dict(),
+                   budget=s.opts.budget, seed=s.opts.seed, teacher_id=ctx.teacher_id,
+                   teacher_fingerprint=ctx.teacher.fingerprint, device=str(ctx.device), curve={}, train_steps=0,
+                   worker=worker_id())
+            student = pipeline.init_student(ctx, arch, cfg)                                       # build
+            costs = student_costs(student, ctx.threads)                                          # cost
+            record(trial, params=costs["params"], params_parts=costs["params_parts"], flops=costs["flops"],
+                   latency_ms=costs["latency"], latency_device=costs["latency_device"],
+                   latency_threads=costs["latency_threads"])
+            self.reject_if_over(trial, costs)
+            checkpoints = Checkpoints(trial, s.pruning_mode, costs, s.objectives[1:], s.opts.pruning_warmup,
+                                      lambda: finished_costs(trial.study.get_trials(deepcopy=False)))
+            result = pipeline.distill_student(ctx, student, arch, cfg, on_eval=checkpoints,     # distill
+                                              show_progress=self.show_progress)
+            record(trial, train_steps=result.hint_steps + result.kd_steps, hint_steps=result.hint_steps,  # record
+                   kd_steps=result.kd_steps, val=result.metrics, examples_per_s=result.examples_per_s)
+            if checkpoints.reason:
+                record(trial, prune_reason=s.pruning_mode, prune_detail=checkpoints.reason)
+                raise optuna.TrialPruned(checkpoints.reason)
+            values = [result.metrics["metric"]] + [float(costs[k]) for k in s.objectives[1:]]     # return
+            return values[0] if len(values) == 1 else values
+
+    def reject_if_over(self, trial: optuna.Trial, costs: dict) -> None:
+        """Give Optuna the constraint values (TPE learns the infeasible region); prune if over."""
+        limits = self.search.limits
+        for key, value in limits.excess(costs).items():
+            if key not in trial.constraints:  # a retried trial inherits them
+                trial.set_constraint(key, value)
+        over = limits.violated(costs)
+        if over:
+            record(trial, prune_reason="constraint", prune_detail=over)
+            raise optuna.TrialPruned(f"constraint: {over}")
+
+
+def record(trial: optuna.Trial, **attrs) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+@contextmanager
+def recorded(trial: optuna.Trial):
+    """Record the trial's wall time always, and why it failed when it did.
+
+    An interrupted trial (Ctrl-C) is queued again with the same parameters, like a
+    killed one, so that running the command again picks it up.
+    """
+    start = time.perf_counter()
+    try:
+        yield
+    except optuna.TrialPruned:
+        raise
+    except KeyboardInterrupt:
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(trial.study, frozen)  # before the reason
+        trial.set_user_attr("fail_reason", "interrupted")
+        raise
+    except Exception as exc:
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+        raise
+    finally:
+        trial.set_user_attr("wall_s", time.perf_counter() - start)

@@ -1,0 +1,205 @@
+"""`fastbert-nas search`'s options, checked once: objectives, constraints, space, budget, storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from fastbert_nas.config import DEFAULT_TRIAL_BUDGET, ENV_ATTR, DistillConfig, RunEnv, StudentArch, UserError, at_least
+from fastbert_nas.core import pipeline
+from fastbert_nas.core.cost import analytic_flops
+from fastbert_nas.core.tasks import resolve_task
+from fastbert_nas.search.baselines import parse_student
+from fastbert_nas.search.pruning import PRUNE_WARMUP_TRIALS
+from fastbert_nas.search.space import DEFAULT_SPACE, SearchSpace, load_space, space_budget
+from fastbert_nas.search.storage import IN_MEMORY_URLS
+from fastbert_nas.search.trials import COST_LABELS, OBJECTIVE_COSTS
+
+DEFAULT_OBJECTIVES = "metric,flops"
+PRUNING = ("pareto", "none")               # multi-objective: our rule (pruning.py), or off
+PRUNERS = ("median", "hyperband", "none")  # single objective: Optuna's pruners
+SAMPLERS = ("tpe", "random")               # TPE (conditional parameters suit it), or random search as a baseline
+DEFAULT_SAMPLER = "tpe"                    # also what a study made before --sampler existed used
+
+
+                                           # a CPU study of 16-30 trials would spend a third or more of it guessing
+DEFAULT_PRUNER = "median"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Everything `fastbert-nas search` takes (picklable: spawned workers get a copy)."""
+
+    env: RunEnv                        # task, data, teacher, machine: recorded in the study
+    trials: int = 100
+    study: str | None = None           # default "<task>-<space>"
+    space: str = DEFAULT_SPACE
+    budget: str = DEFAULT_TRIAL_BUDGET
+    hint_steps: int | None = None      # budget overrides
+    kd_steps: int | None = None
+    examples: int | None = None
+    eval_every: int | None = None
+    eval_examples: int | None = None
+    objectives: str = DEFAULT_OBJECTIVES
+    sampler: str = DEFAULT_SAMPLER
+    pruning: str = "pareto"
+    pruning_warmup: int = PRUNE_WARMUP_TRIALS
+    pruner: str | None = None          # single objective only; None = DEFAULT_PRUNER
+    max_flops: float | None = None
+    max_params: float | None = None
+    max_latency_ms: float | None = None
+    baselines: bool = True
+    enqueue: tuple[str, ...] = ()      # students to try first in a new study: ARCH or ARCH@HINTS
+    seed: int = 0
+    workers: int = 1
+    storage: str | None = None         # default sqlite:///<results>/<study>.db
+
+
+def parse_objectives(text: str) -> tuple[str, ...]:
+    """'metric,flops' -> ('metric', 'flops'): the metric first, then up to two distinct costs."""
+    names = tuple(n.strip() for n in text.split(","))
+    if (not names or names[0] != "metric" or len(names) > 3 or len(set(names)) != len(names)
+            or any(n not in OBJECTIVE_COSTS for n in names[1:])):
+        raise UserError(f"--objectives {text!r}: expected 'metric' then up to two of {', '.join(OBJECTIVE_COSTS)} "
+                        "(e.g. metric,flops or metric,flops,latency), or 'metric' alone with a cost constraint")
+    return names
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Cost constraints; a student over any of them is rejected before training."""
+
+    flops: float | None = None      # FLOPs (2 per multiply-add), batch 1, REF_SEQ_LEN tokens
+    params: float | None = None     # total parameters, embeddings included
+    latency: float | None = None    # ms, batch-1 median
+
+    OPTIONS = {"flops": "--max-flops", "params": "--max-params", "latency": "--max-latency-ms"}
+
+    def check(self) -> "Limits":
+        for key, option in self.OPTIONS.items():
+            value = getattr(self, key)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise UserError(f"{option} {value:g}: must be a positive number")
+        return self
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, k) is not None for k in self.OPTIONS)
+
+    def excess(self, costs: dict) -> dict[str, float]:
+        """Constraint values for Optuna: cost / limit - 1 per set limit (> 0 = violated)."""
+        return {f"max_{k}": costs[k] / getattr(self, k) - 1 for k in self.OPTIONS if getattr(self, k) is not None}
+
+    def violated(self, costs: dict) -> str | None:
+        """Which limits `costs` exceed, as a sentence, or None."""
+        over = [f"{COST_LABELS[k]} {costs[k]:.4g} > {option} {getattr(self, k):.4g}"
+                for k, option in self.OPTIONS.items() if getattr(self, k) is not None and costs[k] > getattr(self, k)]
+        return "; ".join(over) or None
+
+
+@dataclass(frozen=True)
+class Search:
+    """The checked options: what every process of one search shares."""
+
+    opts: SearchOptions
+    space: SearchSpace
+    cfg: DistillConfig             # the budget, before a trial's sampled settings
+    objectives: tuple[str, ...]
+    limits: Limits
+    metric: str                    # the task's metric name (accuracy, mcc)
+    task: str                      # the task's name
+    study_name: str
+    storage_url: str
+    students: tuple[StudentArch, ...] = ()   # --enqueue, parsed (checked against the space once the teacher is known)
+
+    @classmethod
+    def from_options(cls, opts: SearchOptions) -> "Search":
+        """Check every option (cheap: nothing is loaded but the space file and the task's name)."""
+        at_least(0, trials=opts.trials, seed=opts.seed, pruning_warmup=opts.pruning_warmup)
+        at_least(1, workers=opts.workers)
+        if opts.pruning not in PRUNING:
+            raise UserError(f"--pruning {opts.pruning!r}: choose one of {', '.join(PRUNING)}")
+        if opts.sampler not in SAMPLERS:
+            raise UserError(f"--sampler {opts.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        if opts.pruner is not None and opts.pruner not in PRUNERS:
+            raise UserError(f"--pruner {opts.pruner!r}: choose one of {', '.join(PRUNERS)}")
+        objectives = parse_objectives(opts.objectives)
+        limits = Limits(opts.max_flops, opts.max_params, opts.max_latency_ms).check()
+        if len(objectives) == 1 and not limits.any:
+            raise UserError("--objectives metric: a single objective needs a cost constraint "
+                            "(--max-flops, --max-params or --max-latency-ms), else the largest student wins")
+        if opts.pruner is not None and len(objectives) > 1:
+            raise UserError(f"--pruner {opts.pruner}: Optuna's pruners work on single-objective studies "
+                            f"(--objectives metric) only; --objectives {','.join(objectives)} prunes with --pruning")
+        space = load_space(opts.space)
+        check_space_fits(space, limits)
+        cfg = replace(space_budget(space, opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps,
+                                   examples=opts.examples, eval_every=opts.eval_every,
+                                   eval_examples=opts.eval_examples), seed=opts.seed)
+        env = opts.env
+        spec = resolve_task(env.task, env.text_column, env.label_column, env.max_len)
+        name = opts.study or f"{spec.name}-{space.name}"
+        url = opts.storage or f"sqlite:///{Path(env.results) / name}.db"
+        if opts.workers > 1 and url in IN_MEMORY_URLS:
+            raise UserError(f"--workers {opts.workers} --storage {url}: an in-memory study cannot be shared "
+                            "between processes; give a file (sqlite:///path.db) or a server")
+        students = tuple(parse_student(text) for text in opts.enqueue)
+        return cls(opts, space, cfg, objectives, limits, spec.metric, spec.name, name, url, students)
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] + ["minimize"] * (len(self.objectives) - 1)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The objectives as Optuna names them (study.set_metric_names): e.g. accuracy, FLOPs."""
+        return [self.metric] + [COST_LABELS[c] for c in self.objectives[1:]]
+
+    @property
+    def pruning_mode(self) -> str:
+        """'pareto' (ours, multi-objective), 'median'/'hyperband' (Optuna's, single objective) or 'none'."""
+        if self.opts.pruning == "none":
+            return "none"
+        return "pareto" if len(self.objectives) > 1 else self.opts.pruner or DEFAULT_PRUNER
+
+    def study_attrs(self) -> dict:
+        """What a study is created with and must be reopened with."""
+        return {"task": self.task, "space": self.space.name, "space_path": self.space.path,
+                "space_fingerprint": space_fingerprint(self.space), "objectives": ",".join(self.objectives),
+                "sampler": self.opts.sampler}
+
+    def prepare(self) -> pipeline.Context:
+        return pipeline.prepare(self.opts.env, self.cfg.examples, augment=self.cfg.augment)
+
+    def resumed(self, attrs: dict) -> "Search":
+        """This search with the environment the study recorded where no option was given; UserError when
+        an option contradicts it."""
+        if ENV_ATTR not in attrs:  # a study made before the environment was recorded
+            return self
+        where = f"study {self.study_name!r}"
+        env = self.opts.env.adopt(RunEnv.from_dict(attrs[ENV_ATTR]), where)
+        return replace(self, opts=replace(self.opts, env=env))
+
+
+def check_space_fits(space: SearchSpace, limits: Limits) -> None:
+    """Refuse a space none of whose students fits --max-flops: its smallest student's encoder alone is over.
+
+    (Params and latency depend on the teacher's vocabulary and on the machine: each trial checks them.)
+    """
+    hidden = min(space.hidden)
+    smallest = StudentArch(space.layers[0], hidden, max(space.heads_for(hidden)), round(min(space.ffn_ratio) * hidden))
+    flops = analytic_flops(smallest)  # a lower bound: embeddings, pooler and classifier left out
+    if limits.flops is not None and flops > limits.flops:
+        raise UserError(f"--max-flops {limits.flops:g}: no student of space {space.name!r} fits; its smallest, "
+                        f"{smallest.name}, has {flops:.4g} FLOPs in its encoder alone")
+
+
+def space_fingerprint(space: SearchSpace) -> str:
+    """Hash of what a space lets trials sample (not its path, description or step budgets)."""
+    d = asdict(space)
+    for key in ("name", "path", "description", "budget"):
+        d.pop(key)
+    return hashlib.sha256(repr(sorted(d.items())).encode()).hexdigest()[:16]
