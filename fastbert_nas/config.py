@@ -54,6 +54,8 @@ class TaskSpec:
     strip_html: bool = False       # "<br />" line breaks in the texts become spaces (4 wasted tokens each)
     tail_share: float = 0.0        # share of max_len kept from the end of a longer text (head+tail
                                    # truncation, Sun et al. 2019); 0 = keep the head only
+    phrases: bool = False          # the train file holds phrases of its sentences as rows of their own (SST-2):
+                                   # validation takes whole sentences, and their phrases leave train
 
     @property
     def tail_tokens(self) -> int:
@@ -318,7 +320,8 @@ class TeacherRecipe:
     lr: float = 1e-4               # peak AdamW learning rate
     warmup: float = 0.06           # fraction of steps warming up
     weight_decay: float = 0.01
-    max_minutes: float = 40.0      # wall-clock cap; training stops cleanly when reached
+    max_minutes: float | None = None  # wall-clock cap, the schedule fitted to it; None: every planned step, so
+                                      # that the same command, seed and data give the same teacher
     seed: int = 0
 
     def to_dict(self) -> dict:

@@ -96,7 +96,7 @@ def test_teacher_with_the_wrong_label_count(tmp_path, tiny_teacher_dir, restore_
     task.mkdir()
     rows = "sentence\tlabel\n" + "".join(f"row number {i}\t{'abc'[i % 3]}\n" for i in range(30))
     (task / "train.tsv").write_text(rows)
-    (task / "dev.tsv").write_text(rows)
+    (task / "dev.tsv").write_text(rows.replace("row number", "dev row"))  # dev texts apart from train's
     r = invoke(*distill_args(None, tiny_teacher_dir, tmp_path, **{"--task": task}))
     assert_user_error(r, "has 2 labels", "has 3")
 

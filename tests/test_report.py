@@ -22,10 +22,12 @@ import fastbert_nas.report.remeasure as remeasure_mod
 from fastbert_nas.cli import app
 from fastbert_nas.config import StudentArch
 from fastbert_nas.core.cost import measure_latency
+from fastbert_nas.core.tasks import VAL_SENTENCES
 from fastbert_nas.report import fasttext as fasttext_ref
 from fastbert_nas.report import plots
 from fastbert_nas.report import rows as report
 from fastbert_nas.search.pruning import hypervolume_2d
+from fastbert_nas.search.space import load_space, space_budget
 
 TEACHER_FLOPS = 2.7e9
 TEACHER_VAL = 0.9
@@ -204,7 +206,7 @@ def test_importance_figure_with_too_few_trials_says_why(tmp_path):
 
 def test_fasttext_reference_is_trained_once_per_task_split(data_dir, tmp_path, monkeypatch):
     r = fasttext_ref.fasttext_reference("sst2", EXAMPLES, tmp_path, str(data_dir))
-    assert r["examples"] == EXAMPLES and r["val_examples"] == 2000 and r["latency_batch"] == 1
+    assert r["examples"] == EXAMPLES and r["val_examples"] == VAL_SENTENCES and r["latency_batch"] == 1
     assert 0.5 < r["val"]["metric"] <= 1 and r["val"]["metric"] == r["val"]["accuracy"]
     assert 0 < r["latency_ms"] < 5
     [cached] = (tmp_path / "fasttext").glob("sst2-300-*.json")
@@ -358,10 +360,13 @@ def test_a_real_search_is_plotted_remeasured_and_shown(data_dir, tiny_teacher_di
                "--teacher", tiny_teacher_dir, "--results", tmp_path, "--threads", 1, "--trials", 3)
     assert r.exit_code == 0, r.output
     attrs = optuna.load_study(study_name="sst2-tiny", storage=f"sqlite:///{tmp_path}/sst2-tiny.db").user_attrs
-    # the tiny teacher has no manifest: its metrics are measured on the whole validation split
+    # the teacher is scored on the validation rows the trials are scored on: the tiny space's smoke budget's
+    rows = space_budget(load_space("tiny"), "smoke").eval_examples
     val = encode_for(sst2_data.spec, sst2_data.val, tiny_teacher.tokenizer)
-    expected = evaluate(tiny_teacher.model, sst2_data.spec, val, torch.device("cpu"))
-    assert attrs["teacher_val"] == pytest.approx(expected) and attrs["teacher_latency_ms"] > 0
+    expected = evaluate(tiny_teacher.model, sst2_data.spec, val, torch.device("cpu"), rows)
+    assert attrs["teacher_val"] == pytest.approx(expected) and attrs["teacher_val_rows"] == rows
+    assert attrs["teacher_val"] != pytest.approx(evaluate(tiny_teacher.model, sst2_data.spec, val, torch.device("cpu")))
+    assert attrs["teacher_latency_ms"] > 0
     assert attrs["teacher_latency_threads"] == 1
 
     r = invoke("plot", "--results", tmp_path, "--data-dir", data_dir, "--remeasure")

@@ -172,3 +172,17 @@ def test_adopt_fills_what_was_not_given_and_refuses_contradictions():
     with pytest.raises(UserError, match="--teacher m: study s was made with no --teacher"):
         RunEnv("t", teacher=TeacherRef("m")).adopt(recorded, "study s")
     assert RunEnv.from_dict(recorded.to_dict()) == recorded
+
+
+def test_the_same_fine_tune_twice_gives_the_same_teacher(task_dir, base_dir, tmp_path):
+    """No wall-clock re-planning by default: one command, seed and data give one teacher, bit for bit."""
+    made = []
+    for run in ("a", "b"):
+        results = tmp_path / run
+        r = invoke("teacher", "--task", task_dir, "--text-column", "text", "--base", base_dir, "--max-len", MAX_LEN,
+                   "--results", results, "--threads", 1, "--epochs", 1)
+        assert r.exit_code == 0, r.output
+        manifest = json.loads((results / "teachers" / TASK_NAME / "manifest.json").read_text())
+        assert manifest["steps"] == manifest["planned_steps"] > 10 and manifest["recipe"]["max_minutes"] is None
+        made.append((manifest["fingerprint"], (results / "teachers" / TASK_NAME / "model.safetensors").read_bytes()))
+    assert made[0] == made[1]

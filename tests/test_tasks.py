@@ -17,6 +17,7 @@ from fastbert_nas.core.tasks import (
     TASKS,
     VAL_FRACTION,
     VAL_MAX,
+    VAL_SENTENCES,
     Split,
     accuracy,
     carve_val,
@@ -31,6 +32,8 @@ from fastbert_nas.core.tasks import (
     resolve_task,
     score,
     strip_html,
+    text_key,
+    word_runs,
 )
 
 # Rows per file and positive labels, from SOURCES.md in the data folder ($FASTBERT_NAS_DATA):
@@ -90,16 +93,70 @@ def write_table(path: Path, header: list[str] | None, rows: list[list[str]], enc
 def test_builtin_sizes_and_labels(loaded, data_dir, name):
     td = loaded(name)
     n_train, n_pos, n_dev, n_dev_pos = EXPECTED[name]
-    n_val = min(int(n_train * VAL_FRACTION), VAL_MAX)
-    assert (len(td.train), len(td.val), len(td.dev)) == (n_train - n_val, n_val, n_dev)
-    assert int(td.train.labels.sum() + td.val.labels.sum()) == n_pos
-    assert int(td.dev.labels.sum()) == n_dev_pos
+    assert len(td.dev) == n_dev and int(td.dev.labels.sum()) == n_dev_pos
+    assert len(td.train) + len(td.val) <= n_train  # rows with a dev text, and SST-2's validation phrases, left
+    if name == "sst2":
+        assert len(td.val) == VAL_SENTENCES
+    else:  # whole groups of identical texts until the share is reached: at most a group more
+        n_val = min(int((len(td.train) + len(td.val)) * VAL_FRACTION), VAL_MAX)
+        assert n_val <= len(td.val) <= n_val + 5
     for split in (td.train, td.val, td.dev):
         assert split.labels.dtype == np.int64 and set(np.unique(split.labels)) == {0, 1}
         assert len(split.texts) == len(split.labels)
         assert all(isinstance(t, str) and t for t in split.texts)
     assert td.spec.name == name
     assert Path(td.source) == (data_dir / td.spec.glue_dir).resolve()
+
+
+@pytest.mark.parametrize("name", ["sst2", "cola", "amazon"])
+def test_no_text_straddles_train_validation_and_dev(loaded, name):
+    td = loaded(name)
+    train, val, dev = ({text_key(t) for t in split.texts} for split in (td.train, td.val, td.dev))
+    assert not train & val and not train & dev and not val & dev
+
+
+def test_sst2_validation_is_whole_sentences_and_their_phrases_left_train(loaded, data_dir):
+    td = loaded("sst2")
+    train = [text_key(t) for t in td.train.texts]
+    val = [text_key(t) for t in td.val.texts]
+    pieces = set().union(*(word_runs(v) for v in val))
+    assert not pieces & set(train)                     # no train row is a run of words of a validation sentence
+    joined = "\n".join(f" {t} " for t in train)
+    assert not [v for v in val if f" {v} " in joined]  # no validation sentence is a piece of a train row
+    # the file does hold phrases of its sentences: a random carve would have leaked them
+    rows = [text_key(r[0]) for r in raw_rows(data_dir / "SST-2" / "train.tsv")]
+    assert sum(r in pieces for r in rows) > 5 * len(val)
+
+
+def test_a_custom_tasks_duplicates_stay_on_one_side(tmp_path, sst2_dev_rows):
+    """A text repeated in train goes to one split whole; a train row with a dev text leaves train."""
+    rows = [[s, lab] for s, lab in sst2_dev_rows[:300]]
+    repeated = rows[7][0]
+    rows += [[repeated.upper(), rows[7][1]]] * 4 + [[f"  {repeated}  ", rows[7][1]]]  # case and spacing aside
+    dev = [[rows[11][0], rows[11][1]], *[[s, lab] for s, lab in sst2_dev_rows[400:450]]]
+    write_table(tmp_path / "dups" / "train.tsv", ["sentence", "label"], rows)
+    write_table(tmp_path / "dups" / "dev.tsv", ["sentence", "label"], dev)
+    td = load_task(resolve_task(str(tmp_path / "dups")))
+    train, val = [text_key(t) for t in td.train.texts], [text_key(t) for t in td.val.texts]
+    key = text_key(repeated)
+    assert (train.count(key), val.count(key)) in ((6, 0), (0, 6))
+    assert text_key(rows[11][0]) not in train + val
+    assert len(train) + len(val) == len(rows) - 1
+
+
+def test_val_carve_deterministic_and_disjoint(loaded, data_dir):
+    first = loaded("amazon")
+    again = load_task(resolve_task("amazon"), str(data_dir))
+    assert again.val.texts == first.val.texts and again.train.texts == first.train.texts
+    assert np.array_equal(again.val.labels, first.val.labels)
+
+    # The carve by index: distinct rows tagged with their index, carved, compared with the shares.
+    n = 5000
+    tagged = Split([str(i) for i in range(n)], np.zeros(n, dtype=np.int64))
+    tr, va = carve_val(tagged)
+    tr_idx, va_idx = [int(t) for t in tr.texts], [int(t) for t in va.texts]
+    assert not set(tr_idx) & set(va_idx) and len(va_idx) == int(n * VAL_FRACTION)
+    assert sorted(tr_idx + va_idx) == list(range(n)) and tr_idx == sorted(tr_idx)
 
 
 def test_cola_uses_sentence_column(loaded, data_dir):
@@ -119,24 +176,6 @@ def test_sst2_texts_are_stripped(loaded):
         assert all(t == t.strip() for t in split.texts)
     # GLUE keeps a space before the tab; the loader must not.
     assert "hide new secretions from the parental units" in td.train.texts + td.val.texts
-
-
-def test_val_carve_deterministic_and_disjoint(loaded, data_dir):
-    first = loaded("amazon")
-    again = load_task(resolve_task("amazon"), str(data_dir))
-    assert again.val.texts == first.val.texts and again.train.texts == first.train.texts
-    assert np.array_equal(again.val.labels, first.val.labels)
-
-    # The carve by index: tag each row with its index, carve, compare with the real split.
-    rows = raw_rows(data_dir / "amazon" / "train.tsv")
-    n = len(rows)
-    tagged = Split([str(i) for i in range(n)], np.zeros(n, dtype=np.int64))
-    tr, va = carve_val(tagged)
-    tr_idx, va_idx = [int(t) for t in tr.texts], [int(t) for t in va.texts]
-    assert not set(tr_idx) & set(va_idx)
-    assert sorted(tr_idx + va_idx) == list(range(n))
-    assert strip_html(Split([rows[i][0] for i in va_idx], first.val.labels)).texts == first.val.texts
-    assert [int(rows[i][1]) for i in tr_idx] == first.train.labels.tolist()
 
 
 def test_fingerprint_stable_and_sensitive(loaded, data_dir):

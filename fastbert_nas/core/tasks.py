@@ -23,10 +23,14 @@ from fastbert_nas.config import TaskSpec, UserError
 DATA_ENV = "FASTBERT_NAS_DATA"   # environment variable naming the GLUE-layout data folder
 VAL_FRACTION = 0.1               # share of the train file carved out as the validation split
 VAL_MAX = 2000                   # ... but at most this many rows: enough to rank students
+VAL_SENTENCES = 1000             # whole sentences of a phrase-structured train file (SST-2) carved as validation:
+                                 # each takes its phrases out of train (about 11 rows a sentence on SST-2), and
+                                 # a trial scores 1,000 validation rows
 SPLIT_SEED = 0                   # fixed: the train/val carve must never change between runs
 
 TASKS: dict[str, TaskSpec] = {
-    "sst2": TaskSpec("sst2", "accuracy", max_len=64, glue_dir="SST-2", hub=("nyu-mll/glue", "sst2")),
+    # GLUE's SST-2 train file holds every phrase of its sentences as a row of its own.
+    "sst2": TaskSpec("sst2", "accuracy", max_len=64, glue_dir="SST-2", hub=("nyu-mll/glue", "sst2"), phrases=True),
     "cola": TaskSpec("cola", "mcc", max_len=64, glue_dir="CoLA",
                      columns=("source", "label", "mark", "sentence"), hub=("nyu-mll/glue", "cola")),
     # The local subset is 84% positive: report macro-F1 and the majority baseline beside accuracy.
@@ -115,7 +119,7 @@ def load_task(spec: TaskSpec, data_dir: str | None = None) -> TaskData:
             source = "hub:" + "/".join(spec.hub)
     if spec.strip_html:
         train, dev = strip_html(train), strip_html(dev)
-    train, val = carve_val(train)
+    train, val = carve_val(train, dev, spec.phrases)
     return TaskData(spec, train, val, dev, source)
 
 
@@ -127,13 +131,69 @@ def strip_html(split: Split) -> Split:
     return Split([HTML_BREAK.sub(" ", t).strip() for t in split.texts], split.labels)
 
 
-def carve_val(train: Split) -> tuple[Split, Split]:
-    """Deterministic train/val carve: a fixed-seed permutation, independent of anything else."""
-    n_val = min(int(len(train) * VAL_FRACTION), VAL_MAX)
-    if n_val < 1 or len(train) - n_val < 1:
-        raise UserError(f"train split has {len(train)} rows: too few to carve a validation split")
-    perm = np.random.default_rng(SPLIT_SEED).permutation(len(train))
-    return train.subset(np.sort(perm[n_val:])), train.subset(np.sort(perm[:n_val]))
+def text_key(text: str) -> str:
+    """What makes two texts the same text: case and spacing aside."""
+    return " ".join(text.lower().split())
+
+
+def carve_val(train: Split, dev: Split | None = None, phrases: bool = False) -> tuple[Split, Split]:
+    """(train, validation) carved from the train file, deterministically and without leaks:
+
+    - a train row with the text of a dev row (text_key) leaves train: dev stays unseen;
+    - validation takes whole groups of identical texts, in a fixed-seed order: no text straddles
+      train and validation;
+    - `phrases` (a train file holding the phrases of its sentences, as SST-2's does): validation takes
+      whole sentences (texts that are no run of words of another text), and every train row that is a
+      run of words of a validation sentence leaves train.
+    """
+    keys = [text_key(t) for t in train.texts]
+    unseen = {text_key(t) for t in dev.texts} if dev is not None else set()
+    groups: dict[str, list[int]] = {}   # text -> its rows, in file order
+    for i, k in enumerate(keys):
+        if k and k not in unseen:
+            groups.setdefault(k, []).append(i)
+    texts = list(groups)
+    rows = sum(len(g) for g in groups.values())
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(texts))
+    if phrases:
+        chosen = whole_sentences(texts, order, min(int(rows * VAL_FRACTION), VAL_SENTENCES))
+        val_rows = [i for k in chosen for i in groups[k]]
+        out = set(chosen) | {p for k in chosen for p in word_runs(k)}
+    else:
+        n_val, val_rows, out = min(int(rows * VAL_FRACTION), VAL_MAX), [], set()
+        for j in order:
+            if len(val_rows) >= n_val:
+                break
+            val_rows += groups[texts[j]]
+            out.add(texts[j])
+    train_rows = [i for k, g in groups.items() if k not in out for i in g]
+    if not val_rows or not train_rows:
+        raise UserError(f"train split has {len(train)} rows ({rows} not in dev): too few to carve a validation split")
+    return train.subset(np.sort(train_rows)), train.subset(np.sort(val_rows))
+
+
+def word_runs(text: str) -> set[str]:
+    """Every run of one or more consecutive words of `text` (a text_key)."""
+    words = text.split()
+    return {" ".join(words[a:b]) for a in range(len(words)) for b in range(a + 1, len(words) + 1)}
+
+
+def whole_sentences(texts: list[str], order: np.ndarray, n: int) -> list[str]:
+    """The first `n` texts in `order` that are no run of words of another text: whole sentences."""
+    by_word: dict[str, list[int]] = {}
+    for j, t in enumerate(texts):
+        for w in set(t.split()):
+            by_word.setdefault(w, []).append(j)
+    chosen = []
+    for j in order:
+        if len(chosen) >= n:
+            break
+        t = texts[j]
+        rarest = min(set(t.split()), key=lambda w: len(by_word[w]))  # any text holding t holds this word
+        padded = f" {t} "
+        if not any(o != j and padded in f" {texts[o]} " for o in by_word[rarest]):
+            chosen.append(t)
+    return chosen
 
 
 def _load_custom(spec: TaskSpec) -> tuple[Split, Split, tuple[str, ...]]:

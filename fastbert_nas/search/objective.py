@@ -36,12 +36,14 @@ from fastbert_nas.search.trials import COST_ATTRS
 TRIAL_LATENCY_RUN_S = 0.5  # seconds of timed batch-1 runs per trial (re-measure the front side by side)
 
 
-def teacher_reference(ctx: pipeline.Context) -> dict:
-    """The teacher's validation metrics and batch-1 latency (timed like a trial's): its point on the plots."""
-    val = ctx.teacher.manifest.get("val") or evaluate(ctx.teacher.model, ctx.spec, ctx.val, ctx.device)
+def teacher_reference(ctx: pipeline.Context, eval_examples: int) -> dict:
+    """The teacher's validation metrics on the rows a trial scores (the first `eval_examples`), and its
+    batch-1 latency (timed like a trial's): its point on the plots, compared like with like."""
+    val = evaluate(ctx.teacher.model, ctx.spec, ctx.val, ctx.device, eval_examples)
     latency = measure_latency(ctx.teacher.model, 1, threads=ctx.threads, min_run_time=TRIAL_LATENCY_RUN_S)
-    return {"teacher_val": val, "teacher_latency_ms": latency["median_ms"],
-            "teacher_latency_device": latency["device"], "teacher_latency_threads": latency["threads"]}
+    return {"teacher_val": val, "teacher_val_rows": min(eval_examples, len(ctx.val)),
+            "teacher_latency_ms": latency["median_ms"], "teacher_latency_device": latency["device"],
+            "teacher_latency_threads": latency["threads"]}
 
 
 def student_costs(student, threads: int) -> dict:

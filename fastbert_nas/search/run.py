@@ -95,7 +95,8 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
                  "teacher_id": ctx.teacher_id,
                  "teacher_fingerprint": ctx.teacher.fingerprint,
                  "teacher_params": count_params(ctx.teacher.model)["total"],
-                 "teacher_flops": count_flops(ctx.teacher.model), **teacher_reference(ctx), "seq_len": REF_SEQ_LEN,
+                 "teacher_flops": count_flops(ctx.teacher.model), **teacher_reference(ctx, search.cfg.eval_examples),
+                 "data_fingerprint": ctx.data.fingerprint(), "seq_len": REF_SEQ_LEN,
                  "flops_unit": "FLOPs, 2 per multiply-add", LAST_ATTR: search.opts.seed}
         try:
             study = optuna.create_study(storage=storage, study_name=search.study_name, directions=search.directions)
