@@ -147,6 +147,14 @@ class RunEnv:
                        labels=self.labels or recorded.labels)
 
 
+def run_env(task: str, data_dir: str | None = None, text_column: str | None = None, label_column: str | None = None,
+            max_len: int | None = None, teacher: str | None = None, base: str | None = None, device: str = "auto",
+            threads: int | None = None, results: Path = Path("results"), no_cache: bool = False) -> RunEnv:
+    """The run environment of a command's options (named as the options are)."""
+    return RunEnv(task, data_dir, text_column, label_column, max_len, TeacherRef(teacher, base), device, threads,
+                  Path(results), use_cache=not no_cache)
+
+
 # ---------------------------------------------------------------------------
 # Students
 

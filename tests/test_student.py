@@ -160,7 +160,7 @@ def test_init_student_scores_the_teacher_once_per_context(tiny_teacher, sst2_dat
 
     train = encode(sst2_data.train.subset(np.arange(200)), tiny_teacher.tokenizer, MAX_LEN)
     ctx = pipeline.Context(RunEnv("sst2"), sst2_data.spec, sst2_data, torch.device("cpu"), 1, tiny_teacher, "tiny",
-                           train, train, None, 0.0, None)
+                           train, train, None, 0.0)
     calls = []
     monkeypatch.setattr(pipeline, "importance", lambda *a: calls.append(1) or importance(*a))
     cfg = budget_config("smoke", seed=3)

@@ -126,10 +126,10 @@ def test_the_sampler_is_recorded_and_another_is_refused_on_reopen(data_dir, tiny
 def test_a_study_made_before_the_sampler_option_resumes_as_tpe():
     tpe = options_mod.Search.from_options(options_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", budget="smoke"))
     old = {k: v for k, v in tpe.study_attrs().items() if k != "sampler"}
-    search_run.check_compatible(tpe, old)
+    options_mod.check_compatible(tpe, old)
     random = options_mod.Search.from_options(options_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", sampler="random"))
     with pytest.raises(UserError, match="created with --sampler tpe; this run asks for --sampler random"):
-        search_run.check_compatible(random, old)
+        options_mod.check_compatible(random, old)
 
 
 @pytest.mark.parametrize("over, fragments", [

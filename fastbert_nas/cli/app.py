@@ -1,16 +1,14 @@
-"""The Typer app, its error handling and the run environment of a command's options.
-"""
+"""The Typer app and its error handling: one line and an exit code for bad input and for Ctrl-C."""
 
 from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fastbert_nas.config import RunEnv, TeacherRef, UserError
+from fastbert_nas.config import UserError
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 DEBUG_ENV = "FASTBERT_NAS_DEBUG"        # "1": show the traceback behind an error line (as --debug does)
@@ -58,11 +56,3 @@ def handled(interrupted: str = "interrupted"):
 
 INTERRUPTED_SEARCH = "interrupted: the running trial is queued again; run the same command to resume"
 INTERRUPTED_BENCH = "interrupted: the running trials are queued again; run the same command to resume"
-
-
-def run_env(task: str, data_dir: str | None = None, text_column: str | None = None, label_column: str | None = None,
-            max_len: int | None = None, teacher: str | None = None, base: str | None = None, device: str = "auto",
-            threads: int | None = None, results: Path = Path("results"), no_cache: bool = False) -> RunEnv:
-    """The run environment of a command's options."""
-    return RunEnv(task, data_dir, text_column, label_column, max_len, TeacherRef(teacher, base), device, threads,
-                  Path(results), use_cache=not no_cache)

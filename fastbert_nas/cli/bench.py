@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fastbert_nas.cli.app import INTERRUPTED_BENCH, app, handled, run_env
+from fastbert_nas.cli.app import INTERRUPTED_BENCH, app, handled
 from fastbert_nas.cli.options import DataDir, Device, Results, Task, TeacherOpt, Threads
 from fastbert_nas.config import (
     BENCH_EXPORT_BUDGET,
@@ -18,6 +18,7 @@ from fastbert_nas.config import (
     BENCH_EXPORT_STUDY,
     BENCH_EXPORT_TASKS,
     DEFAULT_TRIAL_BUDGET,
+    run_env,
 )
 from fastbert_nas.search.space import DEFAULT_SPACE
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fastbert_nas.cli.app import INTERRUPTED_SEARCH, STORAGE_ENV, app, handled, run_env
+from fastbert_nas.cli.app import INTERRUPTED_SEARCH, STORAGE_ENV, app, handled
 from fastbert_nas.cli.options import (
     Base,
     DataDir,
@@ -28,7 +28,7 @@ from fastbert_nas.cli.options import (
     TextColumn,
     Threads,
 )
-from fastbert_nas.config import CHECKPOINT_EVERY, DEFAULT_BASE, DEFAULT_TRIAL_BUDGET, DistillConfig
+from fastbert_nas.config import CHECKPOINT_EVERY, DEFAULT_BASE, DEFAULT_TRIAL_BUDGET, DistillConfig, run_env
 from fastbert_nas.search.pruning import PRUNE_WARMUP_TRIALS
 from fastbert_nas.search.space import DEFAULT_SPACE
 

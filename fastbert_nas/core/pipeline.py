@@ -100,8 +100,11 @@ class Context:
     val: Encoded                      # validation split carved from train (trials are scored here)
     outputs: TeacherOutputs | None    # cached teacher outputs for `train`; None = run the teacher live
     cache_seconds: float              # time spent building (or opening) the cache
-    results: Path
     scores: dict | None = None        # student.importance of the teacher on the calibration rows, once computed
+
+    @property
+    def results(self) -> Path:
+        return Path(self.env.results)
 
 
 def prepare(env: RunEnv, examples: int, augment: int = 0) -> Context:
@@ -115,7 +118,7 @@ def prepare(env: RunEnv, examples: int, augment: int = 0) -> Context:
     split = "augmented" if augment else "distill"  # a cache of its own: neither replaces the other
     outputs = teacher_outputs(t, train, spec.name, split, spec.max_len, results, dev) if env.use_cache else None
     return Context(env, spec, data, dev, threads, t, env.teacher.id(spec.name), train,
-                   encode_for(spec, data.val, t.tokenizer), outputs, time.perf_counter() - start, results)
+                   encode_for(spec, data.val, t.tokenizer), outputs, time.perf_counter() - start)
 
 
 # A student is built and costed before any training step (so that the search rejects one over a

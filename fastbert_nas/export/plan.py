@@ -25,6 +25,7 @@ from fastbert_nas.config import (
     UserError,
     at_least,
     budget_config,
+    run_env,
 )
 from fastbert_nas.core.tasks import TASKS, resolve_task
 from fastbert_nas.report.rows import gather
@@ -187,9 +188,8 @@ def export_plan(study: optuna.Study, trial: FrozenTrial, opts: ExportOptions) ->
     if task is None:
         raise UserError(f"study {study.study_name!r} records no task (not made by fastbert-nas search?): "
                         "give --task")
-    env = RunEnv(task, opts.data_dir, opts.text_column, opts.label_column, opts.max_len,
-                 TeacherRef(opts.teacher, opts.base), opts.device, opts.threads, Path(opts.results),
-                 use_cache=not opts.no_cache)
+    env = run_env(task, opts.data_dir, opts.text_column, opts.label_column, opts.max_len, opts.teacher, opts.base,
+                  opts.device, opts.threads, opts.results, opts.no_cache)
     # the study's environment (teacher included) only for the study's task: an architecture found on
     # SST-2 exported for CoLA (--task cola) is distilled from the CoLA teacher
     if same_task(task, recorded.task if recorded else attrs.get("task")):

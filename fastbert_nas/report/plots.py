@@ -27,7 +27,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.colors import qualitative
 
-from fastbert_nas.config import UserError
+from fastbert_nas.config import RunEnv, UserError
 from fastbert_nas.report.rows import (
     HV_REF_FLOPS_X_TEACHER,
     HV_REF_METRIC,
@@ -266,9 +266,7 @@ def fasttext_or_note(data: StudyData, results: Path, data_dir: str | None) -> di
     try:
         from fastbert_nas.report.fasttext import fasttext_reference  # the task's data (and torch)
 
-        env = data.env  # the study's task (a custom one by its folder), columns and data folder
-        if env is None:
-            return fasttext_reference(data.task, data.examples, results, data_dir)
+        env = data.env or RunEnv(data.task)  # the study's task (a custom one by its folder), columns, data folder
         return fasttext_reference(env.task, data.examples, results, data_dir or env.data_dir, env.text_column,
                                   env.label_column)
     except UserError as exc:

@@ -175,13 +175,33 @@ class Search:
         return pipeline.prepare(self.opts.env, self.cfg.examples, augment=self.cfg.augment)
 
     def resumed(self, attrs: dict) -> "Search":
-        """This search with the environment the study recorded where no option was given; UserError when
-        an option contradicts it."""
+        """This search on the study with these attrs: UserError when the study was made for another task,
+        space, objectives or sampler, or when an option contradicts its recorded environment; else this
+        search with that environment where no option was given."""
+        check_compatible(self, attrs)
         if ENV_ATTR not in attrs:  # a study made before the environment was recorded
             return self
         where = f"study {self.study_name!r}"
         env = self.opts.env.adopt(RunEnv.from_dict(attrs[ENV_ATTR]), where)
         return replace(self, opts=replace(self.opts, env=env))
+
+
+def check_compatible(search: Search, attrs: dict) -> None:
+    """Refuse to resume a study created for another task, space, objectives or sampler."""
+    want = search.study_attrs()
+    attrs = {"sampler": DEFAULT_SAMPLER, **attrs}  # studies made before --sampler existed used TPE
+    where = f"study {search.study_name!r} in {search.storage_url}"
+    if "space_fingerprint" not in attrs:
+        raise UserError(f"{where} was not created by fastbert-nas search; name another with --study NEW_NAME")
+    for key, option in (("task", "--task"), ("space", "--space"), ("space_fingerprint", "--space"),
+                        ("objectives", "--objectives"), ("sampler", "--sampler")):
+        if attrs.get(key) != want[key]:
+            if key == "space_fingerprint":  # same name, other choices (the file was edited, or another file)
+                had, now = f"a space with other choices ({attrs.get('space_path')})", f"--space {search.space.path}"
+            else:
+                had, now = f"{option} {attrs.get(key)}", f"{option} {want[key]}"
+            raise UserError(f"{where} was created with {had}; this run asks for {now}: "
+                            "run with the same settings to resume it, or start another with --study NEW_NAME")
 
 
 def check_space_fits(space: SearchSpace, limits: Limits) -> None:

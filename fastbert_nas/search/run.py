@@ -66,24 +66,6 @@ def make_pruner(search: Search) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def check_compatible(search: Search, attrs: dict) -> None:
-    """Refuse to resume a study created for another task, space, objectives or sampler."""
-    want = search.study_attrs()
-    attrs = {"sampler": DEFAULT_SAMPLER, **attrs}  # studies made before --sampler existed used TPE
-    where = f"study {search.study_name!r} in {search.storage_url}"
-    if "space_fingerprint" not in attrs:
-        raise UserError(f"{where} was not created by fastbert-nas search; name another with --study NEW_NAME")
-    for key, option in (("task", "--task"), ("space", "--space"), ("space_fingerprint", "--space"),
-                        ("objectives", "--objectives"), ("sampler", "--sampler")):
-        if attrs.get(key) != want[key]:
-            if key == "space_fingerprint":  # same name, other choices (the file was edited, or another file)
-                had, now = f"a space with other choices ({attrs.get('space_path')})", f"--space {search.space.path}"
-            else:
-                had, now = f"{option} {attrs.get(key)}", f"{option} {want[key]}"
-            raise UserError(f"{where} was created with {had}; this run asks for {now}: "
-                            "run with the same settings to resume it, or start another with --study NEW_NAME")
-
-
 def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank: int = 0) -> tuple[optuna.Study, bool]:
     """Create the study (with its identifying attrs) or load it; returns (study, created)."""
     n_before = 0
@@ -105,9 +87,7 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
                 study.set_user_attr(key, value)
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # another machine created it a moment ago
-            theirs = existing_attrs(storage, search.study_name) or {}
-            check_compatible(search, theirs)
-            search.resumed(theirs)
+            search.resumed(existing_attrs(storage, search.study_name) or {})  # refuses an incompatible one
     study = optuna.load_study(study_name=search.study_name, storage=storage,
                               sampler=make_sampler(search.opts.seed, rank, n_before, search.opts.sampler,
                                                    joined=not created),
@@ -192,7 +172,8 @@ def _worker(opts: SearchOptions, rank: int) -> None:
     def work(log: Callable[[str], None]) -> None:
         search = Search.from_options(opts)
         storage = make_storage(search.storage_url)
-        search = search.resumed(existing_attrs(storage, search.study_name) or {})
+        attrs = existing_attrs(storage, search.study_name)
+        search = search.resumed(attrs) if attrs is not None else search
         ctx = search.prepare()
         study, _ = open_study(search, storage, ctx, rank)
         optimize(study, search, ctx, log)
@@ -207,7 +188,6 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
     storage = make_storage(search.storage_url) if storage_exists(search.storage_url) else None
     attrs = existing_attrs(storage, search.study_name) if storage is not None else None
     if attrs is not None:  # before the teacher is loaded: refusing costs nothing
-        check_compatible(search, attrs)
         search = search.resumed(attrs)
     opts = search.opts
     ctx = search.prepare()  # bad data or teacher files fail here, before a new study file is made
