@@ -267,6 +267,35 @@ class DistillConfig:
         return asdict(self)
 
 
+# The recipe every trial trains with unless its space samples it (search/space.py). Sampled learning
+# rates made half the trials of a CPU study learn nothing: with 500 KD steps, students that drew 6e-5 or
+# 1.2e-4 (or random init) stayed at the majority class. Measured on SST-2 validation with the `cpu` trial
+# budget (results/README.md): L4-H384 did best at 1e-4 (0.858; 0.839 at 3e-4, 0.734 at 1e-3); L12-H128
+# learned at 1e-4 and stayed at the majority class at 3e-4 and 1e-3 (a deep, narrow student cut from the
+# teacher is fragile); L2-H192 did as well at 1e-4 as at 1e-3. So the rate falls with depth, and, as in
+# muP (an update's effect on a layer's output grows with its fan-in), with width; warm-up and gradient
+# clipping (DistillConfig, distill.py) guard the first steps.
+TRIAL_LR_REF = 1e-4         # peak learning rate of a student TRIAL_LR_REF_WIDTH wide and TRIAL_LR_REF_DEPTH deep
+TRIAL_LR_REF_WIDTH = 384    # the default teacher's width
+TRIAL_LR_REF_DEPTH = 4      # layers
+TRIAL_LR_WIDTH_POWER = 0.5  # lr ~ width^-0.5
+TRIAL_LR_DEPTH_POWER = 0.5  # lr ~ depth^-0.5: L12-H128 gets 1.0e-4, L2-H192 2.0e-4
+
+
+def trial_lr(arch: StudentArch) -> float:
+    """The default peak KD learning rate of a trial's student (see the comment above)."""
+    return (TRIAL_LR_REF * (TRIAL_LR_REF_WIDTH / arch.hidden) ** TRIAL_LR_WIDTH_POWER
+            * (TRIAL_LR_REF_DEPTH / arch.layers) ** TRIAL_LR_DEPTH_POWER)
+
+
+def trial_recipe(arch: StudentArch) -> dict:
+    """The DistillConfig fields a trial's student trains with when its space does not sample them:
+    teacher init, DistillConfig's KD settings, and `trial_lr`."""
+    d = DistillConfig()
+    return {"init": "teacher", "temperature": d.temperature, "kd_alpha": d.kd_alpha, "hint_weight": d.hint_weight,
+            "lr": float(f"{trial_lr(arch):.3g}")}
+
+
 # Step budgets per preset. `small` fits a CPU (about 11 minutes for a student with a
 # quarter of the teacher's FLOPs on 2 cores); `standard` is for a GPU; `smoke` for tests.
 # `full` is export's: one chosen student, every train row, as many steps as small.

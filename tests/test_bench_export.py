@@ -93,8 +93,12 @@ def test_bench_export_tabulates_each_export_beside_its_teacher(bench, tiny_teach
         assert plan_mod.parse_pick(x["pick"])[:2] == ("flops", f["share_limit"])
         assert x["teacher"]["id"] == ("results/teachers/cola" if f["task"] == "cola" else str(tiny_teacher_dir))
         # costs of the models loaded back, as the export measured them
-        assert f["params"] == x["costs"]["params"]["total"] and f["flops"] == x["costs"]["flops"]
-        assert f["flops_share"] == pytest.approx(x["vs_teacher"]["flops_share"])
+        # FLOPs at the task's length (what the study's --pick chose by) and at 128 tokens
+        assert f["task_len"] == x["max_len"] == x["task_len"]
+        assert f["params"] == x["costs"]["params"]["total"] and f["flops"] == x["costs_task_len"]["flops"]
+        assert f["flops_share"] == pytest.approx(x["vs_teacher_task_len"]["flops_share"])
+        assert f["flops_ref_len"] == x["costs"]["flops"] and f["flops_share_ref_len"] == pytest.approx(
+            x["vs_teacher"]["flops_share"])
         assert f["flops_share"] <= f["share_limit"]
         # side-by-side timings: ROUNDS figures each, speed-up = teacher median / student median
         for side in ("latency_ms", "teacher_latency_ms"):
@@ -104,7 +108,7 @@ def test_bench_export_tabulates_each_export_beside_its_teacher(bench, tiny_teach
         retention = f"{f['retention']:.1%}" if f["retention"] is not None else "-"
         line = (f"| {bx.TASK_TITLES[f['task']]} | {f['share_limit'] * 100:g}% | {f['trial']}")
         assert any(ln.startswith(line) and f"| {retention} |" in ln and f"| {f['speedup_b1']:.2f}x |" in ln
-                   and f"{f['flops'] / 1e9:.3f} ({f['flops_share']:.1%})" in ln and "smoke (4 + 8)" in ln
+                   and f"{f['flops'] / 1e9:.3f} at {f['task_len']} ({f['flops_share']:.1%})" in ln and "smoke (4 + 8)" in ln
                    for ln in md.splitlines()), (line, md)
     assert by_folder[str(bench["before"])]["teacher"]["fingerprint"] != bench["cola_fingerprint"]
     cola_teachers = {x["teacher"]["fingerprint"] for x in by_folder.values() if x["task"] == "cola"}

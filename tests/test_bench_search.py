@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import socket
 
@@ -22,7 +23,8 @@ import fastbert_nas.search.objective as objective_mod
 import fastbert_nas.search.run as search_run
 from fastbert_nas.search.space import load_space, sample
 
-TEACHER_FLOPS = 1e9  # reference point: metric 0, 2e9 FLOPs
+TEACHER_FLOPS = 1e9  # reference point: the majority level MAJORITY at the teacher's FLOPs, on log FLOPs
+MAJORITY = 0.5
 
 # (state, metric, FLOPs, training steps, why pruned), in the order they finish
 TRIALS = [
@@ -33,14 +35,17 @@ TRIALS = [
     (TrialState.FAIL, None, 0.4e9, 0, None),
     (TrialState.COMPLETE, 0.7, 0.25e9, 100, None),
 ]
-# After each: cumulative steps, and the area of the front within (0, 2e9) divided by 2e9.
-CURVE = [(100, 0.8 * 1.5 / 2), (140, 0.6), (140, 0.6), (240, 0.6 + 0.1 * 1.0 / 2), (240, 0.65),
-         (340, (0.7 * 1.75 + 0.1 * 1.5 + 0.1 * 1.0) / 2)]
+# After each: cumulative steps, and the front's area above MAJORITY x decades of FLOPs saved (trial 3, at
+# the teacher's FLOPs, saves none and adds nothing).
+FIRST = 0.3 * math.log10(2)  # trial 0 alone: 0.8 at half the teacher's FLOPs
+CURVE = [(100, FIRST), (140, FIRST), (140, FIRST), (240, FIRST), (240, FIRST),
+         (340, 0.2 * math.log10(4) + 0.1 * math.log10(2))]
 
 
 def hand_made_study():
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_user_attr("teacher_flops", TEACHER_FLOPS)
+    study.set_user_attr("majority_val", MAJORITY)
     for i, (state, metric, flops, steps, reason) in enumerate(TRIALS):
         attrs = {"flops": flops, "train_steps": steps, "wall_s": 1.0, "name": f"s{i}", "hints": "1:1",
                  "params": 1000, "latency_ms": 1.0, "latency_device": "cpu"}
@@ -63,10 +68,10 @@ def test_the_curve_sums_steps_in_finishing_order_and_tracks_the_front():
     assert figures["seed"] == 7 and figures["train_steps"] == 340
     assert figures["hypervolume"] == pytest.approx(curve[-1]["hypervolume"])
     assert figures["states"] == {"COMPLETE": 3, "PRUNED": 1, "REJECTED": 1, "FAIL": 1}
-    assert bs.hv_at(curve, 99) == 0 and bs.hv_at(curve, 239) == pytest.approx(0.6)
+    assert bs.hv_at(curve, 99) == 0 and bs.hv_at(curve, 239) == pytest.approx(FIRST)
     assert bs.hv_at(curve, 10**6) == pytest.approx(CURVE[-1][1])
-    assert bs.steps_to_reach(curve, 0.65) == 240 and bs.steps_to_reach(curve, 0.6) == 100
-    assert bs.steps_to_reach(curve, 0.8) is None
+    assert bs.steps_to_reach(curve, CURVE[-1][1]) == 340 and bs.steps_to_reach(curve, FIRST) == 100
+    assert bs.steps_to_reach(curve, CURVE[-1][1] + 0.01) is None
 
 
 def curve(*points):

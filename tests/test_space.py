@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from fastbert_nas.config import TRIAL_BUDGETS, StudentArch, UserError
+from fastbert_nas.config import TRIAL_BUDGETS, StudentArch, UserError, trial_recipe
 from fastbert_nas.search.space import (
     DEFAULT_SPACE,
     fixed_params,
@@ -44,12 +44,12 @@ def test_shipped_spaces_have_their_documented_ranges():
     assert thin.layers == (4, 12) and min(thin.hidden) == 128 and max(thin.hidden) == 384
     assert wide.layers == (1, 4) and min(wide.hidden) == 256 and max(wide.hidden) == 768
     assert tiny.layers == (1, 2) and max(tiny.hidden) <= 32 and "smoke" in tiny.budget
-    assert compact.layers == (2, 4) and compact.hidden == (192, 256, 320, 384) and compact.init == ("teacher",)
+    assert compact.layers == (2, 4) and compact.hidden == (192, 256, 320, 384)
+    assert thin.sampled_recipe == wide.sampled_recipe == compact.sampled_recipe == ()  # trial_recipe for all
     # the students that results/README.md measured, which the export benchmark's study queues
     for arch in (StudentArch(3, 320, 10, 640, ((1, 2), (2, 4), (3, 6))), StudentArch(2, 256, 8, 384, ((1, 3), (2, 6)))):
-        params = fixed_params(compact, arch, TEACHER_LAYERS, init="teacher", hint_weight=0.0)
-        assert sample(compact, optuna.trial.FixedTrial(params | {"temperature": 2.0, "kd_alpha": 0.9, "lr": 2e-4}),
-                      TEACHER_LAYERS)[0] == arch
+        params = fixed_params(compact, arch, TEACHER_LAYERS)
+        assert sample(compact, optuna.trial.FixedTrial(params), TEACHER_LAYERS) == (arch, trial_recipe(arch))
 
 
 def test_a_path_loads_too(tmp_path):
@@ -114,7 +114,7 @@ BROKEN = [  # (key to edit, new value (None = delete), key named in the message,
     ("hidden", 16, "hidden", "expected a list"),
     ("init", ["teacher", "pretrained"], "init[1]", "choose among"),
     ("layers.max", None, "layers.max", "missing"),
-    ("lr", None, "lr", "missing"),
+    ("max_hints", None, "max_hints", "missing"),
     ("budget.huge", {"kd_steps": 10}, "budget.huge", "unknown trial budget; choose among smoke, cpu, gpu"),
     ("budget.smoke.kd_steps", 0, "budget.smoke.kd_steps", "must be > 0"),
     ("budget.smoke.eval_every", 8, "budget.smoke.eval_every", "exceeds kd_steps"),
@@ -191,12 +191,14 @@ def fixed(**params) -> dict:
     return {**base, **params}
 
 
-def test_sample_with_a_fixed_trial():
-    space = load_space("thin-deep")
-    arch, overrides = sample(space, optuna.trial.FixedTrial(fixed()), TEACHER_LAYERS)
+def test_sample_with_a_fixed_trial(recipe_space):
+    arch, overrides = sample(recipe_space, optuna.trial.FixedTrial(fixed()), TEACHER_LAYERS)
     # teacher layers are sorted into a monotone mapping; student layers spread evenly
     assert arch == StudentArch(8, 256, 4, 1024, ((2, 1), (4, 3), (6, 5), (8, 6)))
     assert overrides == dict(init="teacher", temperature=2.0, kd_alpha=0.9, hint_weight=0.1, lr=3e-4)
+    # the shipped space samples no recipe: the same params give trial_recipe's
+    arch, overrides = sample(load_space("thin-deep"), optuna.trial.FixedTrial(fixed()), TEACHER_LAYERS)
+    assert overrides == trial_recipe(arch)
 
 
 def test_sample_clips_hints_to_depth():
@@ -204,7 +206,8 @@ def test_sample_clips_hints_to_depth():
     trial = optuna.trial.FixedTrial(fixed(layers=2, hidden=384, heads_h384=12, ffn_ratio=2.0))
     arch, _ = sample(space, trial, TEACHER_LAYERS)
     assert arch.hints == ((1, 1), (2, 5))        # n_hints 4 clipped to 2: hint_t1=5, hint_t2=1 sorted
-    assert set(trial.params) == set(fixed(heads_h384=12)) - {"heads_h256", "hint_t3", "hint_t4"}
+    assert set(trial.params) == (set(fixed(heads_h384=12)) - {"heads_h256", "hint_t3", "hint_t4"}
+                                 - {"init", "temperature", "kd_alpha", "hint_weight", "lr"})
 
 
 def check_arch(arch: StudentArch, space, teacher_layers: int) -> None:
@@ -225,8 +228,7 @@ def test_sample_with_a_real_study(name):
     teacher_layers = 3 if name == "tiny" else TEACHER_LAYERS
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=20))
-    names = {"layers", "hidden", "ffn_ratio", "n_hints", "init", "temperature", "kd_alpha", "hint_weight",
-             "lr"}
+    names = {"layers", "hidden", "ffn_ratio", "n_hints", *space.sampled_recipe}
     names |= {heads_param(h) for h in space.hidden} | {f"hint_t{k}" for k in range(1, space.max_hints + 1)}
     seen = set()
     with warnings.catch_warnings():
@@ -235,8 +237,11 @@ def test_sample_with_a_real_study(name):
             trial = study.ask()
             arch, overrides = sample(space, trial, teacher_layers)
             check_arch(arch, space, teacher_layers)
-            assert overrides["init"] in space.init and overrides["hint_weight"] in space.hint_weight
-            assert space.lr[0] <= overrides["lr"] <= space.lr[1]
+            if space.sampled_recipe:
+                assert overrides["init"] in space.init and overrides["hint_weight"] in space.hint_weight
+                assert space.lr[0] <= overrides["lr"] <= space.lr[1]
+            else:
+                assert overrides == trial_recipe(arch)
             assert set(trial.params) <= names
             assert trial.params["hint_t1"] >= 1 and f"heads_h{arch.hidden}" in trial.params
             seen |= set(trial.params)
@@ -249,6 +254,21 @@ def test_sample_with_a_real_study(name):
 # Baselines: hand-designed students back to params
 
 SETTINGS = dict(init="random", temperature=4.0, kd_alpha=0.7, hint_weight=0.0, lr=1e-4)
+RECIPE_LINES = """
+init: [teacher, random]
+temperature: {min: 1.0, max: 8.0}
+kd_alpha: {min: 0.5, max: 1.0}
+hint_weight: [0.0, 0.1, 1.0]
+lr: {min: 5.0e-5, max: 1.0e-3}
+"""
+
+
+@pytest.fixture
+def recipe_space(tmp_path):
+    """thin-deep with the whole recipe sampled too."""
+    path = tmp_path / "thin-deep-recipe.yaml"
+    path.write_text((spaces_dir() / "thin-deep.yaml").read_text() + RECIPE_LINES)
+    return load_space(path)
 
 
 @pytest.mark.parametrize("arch", [
@@ -257,17 +277,17 @@ SETTINGS = dict(init="random", temperature=4.0, kd_alpha=0.7, hint_weight=0.0, l
     StudentArch(6, 128, 2, 384),                           # no hints: the default last -> last
     StudentArch(5, 192, 6, 768, ((5, 6),)),
 ])
-def test_baseline_round_trip(arch):
-    space = load_space("thin-deep")
+def test_baseline_round_trip(arch, recipe_space):
+    space = recipe_space
     params = fixed_params(space, arch, TEACHER_LAYERS, **SETTINGS)
     got, overrides = sample(space, optuna.trial.FixedTrial(params), TEACHER_LAYERS)
     assert got == arch.with_default_hints(TEACHER_LAYERS)
     assert overrides == SETTINGS
 
 
-def test_baseline_enqueued_in_a_study():
+def test_baseline_enqueued_in_a_study(recipe_space):
     """Settings left out are sampled; the student is exactly the baseline."""
-    space = load_space("thin-deep")
+    space = recipe_space
     arch = StudentArch(8, 256, 4, 1024, ((2, 1), (4, 2), (6, 4), (8, 6)))
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.enqueue_trial(fixed_params(space, arch, TEACHER_LAYERS, init="teacher"))
@@ -281,8 +301,10 @@ def test_baseline_enqueued_in_a_study():
     (StudentArch(8, 256, 4, 1000), "ffn=1000"),                        # no ffn_ratio gives it
     (StudentArch(8, 256, 4, 1024, ((3, 2), (8, 6))), "student layers [4, 8]"),  # uneven hints
 ])
-def test_baseline_outside_the_space(arch, words):
+def test_baseline_outside_the_space(arch, words, recipe_space):
     with pytest.raises(UserError, match=words.replace("[", r"\[")):
         fixed_params(load_space("thin-deep"), arch, TEACHER_LAYERS)
     with pytest.raises(UserError, match="init='pretrained'"):
-        fixed_params(load_space("thin-deep"), StudentArch(8, 256, 4, 1024), TEACHER_LAYERS, init="pretrained")
+        fixed_params(recipe_space, StudentArch(8, 256, 4, 1024), TEACHER_LAYERS, init="pretrained")
+    with pytest.raises(UserError, match="setting 'init' is not sampled by the space"):
+        fixed_params(load_space("thin-deep"), StudentArch(8, 256, 4, 1024), TEACHER_LAYERS, init="teacher")

@@ -34,7 +34,7 @@ import fastbert_nas.search.options as options_mod
 import fastbert_nas.search.run as search_run
 import fastbert_nas.search.storage as storage_mod
 import fastbert_nas.search.trials as trials_mod
-from fastbert_nas.config import DistillConfig, RunEnv, UserError
+from fastbert_nas.config import RunEnv, StudentArch, UserError, trial_recipe
 from fastbert_nas.search.pruning import PRUNE_MARGIN
 from fastbert_nas.search.space import load_space
 
@@ -153,7 +153,7 @@ def test_bad_options_are_one_error_line(data_dir, tiny_teacher_dir, tmp_path, ov
     assert_user_error(invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **over)), *fragments)
 
 
-def test_enqueued_students_run_first_with_the_default_recipe(data_dir, tiny_teacher_dir, tmp_path):
+def test_enqueued_students_run_first_with_the_trial_recipe(data_dir, tiny_teacher_dir, tmp_path):
     queue = ["--enqueue", "L2-H32-A4-I64@1:2,2:3", "--enqueue", "L1-H16-A2-I32"]
     r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", *queue, **{"--trials": 2}))
     assert r.exit_code == 0, r.output
@@ -163,11 +163,11 @@ def test_enqueued_students_run_first_with_the_default_recipe(data_dir, tiny_teac
     assert [t.user_attrs["arch"] for t in trials] == [
         {"layers": 2, "hidden": 32, "heads": 4, "ffn": 64, "hints": [[1, 2], [2, 3]]},
         {"layers": 1, "hidden": 16, "heads": 2, "ffn": 32, "hints": [[1, 3]]}]
-    recipe = DistillConfig()
-    for t in trials:
+    for t in trials:  # the tiny space samples the recipe: the queued params are trial_recipe's, where it allows
         assert t.user_attrs["enqueued"] is True and t.state == TrialState.COMPLETE
-        assert {k: t.params[k] for k in baselines_mod.ENQUEUE_SETTINGS} == {
-            k: getattr(recipe, k) for k in baselines_mod.ENQUEUE_SETTINGS}
+        recipe = trial_recipe(StudentArch.from_dict(t.user_attrs["arch"]))
+        assert {k: t.params[k] for k in ("init", "temperature", "kd_alpha", "hint_weight", "lr")} == recipe
+        assert {k: t.user_attrs["config"][k] for k in recipe} == recipe
 
     r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, *queue, **{"--trials": 3}))
     assert r.exit_code == 0, r.output
@@ -304,7 +304,7 @@ def test_baselines_for_the_default_teacher():
         "TinyBERT-4-like": ("L4-H320-A8-I1280", "1:2,2:3,3:5,4:6"),       # 312 -> 320 wide; 8 heads divide it
         "MobileBERT-like": ("L12-H128-A4-I512", "3:2,6:3,9:5,12:6"),
         "teacher-depth-half-width": ("L6-H192-A12-I768", "1:1,3:3,4:4,6:6")}
-    assert all(p["init"] == "teacher" for _, _, p in queued)
+    assert all("init" not in p for _, _, p in queued)  # thin-deep samples no recipe: trial_recipe's teacher init
 
     queued, notes = baselines_mod.baseline_params(load_space("shallow-wide"), teacher)
     assert {name: arch.name for name, arch, _ in queued} == {"DistilBERT-like": "L3-H384-A12-I1536",
@@ -693,35 +693,48 @@ def test_a_postgresql_server_that_is_down_is_one_error_line(data_dir, tiny_teach
 # ---------------------------------------------------------------------------
 # The pruning benchmark (fastbert-nas bench pruning)
 
-def test_bench_pruning_runs_both_studies_and_compares(data_dir, tiny_teacher_dir, tmp_path):
+def test_bench_pruning_runs_both_studies_per_seed_and_judges_the_goals(data_dir, tiny_teacher_dir, tmp_path):
     import json
 
     args = search_args(data_dir, tiny_teacher_dir, tmp_path)[1:]
-    r = invoke("bench", "pruning", *args)
+    r = invoke("bench", "pruning", *args, "--seeds", 2)
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "benchmarks" / "pruning-sst2.json").read_text())
-    runs = report["runs"]
-    assert [runs[m]["study"] for m in ("pareto", "none")] == ["sst2-tiny-pareto", "sst2-tiny-none"]
-    for mode, figures in runs.items():
-        study = load(tmp_path, figures["study"])
-        done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-        assert figures["trials"] == 3 and sum(figures["states"].values()) == 3
-        assert figures["train_steps"] == sum(t.user_attrs["train_steps"] for t in study.trials) > 0
-        assert figures["wall_s_per_trial"]["n"] == 3
-        assert {row["trial"] for row in figures["front"]} == {t.number for t in study.best_trials}
-        assert figures["hypervolume"] == pytest.approx(study_mod_hv(done, figures["teacher_flops"]))
-    assert report["steps_saved"] == pytest.approx(1 - runs["pareto"]["train_steps"] / runs["none"]["train_steps"])
-    assert "Training steps saved by pruning" in (tmp_path / "benchmarks" / "pruning-sst2.md").read_text()
+    assert [s["seed"] for s in report["seeds"]] == [0, 1]
+    for s, names in zip(report["seeds"], (["sst2-tiny-pareto", "sst2-tiny-none"],
+                                          ["sst2-tiny-pareto-seed1", "sst2-tiny-none-seed1"])):
+        runs = s["runs"]
+        assert [runs[m]["study"] for m in ("pareto", "none")] == names
+        for mode, figures in runs.items():
+            study = load(tmp_path, figures["study"])
+            assert {t.user_attrs["seed"] for t in study.trials} == {s["seed"]}
+            done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+            assert figures["trials"] == 3 and sum(figures["states"].values()) == 3
+            assert figures["train_steps"] == sum(t.user_attrs["train_steps"] for t in study.trials) > 0
+            assert figures["wall_s_per_trial"]["n"] == 3
+            assert {row["trial"] for row in figures["front"]} == {t.number for t in study.best_trials}
+            assert figures["hypervolume"] == pytest.approx(log_flops_hv(done, figures["teacher_flops"],
+                                                                        study.user_attrs["majority_val"]))
+        assert s["steps_saved"] == pytest.approx(1 - runs["pareto"]["train_steps"] / runs["none"]["train_steps"])
+    saved = [s["steps_saved"] for s in report["seeds"]]
+    assert report["steps_saved"] == pytest.approx(sum(saved) / 2)
+    goals = report["goals"]
+    assert goals["steps_saved_met"] == (report["steps_saved"] >= 0.40)
+    assert goals["met"] == (goals["steps_saved_met"] and goals["hypervolume_kept_met"])
+    text = (tmp_path / "benchmarks" / "pruning-sst2.md").read_text()
+    assert "Mean over seeds: training steps saved" in text and "Both goals:" in text
 
 
-def study_mod_hv(done, teacher_flops):
-    """The normalized hypervolume of finished trials (reference: metric 0, twice the teacher's FLOPs), by a
-    sweep over cost independent of pruning.py: the mean over budgets of the best metric within each."""
-    ref = 2 * teacher_flops
-    pts = sorted((t.user_attrs["flops"], t.values[0]) for t in done if t.values[0] > 0 and t.user_attrs["flops"] < ref)
-    area, best = 0.0, 0.0
-    edges = [c for c, _ in pts] + [ref]
+def log_flops_hv(done, teacher_flops, floor):
+    """The hypervolume of finished trials on log FLOPs (reference: the majority level, the teacher's FLOPs), by a
+    sweep over log cost independent of pruning.py: the best metric above the floor within each budget."""
+    import math
+
+    pts = sorted((math.log10(t.user_attrs["flops"] / teacher_flops), t.values[0]) for t in done
+                 if t.values[0] > floor and t.user_attrs["flops"] < teacher_flops)
+    area, best = 0.0, floor
+    edges = [c for c, _ in pts] + [0.0]
     for i, (c, m) in enumerate(pts):
         best = max(best, m)
-        area += best * (edges[i + 1] - c)
-    return area / ref
+        area += (best - floor) * (edges[i + 1] - c)
+    return area

@@ -14,7 +14,7 @@ import torch
 from optuna.trial import TrialState
 
 from fastbert_nas.report.rows import hv_reference
-from fastbert_nas.search.pruning import hypervolume_2d
+from fastbert_nas.search.pruning import front_hypervolume
 from fastbert_nas.search.trials import front_rows, trial_metric
 
 
@@ -52,7 +52,7 @@ def study_figures(study: optuna.Study) -> dict:
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished()]
     teacher_flops = study.user_attrs["teacher_flops"]
-    ref = hv_reference(teacher_flops)
+    ref = hv_reference(study.user_attrs)
     points = [(t.values[0], t.user_attrs["flops"]) for t in finished if t.state == TrialState.COMPLETE]
     states: dict[str, int] = {}
     for t in finished:
@@ -63,7 +63,7 @@ def study_figures(study: optuna.Study) -> dict:
         "train_steps": sum(t.user_attrs.get("train_steps", 0) for t in finished),
         "wall_s_per_trial": spread([t.user_attrs["wall_s"] for t in finished if "wall_s" in t.user_attrs]),
         "wall_minutes": sum(t.user_attrs.get("wall_s", 0.0) for t in finished) / 60,
-        "hypervolume": hypervolume_2d(points, ref) / ref[1],  # mean best metric over FLOPs budgets up to ref
+        "hypervolume": front_hypervolume(points, ref[1], ref[0]),  # metric above majority x decades of FLOPs saved
         "hv_ref": list(ref), "teacher_flops": teacher_flops,
         "front": front_rows(study, ("metric", "flops")),
         "pruned_at": spread([max(map(int, t.user_attrs.get("curve") or {0: 0})) for t in finished

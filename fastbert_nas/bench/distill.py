@@ -43,7 +43,8 @@ def distill_markdown(r: dict) -> str:
     lines = [f"# Distillation benchmark: {r['task']}, {r['arch']} hints {r['hints']}, budget {r['budget']}", "",
              f"Measured {r['time']} on {r['machine']['cpu']}, {r['machine']['threads']} threads, "
              f"torch {r['machine']['torch']}. FLOPs count 2 per multiply-add, batch 1, 128 tokens; "
-             "latency is the median of torch.utils.benchmark at 128 tokens.", "",
+             "latency is the median of torch.utils.benchmark at 128 tokens. The student and its settings are "
+             "the benchmark's fixed ones (no choice is made here); dev only reports.", "",
              "| model | dev | retention | val | FLOPs (G) | FLOPs share | params | speed-up b1 | speed-up b32 "
              "| distill min |", "|---|---|---|---|---|---|---|---|---|---|"]
     t = r["teacher_costs"]

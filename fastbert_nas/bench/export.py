@@ -207,7 +207,9 @@ def row_figures(row: Row, student, teacher, latency: dict, teacher_latency: dict
     """The benchmark's figures of one row: export.json's dev figures, costs of the loaded models, timings."""
     r = row.report
     s_params, t_params = count_params(student)["total"], count_params(teacher)["total"]
-    s_flops, t_flops = count_flops(student), count_flops(teacher)
+    task_len = r["max_len"]  # the length the study, its --pick and the goals measure FLOPs at
+    s_flops, t_flops = count_flops(student, task_len), count_flops(teacher, task_len)
+    s_ref, t_ref = count_flops(student), count_flops(teacher)  # at REF_SEQ_LEN, as published figures are
     return {
         "task": r["task"], "share_limit": row.share, "pick": r["pick"] or f"trial {r['trial']}", "trial": r["trial"],
         "student": r["name"], "hints": r["hints"], "export_dir": str(row.folder), "source": row.source,
@@ -218,7 +220,8 @@ def row_figures(row: Row, student, teacher, latency: dict, teacher_latency: dict
         "metric": r["metric"], "dev": r["dev"], "teacher_dev": r["teacher"]["dev"],
         "retention": retention(r["dev"]["metric"], r["teacher"]["dev"]["metric"]),
         "params": s_params, "teacher_params": t_params, "params_share": s_params / t_params,
-        "flops": s_flops, "teacher_flops": t_flops, "flops_share": s_flops / t_flops,
+        "task_len": task_len, "flops": s_flops, "teacher_flops": t_flops, "flops_share": s_flops / t_flops,
+        "flops_ref_len": s_ref, "teacher_flops_ref_len": t_ref, "flops_share_ref_len": s_ref / t_ref,
         "latency_ms": latency, "teacher_latency_ms": teacher_latency,
         "speedup_b1": teacher_latency["median"] / latency["median"],
     }
@@ -301,22 +304,30 @@ def export_markdown(r: dict) -> str:
         "validation metric in the study within that band of the teacher's FLOPs: above the next smaller share "
         "of the benchmark, so that each row is its own student), "
         f"distilled again from each task's own fine-tuned teacher ({budgets}). Dev metrics are on each task's "
-        "official dev set (export.json); retention = student dev metric / teacher dev metric.", "",
-        f"FLOPs count 2 per multiply-add, batch 1, {t['seq_len']} tokens. Latency: batch 1, {t['seq_len']} tokens, "
+        "official dev set (export.json); retention = student dev metric / teacher dev metric. "
+        "Chosen on the validation split (the study's trials and `--pick`); reported on the official dev set, "
+        "which chose nothing.", "",
+        "FLOPs count 2 per multiply-add, batch 1, at the task's length (its --max-len: what the study's `--pick` "
+        f"and the goals use) and at {t['seq_len']} tokens in the column beside. "
+        f"Latency: batch 1, {t['seq_len']} tokens, "
         f"{t['device']}, threads {t['threads']}, the median of torch.utils.benchmark; every student (loaded back "
         f"from its folder with from_pretrained) and its teacher timed in one process, in {t['rounds']} rounds of "
         "each task's teacher then its students: median (min-max) over the rounds. Speed-up = teacher median / "
         "student median.", "",
         "| task | FLOPs limit | trial | student | hints | dev metric | teacher | retention | params (M) | GFLOPs "
-        "(% of teacher) | latency b1 ms, student | teacher | speed-up b1 | budget (hint + KD steps) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"at the task's length (% of teacher) | GFLOPs at {t['seq_len']} tokens | latency b1 ms, student | teacher "
+        "| speed-up b1 | budget (hint + KD steps) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in r["rows"]:
         ret = f"{f['retention']:.1%}" if f["retention"] is not None else "-"
         lines.append(
             f"| {title(f['task'])} | {_limit(f['share_limit'])} | {f['trial']} | {f['student']} | {f['hints']} | "
             f"{f['metric']} {f['dev']['metric']:.4f} | {f['teacher_dev']['metric']:.4f} | {ret} | "
-            f"{f['params'] / 1e6:.2f} | {f['flops'] / 1e9:.3f} ({f['flops_share']:.1%}) | {_ms(f['latency_ms'])} | "
+            f"{f['params'] / 1e6:.2f} | {f['flops'] / 1e9:.3f} at {f.get('task_len', 128)} ({f['flops_share']:.1%}) | "
+            + (f"{f['flops_ref_len'] / 1e9:.3f} ({f['flops_share_ref_len']:.1%}) | "
+               if "flops_ref_len" in f else "- | ")
+            + f"{_ms(f['latency_ms'])} | "
             f"{_ms(f['teacher_latency_ms'])} | {f['speedup_b1']:.2f}x | {f['budget']} "
             f"({f['hint_steps']:,} + {f['kd_steps']:,}) |")
     teachers = {f["task"]: f for f in r["rows"]}
@@ -324,7 +335,7 @@ def export_markdown(r: dict) -> str:
                for task in teachers}  # more than one: the task's exports were distilled from different teachers
     lines += ["", "Teachers: " + "; ".join(
         f"{title(task)} `{f['teacher_id']}` (weights {weights[task]}), {f['teacher_params'] / 1e6:.2f} M params, "
-        f"{f['teacher_flops'] / 1e9:.3f} GFLOPs" for task, f in teachers.items()) + ".", ""]
+        f"{f['teacher_flops'] / 1e9:.3f} GFLOPs at {f.get('task_len', 128)} tokens" for task, f in teachers.items()) + ".", ""]
     if r["goals"]:
         lines += ["## Goals", ""]
         for g in r["goals"]:

@@ -179,7 +179,7 @@ def check_budget(search: Search) -> None:
 
 def arm_figures(study: optuna.Study, seed: int) -> dict:
     """bench.study_figures of one study, with its seed and its hypervolume-against-steps curve."""
-    ref = hv_reference(study.user_attrs["teacher_flops"])
+    ref = hv_reference(study.user_attrs)
     curve = [{k: h[k] for k in ("steps", "hypervolume", "trial", "state")}
              for h in hypervolume_history(study.get_trials(deepcopy=False), ref)]
     return {"seed": seed, **study_figures(study), "curve": curve}

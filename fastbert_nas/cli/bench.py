@@ -18,6 +18,7 @@ from fastbert_nas.config import (
     BENCH_EXPORT_STUDY,
     BENCH_EXPORT_TASKS,
     DEFAULT_TRIAL_BUDGET,
+    at_least,
     run_env,
 )
 from fastbert_nas.search.space import DEFAULT_SPACE
@@ -66,7 +67,9 @@ def bench_pruning(task: Task = "sst2",
                   space: Annotated[str, typer.Option("--space", help="Search space name or .yaml path.")] = DEFAULT_SPACE,
                   budget: Annotated[str, typer.Option(
                       "--budget", help="Trial budget: smoke, cpu or gpu (as search's).")] = DEFAULT_TRIAL_BUDGET,
-                  seed: Annotated[int, typer.Option("--seed", help="Seed of both studies.")] = 0,
+                  seeds: Annotated[int, typer.Option(
+                      "--seeds", help="Pairs of studies, with seeds 0 to SEEDS-1; the goals are judged on the "
+                      "means over them.")] = 3,
                   data_dir: DataDir = None, teacher: TeacherOpt = None, device: Device = "auto",
                   threads: Threads = None, results: Results = Path("results")):
     """The same study with Pareto pruning and without: training steps saved, hypervolume kept, both fronts.
@@ -77,8 +80,9 @@ def bench_pruning(task: Task = "sst2",
     import fastbert_nas.search.options as options_mod
 
     env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
-    opts = options_mod.SearchOptions(env=env, trials=trials, study=study, space=space, budget=budget, seed=seed)
-    r = bench_pruning_mod.bench_pruning(opts, log=typer.echo)
+    at_least(1, seeds=seeds)
+    opts = options_mod.SearchOptions(env=env, trials=trials, study=study, space=space, budget=budget)
+    r = bench_pruning_mod.bench_pruning(opts, seeds=seeds, log=typer.echo)
     typer.echo(bench_pruning_mod.pruning_markdown(r))
     bench_written(r["path"], results)
 

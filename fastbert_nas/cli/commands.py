@@ -29,10 +29,10 @@ from fastbert_nas.cli.options import (
     Threads,
 )
 from fastbert_nas.config import CHECKPOINT_EVERY, DEFAULT_BASE, DEFAULT_TRIAL_BUDGET, DistillConfig, run_env
-from fastbert_nas.search.pruning import PRUNE_WARMUP_TRIALS
+from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_WARMUP_TRIALS
 from fastbert_nas.search.space import DEFAULT_SPACE
 
-_RECIPE = DistillConfig()  # distill's default recipe, which --enqueue students train with
+_RECIPE = DistillConfig()  # distill's default recipe
 
 
 @app.command()
@@ -130,7 +130,7 @@ def search(task: Task,
                "--study", help="Study name (default: <task>-<space>). Resuming needs the same task, space, "
                "objectives and sampler.")] = None,
            space: Annotated[str, typer.Option(
-               "--space", help="Search space: a shipped name (thin-deep, shallow-wide, tiny) or a path to a "
+               "--space", help="Search space: a shipped name (thin-deep, shallow-wide, compact, tiny) or a path to a "
                ".yaml file.")] = DEFAULT_SPACE,
            budget: Annotated[str, typer.Option(
                "--budget", help="Trial budget, short proxy runs named apart from distill's: smoke (tests), cpu "
@@ -154,14 +154,19 @@ def search(task: Task,
            pruner: Annotated[Optional[str], typer.Option(
                "--pruner", help="Single-objective studies (--objectives metric) only: Optuna's median or "
                "hyperband pruner, or none \\[default: median].")] = None,
+           collapse_margin: Annotated[float, typer.Option(
+               "--collapse-margin", help="A trial whose final validation metric is at most this far above the "
+               "majority-class level (always predicting the most frequent class) learned nothing: it is recorded "
+               "as PRUNED (reason collapsed) and never put on the front. Metric units; negative: keep such "
+               "trials.")] = COLLAPSE_MARGIN,
            max_flops: Annotated[Optional[float], typer.Option(
-               "--max-flops", help="Reject students above this many FLOPs (2 per multiply-add, batch 1, 128 "
-               "tokens), e.g. 1e9, before training them.")] = None,
+               "--max-flops", help="Reject students above this many FLOPs (2 per multiply-add, batch 1, at the "
+               "task's --max-len tokens), e.g. 1e9, before training them.")] = None,
            max_params: Annotated[Optional[float], typer.Option(
                "--max-params", help="Reject students above this many parameters (embeddings included), "
                "before training them.")] = None,
            max_latency_ms: Annotated[Optional[float], typer.Option(
-               "--max-latency-ms", help="Reject students slower than this at batch 1 (median ms, 128 tokens, "
+               "--max-latency-ms", help="Reject students slower than this at batch 1 (median ms, --max-len tokens, "
                "--threads), timed before training them.")] = None,
            no_baselines: Annotated[bool, typer.Option(
                "--no-baselines", help="Do not queue the baseline students (DistilBERT-, TinyBERT-4-, MobileBERT-"
@@ -169,9 +174,9 @@ def search(task: Task,
            enqueue: Annotated[Optional[list[str]], typer.Option(
                "--enqueue", help="A student to try first in a new study (repeatable), as L<layers>-H<hidden>-"
                "A<heads>-I<ffn>, optionally @ its hints, e.g. L3-H320-A10-I640@1:2,2:4,3:6 \\[default hints: "
-               "last layer -> last]. It must lie in the space; it trains with `distill`'s default recipe "
-               f"(init {_RECIPE.init}, temperature {_RECIPE.temperature:g}, kd-alpha {_RECIPE.kd_alpha:g}, "
-               f"hint weight {_RECIPE.hint_weight:g}, lr {_RECIPE.lr:g}) where the space allows it.")] = None,
+               "last layer -> last]. It must lie in the space; it trains with the trials' recipe (teacher init, "
+               f"temperature {_RECIPE.temperature:g}, kd-alpha {_RECIPE.kd_alpha:g}, hint weight "
+               f"{_RECIPE.hint_weight:g}, a learning rate tied to its width and depth).")] = None,
            seed: Annotated[int, typer.Option("--seed", help="Seed of the sampler and of every trial's "
                                              "training.")] = 0,
            workers: Annotated[int, typer.Option(
@@ -199,8 +204,9 @@ def search(task: Task,
     opts = options_mod.SearchOptions(
         env=env, trials=trials, study=study, space=space, budget=budget, hint_steps=hint_steps,
         kd_steps=kd_steps, examples=examples, objectives=objectives, sampler=sampler, pruning=pruning,
-        pruning_warmup=pruning_warmup, pruner=pruner, max_flops=max_flops, max_params=max_params,
-        max_latency_ms=max_latency_ms, baselines=not no_baselines, enqueue=tuple(enqueue or ()), seed=seed,
+        pruning_warmup=pruning_warmup, pruner=pruner, collapse_margin=collapse_margin, max_flops=max_flops,
+        max_params=max_params, max_latency_ms=max_latency_ms, baselines=not no_baselines,
+        enqueue=tuple(enqueue or ()), seed=seed,
         workers=workers, storage=storage)
     r = search_run.run_search(opts, log=typer.echo)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
@@ -217,8 +223,9 @@ def print_front(r: dict) -> None:
         typer.echo("no completed trial yet: no front")
         return
     costs = ", ".join(r["objectives"][1:])
-    table = Table(title=f"Front of {r['study']}: {r['metric']} against {costs}" if costs
-                  else f"Best of {r['study']}: {r['metric']} within the cost constraints")
+    title = (f"Front of {r['study']}: {r['metric']} against {costs}" if costs
+             else f"Best of {r['study']}: {r['metric']} within the cost constraints")
+    table = Table(title=f"{title} (validation split; FLOPs and latency at batch 1, {r['seq_len']} tokens)")
     for col in ("trial", "student", "hints", r["metric"], "GFLOPs (2/MAC)", "params (M)", "latency b1 (ms)", "note"):
         table.add_column(col, justify="left" if col in ("student", "hints", "note") else "right")
     for row in r["front"]:

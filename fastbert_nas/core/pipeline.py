@@ -17,7 +17,7 @@ import torch
 
 from fastbert_nas.config import DistillConfig, RunEnv, StudentArch, TaskSpec, UserError, budget_config, retention
 from fastbert_nas.core import augment as aug
-from fastbert_nas.core.cost import cost_summary, model_costs
+from fastbert_nas.core.cost import REF_SEQ_LEN, cost_summary, model_costs
 from fastbert_nas.core.distill import CachedTeacher, LiveTeacher, distill
 from fastbert_nas.core.student import build_student, importance
 from fastbert_nas.core.tasks import SPLIT_SEED, Encoded, Split, TaskData, collate, encode_for, load_task, resolve_task
@@ -156,13 +156,18 @@ def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=Non
     result = distill_student(ctx, student, arch, cfg, on_eval=on_eval, show_progress=show_progress,
                              checkpoint=checkpoint)
     distill_seconds = time.perf_counter() - start
-    s_cost = model_costs(student, threads=ctx.threads, latency=latency)
+    s_cost = model_costs(student, threads=ctx.threads, latency=latency)  # at cost.REF_SEQ_LEN tokens
     t_cost = model_costs(ctx.teacher.model, threads=ctx.threads, latency=latency)
+    s_task = model_costs(student, ctx.spec.max_len, threads=ctx.threads, latency=latency)  # at the task's length
+    t_task = model_costs(ctx.teacher.model, ctx.spec.max_len, threads=ctx.threads, latency=latency)
     report = {
         "task": ctx.spec.name, "env": ctx.env.to_dict(), "arch": arch.to_dict(), "name": arch.name, "hints": arch.hints_str,
         "init": cfg.init, "config": cfg.to_dict(),
-        "teacher": {"id": ctx.teacher_id, "fingerprint": ctx.teacher.fingerprint, "costs": t_cost},
+        "teacher": {"id": ctx.teacher_id, "fingerprint": ctx.teacher.fingerprint, "costs": t_cost,
+                    "costs_task_len": t_task},
         "val": result.metrics, "costs": s_cost, "vs_teacher": cost_summary(s_cost, t_cost),
+        "seq_len": REF_SEQ_LEN, "task_len": ctx.spec.max_len, "costs_task_len": s_task,
+        "vs_teacher_task_len": cost_summary(s_task, t_task),
         "distill": result.to_dict(), "distill_minutes": distill_seconds / 60,
         "cache_minutes": ctx.cache_seconds / 60, "teacher_cache": ctx.outputs is not None,
         "device": str(ctx.device), "threads": ctx.threads, "torch": torch.__version__,

@@ -368,3 +368,9 @@ def score(spec: TaskSpec, pred: np.ndarray, gold: np.ndarray) -> dict[str, float
     out = {name: METRICS[name](pred, gold) for name in (spec.metric, *spec.extra_metrics)}
     out["metric"] = out[spec.metric]
     return out
+
+
+def majority_score(spec: TaskSpec, gold: np.ndarray) -> dict[str, float]:
+    """`score` of always predicting the most frequent class of `gold` (the majority-class level a student
+    that learned nothing stays at: accuracy = that class's share, MCC = 0)."""
+    return score(spec, np.full(len(gold), np.bincount(gold).argmax()), gold)

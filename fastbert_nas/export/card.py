@@ -45,6 +45,15 @@ def model_card(r: dict, out: Path) -> str:
         ("latency, batch 32, 128 tokens", f"{s['latency']['b32']['median_ms']:.1f} ms",
          f"{t['latency']['b32']['median_ms']:.1f} ms"),
     ]
+    if "costs_task_len" in r:  # the length the task runs at (its --max-len)
+        n, s_n, t_n, vs_n = r["task_len"], r["costs_task_len"], r["teacher"]["costs_task_len"], r["vs_teacher_task_len"]
+        rows += [(f"FLOPs (batch 1, {n} tokens: the task's length)",
+                  f"{s_n['flops'] / 1e9:.3f} G ({vs_n['flops_share']:.1%} of the teacher)",
+                  f"{t_n['flops'] / 1e9:.3f} G")]
+        if "latency" in s_n:
+            rows += [(f"latency, batch 1, {n} tokens", f"{s_n['latency']['b1']['median_ms']:.2f} ms",
+                      f"{t_n['latency']['b1']['median_ms']:.2f} ms"),
+                     (f"speed-up, batch 1, {n} tokens", f"{vs_n['speedup_b1']:.2f}x", "1x")]
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     onnx = ""
     if r.get("onnx"):

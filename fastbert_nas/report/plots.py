@@ -28,16 +28,7 @@ import plotly.io as pio
 from plotly.colors import qualitative
 
 from fastbert_nas.config import RunEnv, UserError
-from fastbert_nas.report.rows import (
-    HV_REF_FLOPS_X_TEACHER,
-    HV_REF_METRIC,
-    PLOTTED_COSTS,
-    StudyData,
-    find_study,
-    gather,
-    param_importances,
-    pareto_front,
-)
+from fastbert_nas.report.rows import PLOTTED_COSTS, StudyData, find_study, gather, param_importances, pareto_front
 from fastbert_nas.search.trials import COST_ATTRS
 
 PNG_WIDTH = 1100     # px
@@ -50,7 +41,7 @@ TEACHER_COLOUR = "black"      # the teacher and fastText when a single study is 
 BROWSER_ENV = "BROWSER_PATH"  # kaleido v1 (choreographer) launches the browser this names
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 COST_NAMES = {"flops": "FLOPs", "latency": "latency"}
-COST_TITLES = {"flops": "FLOPs (2 per multiply-add, batch 1, 128 tokens)", "latency": "latency, ms"}  # x axes
+COST_TITLES = {"flops": "FLOPs (2 per multiply-add, batch 1, {seq_len} tokens)", "latency": "latency, ms"}  # x axes
 
 
 # ---------------------------------------------------------------------------
@@ -133,6 +124,14 @@ def pareto_figure(studies: list[StudyData], cost: str, show_pruned: bool = False
                                  text=["fastText"], textposition="top center",
                                  marker=dict(color=ref_colour, size=12, symbol="square-open", line=dict(width=2))))
             spans.append(ft[key])
+    for i, d in enumerate(studies):  # the level of a student that learned nothing, where it was recorded
+        if spans and d.majority is not None:
+            fig.add_trace(go.Scatter(x=[min(spans), max(spans)], y=[d.majority] * 2, mode="lines",
+                                     name=f"{d.name + ': ' if many else ''}majority class (learned nothing)",
+                                     hovertext=[f"always the most frequent class: {d.metric} {d.majority:.4f}"] * 2,
+                                     hovertemplate="%{hovertext}<extra></extra>", legendgroup=d.name,
+                                     line=dict(color=COLOURS[i % len(COLOURS)] if many else TEACHER_COLOUR,
+                                               dash="dash", width=1)))
     for i, d in enumerate(studies):  # fastText has no FLOPs figure: a dotted line at its metric
         ft = fasttext_row(d)
         if ft is not None and cost == "flops" and spans:
@@ -142,7 +141,8 @@ def pareto_figure(studies: list[StudyData], cost: str, show_pruned: bool = False
                                      hovertext=[hover(ft, d.metric)] * 2, hovertemplate="%{hovertext}<extra></extra>",
                                      legendgroup=d.name, line=dict(color=colour, dash="dot")))
     metric = "/".join(sorted({d.metric for d in studies}))
-    unit = COST_TITLES[cost] + (f" ({studies[0].latency_note})" if cost == "latency" and not many else "")
+    unit = COST_TITLES[cost].format(seq_len="/".join(sorted({str(d.seq_len) for d in studies})))
+    unit += f" ({studies[0].latency_note})" if cost == "latency" and not many else ""
     fig.update_layout(title=f"{', '.join(d.name for d in studies)}: {metric} against {COST_NAMES[cost]} "
                             "(validation split; the front is the step line)",
                       xaxis=dict(title=unit + ", log scale", type="log", dtick=LOG_DTICK,
@@ -163,13 +163,14 @@ def hypervolume_figure(studies: list[StudyData]) -> go.Figure:
             hovertext=[f"after trial {p['trial']} ({p['state']}), {p['finished']} finished<br>"
                        f"hypervolume {p['hypervolume']:.4f}" for p in h],
             hovertemplate="%{hovertext}<extra></extra>"))
-    ref = ", ".join(f"{d.name} {d.hv_reference[1] / 1e9:.4g}" for d in studies)
+    ref = ", ".join(f"{d.name} {d.metric} {d.hv_reference[0]:.4f}, {d.hv_reference[1] / 1e9:.4g} GFLOPs"
+                    for d in studies)
     fig.update_layout(
         title=f"Hypervolume of the {'/'.join(sorted({d.metric for d in studies}))}-vs-FLOPs front after each "
-              f"finished trial<br><sup>reference point: metric {HV_REF_METRIC:g}, {HV_REF_FLOPS_X_TEACHER:g} x the "
-              f"teacher's FLOPs (GFLOPs: {ref}); divided by the reference FLOPs: the mean best metric over "
-              "FLOPs budgets up to the reference</sup>",
-        xaxis=dict(title="finished trials"), yaxis=dict(title="hypervolume / reference FLOPs (metric units)"),
+              f"finished trial, on log FLOPs<br><sup>reference point: the majority-class level and the teacher's "
+              f"FLOPs ({ref})</sup>",
+        xaxis=dict(title="finished trials"),
+        yaxis=dict(title="hypervolume (metric above the majority class x decades of FLOPs saved)"),
         template="plotly_white", showlegend=len(studies) > 1)
     return fig
 

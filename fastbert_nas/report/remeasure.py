@@ -21,7 +21,7 @@ import torch
 from transformers import AutoConfig, BertForSequenceClassification
 
 from fastbert_nas.config import CACHED_TEACHER_ID, StudentArch, UserError
-from fastbert_nas.core.cost import measure_latency
+from fastbert_nas.core.cost import REF_SEQ_LEN, measure_latency
 from fastbert_nas.core.student import student_config
 from fastbert_nas.report.rows import PLOTTED_COSTS, REMEASURED, StudyData, pareto_front
 from fastbert_nas.search.trials import COST_ATTRS
@@ -78,11 +78,12 @@ def remeasure(study: optuna.Study, data: StudyData, results: Path, log: Callable
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     device, threads = timing_setup([by_number[r["trial"]] for r in rows])
     config = teacher_config(study, results)
-    log(f"re-measuring the teacher and {len(rows)} students on {device}, {threads} threads ...")
+    seq_len = study.user_attrs.get("seq_len", REF_SEQ_LEN)  # the length the trials were timed at
+    log(f"re-measuring the teacher and {len(rows)} students on {device}, {threads} threads, {seq_len} tokens ...")
 
     def timed(cfg) -> float:
         model = BertForSequenceClassification(cfg).to(device)
-        return measure_latency(model, 1, threads=threads)["median_ms"]
+        return measure_latency(model, 1, seq_len, threads=threads)["median_ms"]
 
     teacher_ms = timed(config)
     log(f"teacher: {teacher_ms:.2f} ms (was {data.teacher['latency_ms_trial'] or float('nan'):.2f})")
@@ -93,6 +94,6 @@ def remeasure(study: optuna.Study, data: StudyData, results: Path, log: Callable
         trials[str(r["trial"])] = ms = timed(student_config(arch, config))
         log(f"trial {r['trial']} {r['name']}: {ms:.2f} ms (was {r['latency_ms_trial'] or float('nan'):.2f})")
     study.set_user_attr(REMEASURED, {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                     "device": str(device), "threads": threads, "batch": 1,
+                                     "device": str(device), "threads": threads, "batch": 1, "seq_len": seq_len,
                                      "teacher_ms": teacher_ms, "trials": trials})
     return len(rows)

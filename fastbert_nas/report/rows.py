@@ -2,16 +2,17 @@
 metric against FLOPs and against latency, the hypervolume history, parameter importances, and the
 front as a table. No plotting here (plots.py draws these rows) and no torch.
 
-Units, as the trials record them (search/objective.py): FLOPs count 2 per multiply-add, batch 1, 128 tokens;
-latency is the batch-1 median in ms at 128 tokens, with the device and thread count recorded.
+Units, as the trials record them (search/objective.py): FLOPs count 2 per multiply-add, batch 1, at the task's
+length (the study's user attr seq_len; 128 tokens in studies made before it was the task's); latency is the
+batch-1 median in ms at that length, with the device and thread count recorded.
 `plot --remeasure` (remeasure.py) re-times the teacher and the front side by side and keeps the
 figures in the study's user attr REMEASURED (Optuna 5 refuses to change a finished trial's attrs);
 those figures are used wherever they exist.
 
-Hypervolume (of the metric-vs-FLOPs front): pruning.hypervolume_2d against the reference point
-(metric HV_REF_METRIC, HV_REF_FLOPS_X_TEACHER x the teacher's FLOPs), divided by the reference
-FLOPs. The result reads in metric units: the mean, over FLOPs budgets from 0 to the reference,
-of the best metric the front reaches within that budget (0 where it reaches none).
+Hypervolume (of the metric-vs-FLOPs front): pruning.front_hypervolume, on log FLOPs, with the reference
+point at the teacher's FLOPs and the majority-class level on the validation rows the trials score (the
+study's user attr majority_val; HV_FALLBACK_METRIC for a study made before it was recorded). Units: metric
+above the majority class x decades of FLOPs saved.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from fastbert_nas.config import ENV_ATTR, RunEnv, UserError, retention
-from fastbert_nas.search.pruning import hypervolume_2d
+from fastbert_nas.search.pruning import front_hypervolume
 from fastbert_nas.search.storage import make_storage, sqlite_path
 from fastbert_nas.search.trials import front_rows, state_counts, trial_metric
 
-HV_REF_METRIC = 0.0           # metric at the hypervolume reference: no accuracy, or MCC of chance
-HV_REF_FLOPS_X_TEACHER = 2.0  # reference FLOPs, in teacher FLOPs: students up to twice its cost count
+REF_SEQ_LEN = 128             # tokens the costs of a study without a seq_len attr were measured at (cost.REF_SEQ_LEN)
+HV_FALLBACK_METRIC = 0.0      # hypervolume reference metric of a study without majority_val: no accuracy, MCC of chance
 MIN_IMPORTANCE_TRIALS = 4     # completed trials below which parameter importances are not computed
 IMPORTANCE_SEED = 0           # fANOVA's random forest: the same study gives the same importances
 REMEASURED = "latency_remeasured"  # study user attr: {"at", "device", "threads", "teacher_ms", "trials": {n: ms}}
@@ -87,11 +88,13 @@ class StudyData:
     teacher: dict                    # a row like a trial's (metric on the validation split)
     rows: list[dict]                 # COMPLETE trials, and PRUNED ones that reached a checkpoint
     counts: dict[str, int]           # trials per state
-    hv_reference: tuple[float, float]
+    hv_reference: tuple[float, float]  # (majority-class metric, teacher FLOPs)
     hv_history: list[dict]           # {"finished", "trial", "hypervolume"} after each finished trial
     examples: int | None             # training examples the trials distilled on (for the fastText reference)
+    seq_len: int                     # tokens the FLOPs and latencies are measured at
     latency_note: str                # how the latency figures were measured
     env: RunEnv | None = None        # the run environment the study recorded (None: made before it did)
+    majority: float | None = None    # the majority-class metric on the trials' validation rows (None: not recorded)
     fasttext: dict | None = None     # report.fasttext.fasttext_reference's result, when there is one
     notes: list[str] = field(default_factory=list)
 
@@ -136,9 +139,10 @@ def pareto_front(rows: list[dict], cost: str) -> list[dict]:
     return front
 
 
-def hv_reference(teacher_flops: float) -> tuple[float, float]:
-    """The hypervolume reference point (metric, FLOPs) for a study of this teacher."""
-    return HV_REF_METRIC, HV_REF_FLOPS_X_TEACHER * teacher_flops
+def hv_reference(attrs: dict, teacher_flops: float | None = None) -> tuple[float, float]:
+    """The hypervolume reference point (metric, FLOPs) of a study (its user attrs): the majority-class level
+    and the teacher's FLOPs (`teacher_flops` where the attrs lack them)."""
+    return attrs.get("majority_val", HV_FALLBACK_METRIC), attrs.get("teacher_flops") or teacher_flops
 
 
 def hypervolume_history(trials: list[FrozenTrial], reference: tuple[float, float]) -> list[dict]:
@@ -154,7 +158,7 @@ def hypervolume_history(trials: list[FrozenTrial], reference: tuple[float, float
             points.append((t.values[0], t.user_attrs["flops"]))
         steps += t.user_attrs.get("train_steps", 0)
         history.append({"finished": i, "trial": t.number, "state": t.state.name, "steps": steps,
-                        "hypervolume": hypervolume_2d(points, reference) / reference[1]})
+                        "hypervolume": front_hypervolume(points, reference[1], reference[0])})
     return history
 
 
@@ -177,22 +181,27 @@ def gather(study: optuna.Study, results: Path = Path("results")) -> StudyData:
     if teacher["latency_ms"] is None:
         notes.append("the study has no record of the teacher's latency: no teacher point on the latency plot "
                      "(plot --remeasure times it)")
-    reference = hv_reference(teacher["flops"] or max((r["flops"] for r in rows if r["flops"]), default=1.0))
+    reference = hv_reference(attrs, max((r["flops"] for r in rows if r["flops"]), default=1.0))
+    if "majority_val" not in attrs:
+        notes.append(f"the study has no record of the majority-class level: the hypervolume is measured from "
+                     f"{HV_FALLBACK_METRIC:g}")
     done = [r for r in rows if r["state"] == "COMPLETE"]
     threads = {t.user_attrs.get("latency_threads") for t in trials if "latency_threads" in t.user_attrs}
     devices = {t.user_attrs.get("latency_device") for t in trials if "latency_device" in t.user_attrs}
     where = f"{'/'.join(sorted(map(str, devices))) or '?'}, {'/'.join(sorted(map(str, threads))) or '?'} threads"
     n_re = sum(r["remeasured"] for r in done)
-    latency_note = f"batch 1, 128 tokens, {where}; timed during the search"
+    seq_len = attrs.get("seq_len", REF_SEQ_LEN)
+    latency_note = f"batch 1, {seq_len} tokens, {where}; timed during the search"
     if n_re:
-        latency_note = (f"batch 1, 128 tokens; {n_re} students re-measured side by side with the teacher on "
+        latency_note = (f"batch 1, {seq_len} tokens; {n_re} students re-measured side by side with the teacher on "
                         f"{remeasured.get('device')}, {remeasured.get('threads')} threads ({remeasured.get('at')})")
     examples = next((t.user_attrs["config"].get("examples") for t in trials
                      if isinstance(t.user_attrs.get("config"), dict)), None)
     return StudyData(study.study_name, task, attrs.get("metric", "metric"),
                      tuple((attrs.get("objectives") or "metric,flops").split(",")), teacher, rows, counts,
-                     reference, hypervolume_history(trials, reference), examples, latency_note,
-                     env=RunEnv.from_dict(attrs[ENV_ATTR]) if ENV_ATTR in attrs else None, notes=notes)
+                     reference, hypervolume_history(trials, reference), examples, seq_len, latency_note,
+                     env=RunEnv.from_dict(attrs[ENV_ATTR]) if ENV_ATTR in attrs else None,
+                     majority=attrs.get("majority_val"), notes=notes)
 
 
 def param_importances(study: optuna.Study) -> tuple[dict[str, float], str | None]:
@@ -287,6 +296,7 @@ def show_front(name: str | None, storage: str | None, results: Path, fmt: str):
     data = gather(study, results)
     against = f"against {', '.join(data.objectives[1:])}" if len(data.objectives) > 1 else "within its cost limits"
     title = (f"Front of {data.name}: {data.metric} (validation split) {against}. "
-             f"Retention and speed-up against the teacher; GFLOPs 2 per multiply-add; ms: latency, "
+             f"Retention and speed-up against the teacher; GFLOPs 2 per multiply-add, batch 1, {data.seq_len} tokens; "
+             "ms: latency, "
              f"{data.latency_note}")
     return format_front(front_table(study, data), fmt, data.metric, title)

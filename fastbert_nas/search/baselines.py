@@ -9,7 +9,7 @@ from typing import Callable
 
 import optuna
 
-from fastbert_nas.config import DistillConfig, StudentArch, UserError
+from fastbert_nas.config import StudentArch, UserError, trial_recipe
 from fastbert_nas.search.space import SearchSpace, fixed_params, hint_student_layers
 
 # Baselines (enqueued first in a new study): a width more than this far from the target
@@ -63,7 +63,7 @@ def baseline_params(space: SearchSpace, teacher_config) -> tuple[list[tuple[str,
     targets = baseline_targets(space, tl, teacher_config.hidden_size, teacher_config.num_attention_heads,
                                teacher_config.intermediate_size)
     queued, notes, seen = [], [], {}
-    settings = {"init": "teacher"} if "teacher" in space.init else {}
+    settings = {"init": "teacher"} if space.init and "teacher" in space.init else {}  # None: not sampled
     for target in targets:
         try:
             arch = baseline_arch(space, target, tl)
@@ -80,11 +80,6 @@ def baseline_params(space: SearchSpace, teacher_config) -> tuple[list[tuple[str,
     return queued, notes
 
 
-# What a student named with --enqueue is tried with, where the space allows it: the `distill`
-# command's own recipe (DistillConfig's defaults), so that a known student is tried as it is known.
-ENQUEUE_SETTINGS = ("init", "temperature", "kd_alpha", "hint_weight", "lr")
-
-
 def parse_student(text: str) -> StudentArch:
     """'L3-H320-A10-I640' or 'L3-H320-A10-I640@1:2,2:4,3:6' -> StudentArch (not yet validated)."""
     arch, _, hints = text.partition("@")
@@ -97,14 +92,15 @@ def parse_student(text: str) -> StudentArch:
 
 def enqueued_params(space: SearchSpace, students: tuple[StudentArch, ...],
                     teacher_layers: int) -> list[tuple[StudentArch, dict]]:
-    """[(student with its hints, enqueue_trial params)] for --enqueue, with the default recipe where the space
-    allows it; UserError naming the student if the space cannot hold it."""
-    recipe = DistillConfig()
-    settings = {k: getattr(recipe, k) for k in ENQUEUE_SETTINGS
-                if k not in ("init", "hint_weight") or getattr(recipe, k) in getattr(space, k)}
+    """[(student with its hints, enqueue_trial params)] for --enqueue, trained with config.trial_recipe (where the
+    space samples the recipe, its params are set to that recipe, when it allows them); UserError naming the student
+    if the space cannot hold it."""
     out = []
     for arch in students:
         arch = arch.with_default_hints(teacher_layers)
+        recipe = trial_recipe(arch)
+        settings = {k: recipe[k] for k in space.sampled_recipe
+                    if k not in ("init", "hint_weight") or recipe[k] in getattr(space, k)}
         try:
             out.append((arch, fixed_params(space, arch, teacher_layers, **settings)))
         except UserError as exc:

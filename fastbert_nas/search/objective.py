@@ -6,6 +6,10 @@
   search/pruning.py runs at each checkpoint through distill's `on_eval` callback, and a trial it
   stops raises `optuna.TrialPruned` by hand. Single-objective studies (`--objectives metric`) use
   Optuna's own pruners.
+- A trial that ends at the majority-class level learned nothing: it is recorded as PRUNED with
+  reason "collapsed" (pruning.collapse_reason), so that it is never a point on the front.
+- Costs are measured at the task's length (its max_len, what a deployed student runs at) and FLOPs also at
+  cost.REF_SEQ_LEN tokens (user attr flops_ref_len), for comparison with published figures.
 - Costs are known before training: a student over --max-flops/--max-params/--max-latency-ms is
   rejected before its first step (PRUNED, reason "constraint"), and the excess is given to Optuna as
   a constraint value so that TPE learns to avoid the region.
@@ -26,9 +30,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from fastbert_nas.core import pipeline
 from fastbert_nas.core.cost import count_flops, count_params, measure_latency
+from fastbert_nas.core.tasks import majority_score
 from fastbert_nas.core.training import evaluate
 from fastbert_nas.search.options import Search
-from fastbert_nas.search.pruning import should_prune
+from fastbert_nas.search.pruning import collapse_reason, should_prune
 from fastbert_nas.search.space import sample
 from fastbert_nas.search.storage import MAX_RETRY, worker_id
 from fastbert_nas.search.trials import COST_ATTRS
@@ -38,20 +43,37 @@ TRIAL_LATENCY_RUN_S = 0.5  # seconds of timed batch-1 runs per trial (re-measure
 
 def teacher_reference(ctx: pipeline.Context, eval_examples: int) -> dict:
     """The teacher's validation metrics on the rows a trial scores (the first `eval_examples`), and its
-    batch-1 latency (timed like a trial's): its point on the plots, compared like with like."""
+    batch-1 latency (timed like a trial's): its point on the plots, compared like with like; and the
+    majority-class level on those rows."""
     val = evaluate(ctx.teacher.model, ctx.spec, ctx.val, ctx.device, eval_examples)
-    latency = measure_latency(ctx.teacher.model, 1, threads=ctx.threads, min_run_time=TRIAL_LATENCY_RUN_S)
+    latency = measure_latency(ctx.teacher.model, 1, ctx.spec.max_len, threads=ctx.threads,
+                              min_run_time=TRIAL_LATENCY_RUN_S)
     return {"teacher_val": val, "teacher_val_rows": min(eval_examples, len(ctx.val)),
+            "majority_val": majority_metric(ctx, eval_examples),
             "teacher_latency_ms": latency["median_ms"], "teacher_latency_device": latency["device"],
             "teacher_latency_threads": latency["threads"]}
 
 
-def student_costs(student, threads: int) -> dict:
-    """Params, FLOPs and batch-1 latency of an (untrained) student: its shape decides them."""
+def majority_metric(ctx: pipeline.Context, eval_examples: int) -> float:
+    """The metric of always predicting the most frequent class on the validation rows a trial scores."""
+    return majority_score(ctx.spec, ctx.val.labels[:eval_examples])["metric"]
+
+
+def skill_levels(ctx: pipeline.Context, eval_examples: int) -> tuple[float, float]:
+    """(majority-class metric, teacher's metric) on the validation rows a trial scores: what the
+    collapse check compares a finished trial with."""
+    teacher = evaluate(ctx.teacher.model, ctx.spec, ctx.val, ctx.device, eval_examples)["metric"]
+    return majority_metric(ctx, eval_examples), teacher
+
+
+def student_costs(student, threads: int, seq_len: int) -> dict:
+    """Params, FLOPs and batch-1 latency at `seq_len` tokens of an (untrained) student: its shape decides them;
+    and its FLOPs at cost.REF_SEQ_LEN (count_flops's default)."""
     params = count_params(student)
-    latency = measure_latency(student, 1, threads=threads, min_run_time=TRIAL_LATENCY_RUN_S)
-    return {"params": params["total"], "params_parts": params, "flops": count_flops(student),
-            "latency": latency["median_ms"], "latency_device": latency["device"], "latency_threads": latency["threads"]}
+    latency = measure_latency(student, 1, seq_len, threads=threads, min_run_time=TRIAL_LATENCY_RUN_S)
+    return {"params": params["total"], "params_parts": params, "flops": count_flops(student, seq_len),
+            "flops_ref_len": count_flops(student), "latency": latency["median_ms"], "latency_device": latency["device"],
+            "latency_threads": latency["threads"]}
 
 
 def finished_costs(trials: list[FrozenTrial]) -> list[tuple[dict, dict]]:
@@ -107,6 +129,7 @@ class Objective:
 
     def __init__(self, search: Search, ctx: pipeline.Context, show_progress: bool = False):
         self.search, self.ctx, self.show_progress = search, ctx, show_progress
+        self.levels: tuple[float, float] | None = None  # skill_levels, once per process
 
     def __call__(self, trial: optuna.Trial):
         s, ctx = self.search, self.ctx
@@ -118,9 +141,10 @@ class Objective:
                    teacher_fingerprint=ctx.teacher.fingerprint, device=str(ctx.device), curve={}, train_steps=0,
                    worker=worker_id())
             student = pipeline.init_student(ctx, arch, cfg)                                       # build
-            costs = student_costs(student, ctx.threads)                                          # cost
+            costs = student_costs(student, ctx.threads, ctx.spec.max_len)                        # cost
             record(trial, params=costs["params"], params_parts=costs["params_parts"], flops=costs["flops"],
-                   latency_ms=costs["latency"], latency_device=costs["latency_device"],
+                   flops_ref_len=costs["flops_ref_len"], seq_len=ctx.spec.max_len, latency_ms=costs["latency"],
+                   latency_device=costs["latency_device"],
                    latency_threads=costs["latency_threads"])
             self.reject_if_over(trial, costs)
             checkpoints = Checkpoints(trial, s.pruning_mode, costs, s.objectives[1:], s.opts.pruning_warmup,
@@ -132,6 +156,12 @@ class Objective:
             if checkpoints.reason:
                 record(trial, prune_reason=s.pruning_mode, prune_detail=checkpoints.reason)
                 raise optuna.TrialPruned(checkpoints.reason)
+            if self.levels is None:
+                self.levels = skill_levels(ctx, cfg.eval_examples)
+            collapsed = collapse_reason(result.metrics["metric"], *self.levels, s.opts.collapse_margin)
+            if collapsed:
+                record(trial, prune_reason="collapsed", prune_detail=collapsed)
+                raise optuna.TrialPruned(collapsed)
             values = [result.metrics["metric"]] + [float(costs[k]) for k in s.objectives[1:]]     # return
             return values[0] if len(values) == 1 else values
 

@@ -13,7 +13,7 @@ from fastbert_nas.core import pipeline
 from fastbert_nas.core.cost import analytic_flops
 from fastbert_nas.core.tasks import resolve_task
 from fastbert_nas.search.baselines import parse_student
-from fastbert_nas.search.pruning import PRUNE_WARMUP_TRIALS
+from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_WARMUP_TRIALS
 from fastbert_nas.search.space import DEFAULT_SPACE, SearchSpace, load_space, space_budget
 from fastbert_nas.search.storage import IN_MEMORY_URLS
 from fastbert_nas.search.trials import COST_LABELS, OBJECTIVE_COSTS
@@ -48,6 +48,7 @@ class SearchOptions:
     pruning: str = "pareto"
     pruning_warmup: int = PRUNE_WARMUP_TRIALS
     pruner: str | None = None          # single objective only; None = DEFAULT_PRUNER
+    collapse_margin: float = COLLAPSE_MARGIN  # metric units above the majority class; negative: keep collapsed trials
     max_flops: float | None = None
     max_params: float | None = None
     max_latency_ms: float | None = None
@@ -72,7 +73,7 @@ def parse_objectives(text: str) -> tuple[str, ...]:
 class Limits:
     """Cost constraints; a student over any of them is rejected before training."""
 
-    flops: float | None = None      # FLOPs (2 per multiply-add), batch 1, REF_SEQ_LEN tokens
+    flops: float | None = None      # FLOPs (2 per multiply-add), batch 1, the task's length (max_len)
     params: float | None = None     # total parameters, embeddings included
     latency: float | None = None    # ms, batch-1 median
 
@@ -134,13 +135,13 @@ class Search:
         if opts.pruner is not None and len(objectives) > 1:
             raise UserError(f"--pruner {opts.pruner}: Optuna's pruners work on single-objective studies "
                             f"(--objectives metric) only; --objectives {','.join(objectives)} prunes with --pruning")
+        env = opts.env
+        spec = resolve_task(env.task, env.text_column, env.label_column, env.max_len)
         space = load_space(opts.space)
-        check_space_fits(space, limits)
+        check_space_fits(space, limits, spec.max_len)
         cfg = replace(space_budget(space, opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps,
                                    examples=opts.examples, eval_every=opts.eval_every,
                                    eval_examples=opts.eval_examples), seed=opts.seed)
-        env = opts.env
-        spec = resolve_task(env.task, env.text_column, env.label_column, env.max_len)
         name = opts.study or f"{spec.name}-{space.name}"
         url = opts.storage or f"sqlite:///{Path(env.results) / name}.db"
         if opts.workers > 1 and url in IN_MEMORY_URLS:
@@ -204,14 +205,14 @@ def check_compatible(search: Search, attrs: dict) -> None:
                             "run with the same settings to resume it, or start another with --study NEW_NAME")
 
 
-def check_space_fits(space: SearchSpace, limits: Limits) -> None:
+def check_space_fits(space: SearchSpace, limits: Limits, seq_len: int) -> None:
     """Refuse a space none of whose students fits --max-flops: its smallest student's encoder alone is over.
 
     (Params and latency depend on the teacher's vocabulary and on the machine: each trial checks them.)
     """
     hidden = min(space.hidden)
     smallest = StudentArch(space.layers[0], hidden, max(space.heads_for(hidden)), round(min(space.ffn_ratio) * hidden))
-    flops = analytic_flops(smallest)  # a lower bound: embeddings, pooler and classifier left out
+    flops = analytic_flops(smallest, seq_len)  # a lower bound: embeddings, pooler and classifier left out
     if limits.flops is not None and flops > limits.flops:
         raise UserError(f"--max-flops {limits.flops:g}: no student of space {space.name!r} fits; its smallest, "
                         f"{smallest.name}, has {flops:.4g} FLOPs in its encoder alone")

@@ -1,4 +1,4 @@
-"""Pareto-aware pruning and the 2-D hypervolume, on plain numbers (no optuna, no torch).
+"""Pareto-aware pruning, the collapse check and the 2-D hypervolume, on plain numbers (no optuna, no torch).
 
 Optuna cannot prune multi-objective trials (`trial.report` raises), so the search
 applies this rule itself at each checkpoint and raises `optuna.TrialPruned` when
@@ -23,6 +23,10 @@ from collections.abc import Iterable, Mapping
 # Metric units (accuracy or MCC). Two accuracies on 1000 validation examples near 0.8 differ
 # by about 0.018 (one standard deviation) from noise alone; 0.03 is about 1.7 of those.
 PRUNE_MARGIN = 0.03
+# Metric units. A trial whose final validation metric is no more than this above the majority-class level
+# (always predicting the most frequent class) learned nothing: 0.02 is 20 of 1,000 validation rows, about
+# 1.3 standard errors of an accuracy near 0.5; an MCC of 0.02 is no skill either.
+COLLAPSE_MARGIN = 0.02
 # Finished trials with a metric at the checkpoint before anything is pruned (MedianPruner's
 # n_startup_trials default): the first trials only set the bar.
 PRUNE_WARMUP_TRIALS = 5
@@ -64,6 +68,17 @@ def should_prune(step: int, metric: float, cost: float, finished: Iterable[tuple
     return None
 
 
+def collapse_reason(metric: float, majority: float, teacher: float, margin: float = COLLAPSE_MARGIN) -> str | None:
+    """Why a finished trial counts as having learned nothing (a sentence), or None: its validation metric
+    is at most `margin` above `majority`, the metric of always predicting the most frequent class on the
+    same rows, while the teacher's (`teacher`, same rows) is more than `margin` above it. A teacher at the
+    majority level itself has nothing to teach, and gives no verdict; a negative margin turns the check off."""
+    if margin < 0 or metric > majority + margin or teacher <= majority + margin:
+        return None
+    return (f"collapsed: final metric {metric:.4f} is within {margin:g} of the majority-class level "
+            f"{majority:.4f} (always predicting the most frequent class); the teacher has {teacher:.4f}")
+
+
 def hypervolume_2d(points: Iterable[tuple[float, float]], ref: tuple[float, float]) -> float:
     """Area dominated by (metric, cost) points, metric maximized and cost minimized, bounded by ref.
 
@@ -78,3 +93,16 @@ def hypervolume_2d(points: Iterable[tuple[float, float]], ref: tuple[float, floa
             area += (m - best) * (ref_cost - c)
             best = m
     return area
+
+
+def front_hypervolume(points: Iterable[tuple[float, float]], teacher_cost: float, floor_metric: float) -> float:
+    """The hypervolume of (metric, cost) points on a log cost axis, with the reference at the teacher's cost and
+    the metric a student that learned nothing has (the majority-class level).
+
+    Each point counts for log10(teacher_cost / cost), the decades of cost it saves, so that a front of students
+    at 1-25% of the teacher's FLOPs is measured where it lies (a linear axis gives nearly all the area to the
+    cheapest point). Units: metric above floor_metric x decades of cost saved; points no cheaper than the
+    teacher, or no better than floor_metric, add nothing.
+    """
+    logged = [(m, math.log10(c / teacher_cost)) for m, c in points if c > 0]
+    return hypervolume_2d(logged, (floor_metric, 0.0))

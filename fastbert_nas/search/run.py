@@ -77,8 +77,10 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
                  "teacher_id": ctx.teacher_id,
                  "teacher_fingerprint": ctx.teacher.fingerprint,
                  "teacher_params": count_params(ctx.teacher.model)["total"],
-                 "teacher_flops": count_flops(ctx.teacher.model), **teacher_reference(ctx, search.cfg.eval_examples),
-                 "data_fingerprint": ctx.data.fingerprint(), "seq_len": REF_SEQ_LEN,
+                 "teacher_flops": count_flops(ctx.teacher.model, ctx.spec.max_len),
+                 "teacher_flops_ref_len": count_flops(ctx.teacher.model), "ref_seq_len": REF_SEQ_LEN,
+                 **teacher_reference(ctx, search.cfg.eval_examples),
+                 "data_fingerprint": ctx.data.fingerprint(), "seq_len": ctx.spec.max_len,
                  "flops_unit": "FLOPs, 2 per multiply-add", LAST_ATTR: search.opts.seed}
         try:
             study = optuna.create_study(storage=storage, study_name=search.study_name, directions=search.directions)
@@ -88,6 +90,10 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # another machine created it a moment ago
             search.resumed(existing_attrs(storage, search.study_name) or {})  # refuses an incompatible one
+    study_len = (existing_attrs(storage, search.study_name) or {}).get("seq_len") if not created else None
+    if study_len not in (None, ctx.spec.max_len):  # a study whose costs are at another length (an older version's)
+        raise UserError(f"study {search.study_name!r} measured its costs at {study_len} tokens, and this run measures "
+                        f"them at the task's {ctx.spec.max_len}: start another study with --study NEW_NAME")
     study = optuna.load_study(study_name=search.study_name, storage=storage,
                               sampler=make_sampler(search.opts.seed, rank, n_before, search.opts.sampler,
                                                    joined=not created),
@@ -231,6 +237,7 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
             log(f"note: {p.name} exited with code {p.exitcode}")
     return {"study": search.study_name, "storage": search.storage_url, "metric": search.metric,
             "objectives": list(search.objectives), "trials": opts.trials, "created": created,
+            "seq_len": study.user_attrs.get("seq_len"),
             "ran": sum(1 for t in study.get_trials(deepcopy=False)
                        if t.datetime_complete is not None and t.datetime_complete >= started),
             "counts": state_counts(study),

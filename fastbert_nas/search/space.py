@@ -25,6 +25,11 @@ a name always has the same distribution within a study):
 
 The student layers of the hints are not sampled: n hints sit evenly on the
 student, the last one on its last layer (`hint_student_layers`).
+
+The last five (the training recipe, RECIPE_KEYS) are sampled only when the space file
+lists them: the shipped spaces search architectures and hint mappings, and train every
+student with `config.trial_recipe`, so that a trial's verdict is on the student, not on
+a learning rate it happened to draw.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from fastbert_nas.config import BUDGETS, INITS, TRIAL_BUDGETS, DistillConfig, StudentArch, UserError
+from fastbert_nas.config import BUDGETS, INITS, TRIAL_BUDGETS, DistillConfig, StudentArch, UserError, trial_recipe
 
 # Where bare space names are looked up: the checkout's top-level folder, else the copy
 # installed inside the package (pyproject maps search_spaces/ to fastbert_nas/search_spaces/).
@@ -47,10 +52,11 @@ DEFAULT_SPACE = "thin-deep"  # students deeper than they are wide
 # DistillConfig fields a space's budget section may set: the step budget, not the recipe.
 BUDGET_KEYS = ("hint_steps", "kd_steps", "eval_every", "batch_size", "examples", "eval_examples")
 
-# Keys of a space file: required ones, then optional ones.
-REQUIRED_KEYS = ("layers", "hidden", "heads", "ffn_ratio", "max_hints", "init", "temperature",
-                 "kd_alpha", "hint_weight", "lr")
-OPTIONAL_KEYS = ("description", "budget")
+# Keys of a space file: required ones, then optional ones. The recipe keys, when given, make the
+# search sample that part of the recipe; else every student trains with config.trial_recipe's value.
+REQUIRED_KEYS = ("layers", "hidden", "heads", "ffn_ratio", "max_hints")
+RECIPE_KEYS = ("init", "temperature", "kd_alpha", "hint_weight", "lr")
+OPTIONAL_KEYS = RECIPE_KEYS + ("description", "budget")
 NUMBER_LIMIT = 1e9  # largest size of any number in a space file: far past any width, step count or rate
 
 
@@ -65,13 +71,19 @@ class SearchSpace:
     heads: tuple[int, ...]                 # attention-head choices; per width, only its divisors
     ffn_ratio: tuple[float, ...]           # FFN size / hidden choices
     max_hints: int                         # most FitNets hint pairs (at most `layers` per student)
-    init: tuple[str, ...]                  # student init choices: "teacher", "random"
-    temperature: tuple[float, float]       # (min, max) KD softmax temperature
-    kd_alpha: tuple[float, float]          # (min, max) weight of KD against the hard labels, in [0, 1]
-    hint_weight: tuple[float, ...]         # choices of the stage-2 hint-loss weight (0 = off)
-    lr: tuple[float, float]                # (min, max) stage-2 peak learning rate, sampled on a log scale
+    # The recipe, sampled when given; None: config.trial_recipe's value for every student.
+    init: tuple[str, ...] | None = None              # student init choices: "teacher", "random"
+    temperature: tuple[float, float] | None = None   # (min, max) KD softmax temperature
+    kd_alpha: tuple[float, float] | None = None      # (min, max) weight of KD against the hard labels, in [0, 1]
+    hint_weight: tuple[float, ...] | None = None     # choices of the stage-2 hint-loss weight (0 = off)
+    lr: tuple[float, float] | None = None            # (min, max) stage-2 peak learning rate, log scale
     description: str = ""
     budget: dict[str, dict[str, int]] = field(default_factory=dict, hash=False)  # preset -> BUDGET_KEYS
+
+    @property
+    def sampled_recipe(self) -> tuple[str, ...]:
+        """The recipe keys this space samples (the others take config.trial_recipe's value)."""
+        return tuple(k for k in RECIPE_KEYS if getattr(self, k) is not None)
 
     def heads_for(self, hidden: int) -> tuple[int, ...]:
         """The heads choices that divide `hidden` (never empty for a loaded space's widths)."""
@@ -209,16 +221,16 @@ class _Checker:
         description = data.get("description", "")
         if not isinstance(description, str):
             self.fail("description", "expected text")
+        readers = {"init": lambda k, v: self.choices(k, v, init), "temperature": lambda k, v: self.range(k, v, pos),
+                   "kd_alpha": lambda k, v: self.range(k, v, fraction),
+                   "hint_weight": lambda k, v: self.choices(k, v, nonneg), "lr": lambda k, v: self.range(k, v, pos)}
+        recipe = {k: readers[k](k, data[k]) for k in RECIPE_KEYS if k in data}
         return SearchSpace(
             name=self.path.stem, path=str(self.path),
             layers=self.range("layers", data["layers"], pos_int),
             hidden=hidden, heads=heads, ffn_ratio=ffn_ratio,
             max_hints=pos_int("max_hints", data["max_hints"]),
-            init=self.choices("init", data["init"], init),
-            temperature=self.range("temperature", data["temperature"], pos),
-            kd_alpha=self.range("kd_alpha", data["kd_alpha"], fraction),
-            hint_weight=self.choices("hint_weight", data["hint_weight"], nonneg),
-            lr=self.range("lr", data["lr"], pos),
+            **recipe,
             description=description,
             budget=self.budget(data.get("budget") or {}),
         )
@@ -290,7 +302,8 @@ def sample(space: SearchSpace, trial, teacher_layers: int) -> tuple[StudentArch,
 
     Returns (arch, overrides): a StudentArch that passes `validate(teacher_layers)`, with a
     monotone hint mapping, and a dict of DistillConfig fields (init, temperature, kd_alpha,
-    hint_weight, lr) to apply with `dataclasses.replace`.
+    hint_weight, lr) to apply with `dataclasses.replace`: sampled where the space lists them,
+    else config.trial_recipe's for this student.
     """
     layers = trial.suggest_int("layers", *space.layers)
     hidden = trial.suggest_categorical("hidden", list(space.hidden))
@@ -300,23 +313,23 @@ def sample(space: SearchSpace, trial, teacher_layers: int) -> tuple[StudentArch,
     teacher = sorted(trial.suggest_int(f"hint_t{k}", 1, teacher_layers) for k in range(1, n_hints + 1))
     hints = tuple(zip(hint_student_layers(layers, n_hints), teacher))
     arch = StudentArch(layers, hidden, heads, ffn, hints).validate(teacher_layers)
-    overrides = dict(
-        init=trial.suggest_categorical("init", list(space.init)),
-        temperature=trial.suggest_float("temperature", *space.temperature),
-        kd_alpha=trial.suggest_float("kd_alpha", *space.kd_alpha),
-        hint_weight=trial.suggest_categorical("hint_weight", list(space.hint_weight)),
-        lr=trial.suggest_float("lr", *space.lr, log=True),
-    )
+    overrides = trial_recipe(arch)
+    for key in space.sampled_recipe:
+        options = getattr(space, key)
+        if key in ("init", "hint_weight"):
+            overrides[key] = trial.suggest_categorical(key, list(options))
+        else:
+            overrides[key] = trial.suggest_float(key, *options, log=key == "lr")
     return arch, overrides
 
 
 def fixed_params(space: SearchSpace, arch: StudentArch, teacher_layers: int, **settings) -> dict:
     """The params `sample` reads to produce `arch` (and `settings`), for `study.enqueue_trial`.
 
-    settings: any of init, temperature, kd_alpha, hint_weight, lr; those left out are
-    sampled by the study as usual. A student without hints gets the default one (last
-    student layer -> last teacher layer). Numbers outside the space's ranges are kept
-    (Optuna warns); choices the space lacks, or hints not laid out as `sample` lays them
+    settings: any of the recipe keys the space samples; those left out are sampled by the
+    study as usual (the others are config.trial_recipe's, and are no params). A student
+    without hints gets the default one (last student layer -> last teacher layer). Numbers
+    outside the space's ranges are kept (Optuna warns); choices the space lacks, or hints not laid out as `sample` lays them
     (evenly, the last on the last layer), cannot be represented: UserError.
     """
     arch = arch.with_default_hints(teacher_layers).validate(teacher_layers)
@@ -344,8 +357,8 @@ def fixed_params(space: SearchSpace, arch: StudentArch, teacher_layers: int, **s
         **{f"hint_t{k}": t for k, (_, t) in enumerate(arch.hints, start=1)},
     }
     for key, value in settings.items():
-        if key not in ("init", "temperature", "kd_alpha", "hint_weight", "lr"):
-            raise UserError(f"{where}: unknown setting {key!r}")
+        if key not in space.sampled_recipe:
+            raise UserError(f"{where}: setting {key!r} is not sampled by the space")
         if key in ("init", "hint_weight"):
             choice(key, value, getattr(space, key))
         params[key] = value
