@@ -28,6 +28,8 @@ def retention(metric: float, teacher_metric: float) -> float | None:
     return metric / teacher_metric if teacher_metric else None
 
 
+REF_SEQ_LEN = 128  # tokens: the reference length of FLOPs and latency figures (published figures use it)
+
 INITS = ("teacher", "random")  # student inits: weights cut from the teacher along the hints, or fresh
 
 

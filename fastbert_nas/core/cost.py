@@ -12,9 +12,8 @@ import torch
 from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
-from fastbert_nas.config import StudentArch
+from fastbert_nas.config import REF_SEQ_LEN, StudentArch
 
-REF_SEQ_LEN = 128            # tokens: reference sequence length for FLOPs and latency
 LATENCY_BATCHES = (1, 32)    # examples per forward pass: single request, and a batched figure
 LATENCY_MIN_RUN_S = 1.0      # seconds of timed runs per figure (after blocked_autorange's warm-up)
 FLOP_ATTN = "eager"          # FlopCounterMode counts SDPA attention as 0 on CPU; eager is counted

@@ -28,12 +28,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from fastbert_nas.config import ENV_ATTR, RunEnv, UserError, retention
+from fastbert_nas.config import ENV_ATTR, REF_SEQ_LEN, RunEnv, UserError, retention
 from fastbert_nas.search.pruning import front_hypervolume
 from fastbert_nas.search.storage import make_storage, sqlite_path
 from fastbert_nas.search.trials import front_rows, state_counts, trial_metric
 
-REF_SEQ_LEN = 128             # tokens the costs of a study without a seq_len attr were measured at (cost.REF_SEQ_LEN)
 HV_FALLBACK_METRIC = 0.0      # hypervolume reference metric of a study without majority_val: no accuracy, MCC of chance
 MIN_IMPORTANCE_TRIALS = 4     # completed trials below which parameter importances are not computed
 IMPORTANCE_SEED = 0           # fANOVA's random forest: the same study gives the same importances

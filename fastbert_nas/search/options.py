@@ -114,6 +114,7 @@ class Search:
     task: str                      # the task's name
     study_name: str
     storage_url: str
+    seq_len: int                   # tokens the trials' costs are measured at: the task's length
     students: tuple[StudentArch, ...] = ()   # --enqueue, parsed (checked against the space once the teacher is known)
 
     @classmethod
@@ -148,7 +149,7 @@ class Search:
             raise UserError(f"--workers {opts.workers} --storage {url}: an in-memory study cannot be shared "
                             "between processes; give a file (sqlite:///path.db) or a server")
         students = tuple(parse_student(text) for text in opts.enqueue)
-        return cls(opts, space, cfg, objectives, limits, spec.metric, spec.name, name, url, students)
+        return cls(opts, space, cfg, objectives, limits, spec.metric, spec.name, name, url, spec.max_len, students)
 
     @property
     def directions(self) -> list[str]:
@@ -177,14 +178,17 @@ class Search:
 
     def resumed(self, attrs: dict) -> "Search":
         """This search on the study with these attrs: UserError when the study was made for another task,
-        space, objectives or sampler, or when an option contradicts its recorded environment; else this
-        search with that environment where no option was given."""
+        space, objectives or sampler, when an option contradicts its recorded environment, or when its costs
+        were measured at another length; else this search with that environment where no option was given."""
         check_compatible(self, attrs)
-        if ENV_ATTR not in attrs:  # a study made before the environment was recorded
-            return self
-        where = f"study {self.study_name!r}"
-        env = self.opts.env.adopt(RunEnv.from_dict(attrs[ENV_ATTR]), where)
-        return replace(self, opts=replace(self.opts, env=env))
+        search = self
+        if ENV_ATTR in attrs:  # else a study made before the environment was recorded
+            env = self.opts.env.adopt(RunEnv.from_dict(attrs[ENV_ATTR]), f"study {self.study_name!r}")
+            search = replace(self, opts=replace(self.opts, env=env), seq_len=env.max_len or self.seq_len)
+        if attrs.get("seq_len", search.seq_len) != search.seq_len:  # an older version's costs, at 128 tokens
+            raise UserError(f"study {self.study_name!r} measured its costs at {attrs['seq_len']} tokens, and this run "
+                            f"measures them at the task's {search.seq_len}: start another study with --study NEW_NAME")
+        return search
 
 
 def check_compatible(search: Search, attrs: dict) -> None:

@@ -90,10 +90,6 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # another machine created it a moment ago
             search.resumed(existing_attrs(storage, search.study_name) or {})  # refuses an incompatible one
-    study_len = (existing_attrs(storage, search.study_name) or {}).get("seq_len") if not created else None
-    if study_len not in (None, ctx.spec.max_len):  # a study whose costs are at another length (an older version's)
-        raise UserError(f"study {search.study_name!r} measured its costs at {study_len} tokens, and this run measures "
-                        f"them at the task's {ctx.spec.max_len}: start another study with --study NEW_NAME")
     study = optuna.load_study(study_name=search.study_name, storage=storage,
                               sampler=make_sampler(search.opts.seed, rank, n_before, search.opts.sampler,
                                                    joined=not created),
