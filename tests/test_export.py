@@ -359,6 +359,7 @@ def test_pick_that_matches_nothing_is_one_error_line(tmp_path):
     ({"--study": "nope"}, ["--study nope", "not found"]),
     ({"--checkpoint-every": 0}, ["--checkpoint-every 0: must be at least 1"]),
     ({"--kd-steps": 0}, ["--kd-steps 0: must be at least 1"]),
+    ({"--seed": -1}, ["--seed -1: must be at least 0"]),
     ({"--budget": "huge"}, ["--budget 'huge': unknown"]),
 ])
 def test_bad_requests_are_one_error_line(study_dir, data_dir, tmp_path, over, fragments):
@@ -376,6 +377,6 @@ def test_an_out_folder_holding_something_else_is_refused(study_dir, data_dir, tm
 
 
 def test_command_line_names_what_differs_from_the_defaults(tmp_path):
-    opts = plan_mod.ExportOptions(out=tmp_path / "a b", pick="flops<=0.25", onnx=True, kd_steps=100)
+    opts = plan_mod.ExportOptions(out=tmp_path / "a b", pick="flops<=0.25", onnx=True, kd_steps=100, seed=2)
     assert plan_mod.command_line(opts) == (f"fastbert-nas export --out '{tmp_path}/a b' --pick 'flops<=0.25' "
-                                             "--kd-steps 100 --onnx")
+                                             "--kd-steps 100 --seed 2 --onnx")

@@ -47,6 +47,13 @@ def spread(values: list[float]) -> dict | None:
     return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
 
 
+def seed_stats(values: list[float]) -> dict:
+    """mean, sample standard deviation (None for one value), min and max (and the count) of one figure over
+    seeds."""
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
 def study_figures(study: optuna.Study) -> dict:
     """What a finished study cost and found: states, training steps, wall time per trial, its front."""
     trials = study.get_trials(deepcopy=False)

@@ -1,15 +1,19 @@
 """`fastbert-nas bench export`: exported students beside their teachers, timed side by side.
 
-    for each task and FLOPs share: RESULTS/exports/<task>-<NN>/ finished (its export.json), or exported now
+    for each task, FLOPs share and seed: RESULTS/exports/<task>-<NN>[-seed<K>]/ finished (its export.json),
+    or exported now
     -> load every student back from its folder (what users get) and each task's teacher
-    -> time them all at batch 1 in this one process, in rounds -> table, goals -> RESULTS/benchmarks/export.*
+    -> time them all at batch 1 in this one process, in rounds -> table, mean over seeds, goals
+    -> RESULTS/benchmarks/export.*
 
 The students' architectures come from one study (SST-2's by default: there are no CoLA or Amazon studies),
 picked on the study's validation metric by `--pick "LOWER<flops<=SHARE"` (LOWER: the next smaller share
 of the benchmark, so that each row is its own student; the smallest share from 0); `export --task T` distills each from
 task T's own fine-tuned teacher. A missing or unfinished export folder is exported (resumed) here by
 export.run_export with the same options as `fastbert-nas export --study S --pick "LOWER<flops<=SHARE" --task T
---budget B --kd-steps N --out RESULTS/exports/<task>-<NN>`.
+--budget B --kd-steps N --seed K --out RESULTS/exports/<task>-<NN>[-seed<K>]`. A task with goals (SST-2)
+is exported with --seeds seeds, 0 to N-1, the others with --other-seeds; the goals are judged on the mean
+retention over a row's seeds.
 
 Latency as cost.py measures it (cost.measure_latency: batch 1, REF_SEQ_LEN tokens, torch.utils.benchmark
 median, the same thread count for every model), in --rounds rounds: each round times every task's
@@ -27,17 +31,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from optuna.trial import FrozenTrial
 from transformers import AutoModelForSequenceClassification
 
 from fastbert_nas.bench.common import machine, save_report, spread
+from fastbert_nas.bench.export_report import GOAL_TASKS, check_goals, export_markdown, over_seeds
 from fastbert_nas.config import (
     BENCH_EXPORT_BUDGET,
     BENCH_EXPORT_KD_STEPS,
+    BENCH_EXPORT_OTHER_SEEDS,
     BENCH_EXPORT_ROUNDS,
+    BENCH_EXPORT_SEEDS,
     BENCH_EXPORT_SHARES,
     BENCH_EXPORT_STUDY,
     BENCH_EXPORT_TASKS,
     BUDGETS,
+    StudentArch,
     UserError,
     at_least,
     retention,
@@ -46,15 +55,13 @@ from fastbert_nas.core.cost import REF_SEQ_LEN, count_flops, count_params, measu
 from fastbert_nas.core.tasks import resolve_task
 from fastbert_nas.core.training import resolve_device, set_threads
 from fastbert_nas.export.checkpoint import REPORT_FILE, differences
-from fastbert_nas.export.plan import ExportOptions, parse_pick, pick_text
+from fastbert_nas.export.plan import ExportOptions, chosen_trial, parse_pick, pick_text
 from fastbert_nas.export.run import run_export
 from fastbert_nas.report.remeasure import load_recorded_teacher
+from fastbert_nas.report.rows import find_study
 
 EXPORTS_DIR = "exports"                   # RESULTS/exports/<task>-<NN>/, NN = the share in percent
 BENCH_FILE = "export"                     # RESULTS/benchmarks/export.json and export.md
-# The goals, as (task, largest FLOPs share of the teacher, least dev retention); other tasks: as measured.
-GOALS = (("sst2", 0.25, 0.98), ("sst2", 0.10, 0.95))
-TASK_TITLES = {"sst2": "SST-2", "cola": "CoLA", "amazon": "Amazon"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class ExportBenchOptions:
     threads: int | None = None
     device: str = "auto"
     rounds: int = BENCH_EXPORT_ROUNDS
+    seeds: int = BENCH_EXPORT_SEEDS              # of each row of a task with goals
+    other_seeds: int = BENCH_EXPORT_OTHER_SEEDS  # of each row of the other tasks
 
     def check(self) -> "ExportBenchOptions":
         """Refuse bad options before anything is loaded or exported."""
@@ -83,8 +92,12 @@ class ExportBenchOptions:
                 raise UserError(f"--shares: {share:g} is not a positive share of the teacher's FLOPs")
         if self.budget not in BUDGETS:
             raise UserError(f"--budget {self.budget!r}: unknown; choose one of {', '.join(BUDGETS)}")
-        at_least(1, kd_steps=self.kd_steps, rounds=self.rounds)
+        at_least(1, kd_steps=self.kd_steps, rounds=self.rounds, seeds=self.seeds, other_seeds=self.other_seeds)
         return self
+
+    def seeds_of(self, task: str) -> range:
+        """The seeds a task's rows are exported with: --seeds for a task with goals, else --other-seeds."""
+        return range(self.seeds if resolve_task(task).name in GOAL_TASKS else self.other_seeds)
 
 
 def parse_tasks(text: str) -> tuple[str, ...]:
@@ -106,16 +119,17 @@ def pick_rule(share: float, shares: tuple[float, ...] = ()) -> str:
     return pick_text("flops", share, max((s for s in shares if s < share), default=0.0))
 
 
-def export_dir(results: Path, task: str, share: float) -> Path:
-    """RESULTS/exports/<task>-<NN>: 0.25 -> sst2-25, 0.10 -> sst2-10, 0.05 -> sst2-05."""
+def export_dir(results: Path, task: str, share: float, seed: int = 0) -> Path:
+    """RESULTS/exports/<task>-<NN>[-seed<K>]: 0.25 -> sst2-25, 0.10 -> sst2-10, 0.05 -> sst2-05; seed 2 of
+    0.25 -> sst2-25-seed2 (seed 0 has no suffix)."""
     name = re.sub(r"[^\w.-]", "_", resolve_task(task).name)
-    return Path(results) / EXPORTS_DIR / f"{name}-{share * 100:02g}"
+    return Path(results) / EXPORTS_DIR / f"{name}-{share * 100:02g}{f'-seed{seed}' if seed else ''}"
 
 
-def export_options(opts: ExportBenchOptions, task: str, share: float, out: Path) -> ExportOptions:
+def export_options(opts: ExportBenchOptions, task: str, share: float, seed: int, out: Path) -> ExportOptions:
     """The `fastbert-nas export` this benchmark row stands for."""
     return ExportOptions(out=out, pick=pick_rule(share, opts.shares), study=opts.study, results=Path(opts.results),
-                         budget=opts.budget, kd_steps=opts.kd_steps, task=task, data_dir=opts.data_dir,
+                         budget=opts.budget, kd_steps=opts.kd_steps, seed=seed, task=task, data_dir=opts.data_dir,
                          device=opts.device, threads=opts.threads)
 
 
@@ -124,36 +138,45 @@ def export_options(opts: ExportBenchOptions, task: str, share: float, out: Path)
 
 @dataclass
 class Row:
-    """One (task, share): its export folder and export.json; how it was had (found or exported); its
+    """One (task, share, seed): its export folder and export.json; how it was had (found or exported); its
     timings once measured."""
 
     task: str
     share: float
+    seed: int
     folder: Path
     report: dict
     source: str
     figures: dict = field(default_factory=dict)
 
 
-def expected(opts: ExportBenchOptions, task: str, share: float) -> dict:
-    """What a row's export.json must say to be this benchmark's export."""
+def expected(opts: ExportBenchOptions, task: str, share: float, seed: int, picked: FrozenTrial | None = None) -> dict:
+    """What a row's export.json must say to be this benchmark's export; with `picked` (the trial the pick
+    chooses in the study now), its trial and student too, so that an export of a study since re-made is
+    not taken for one of this study."""
     kd = opts.kd_steps if opts.kd_steps is not None else BUDGETS[opts.budget]["kd_steps"]
-    return {"study": opts.study, "task": resolve_task(task).name, "pick": pick_rule(share, opts.shares), "budget": opts.budget,
-            "kd_steps": kd}
+    want = {"study": opts.study, "task": resolve_task(task).name, "pick": pick_rule(share, opts.shares),
+            "budget": opts.budget, "kd_steps": kd, "seed": seed}
+    if picked is not None:
+        want |= {"trial": picked.number, "student": StudentArch.from_dict(picked.user_attrs["arch"]).name}
+    return want
 
 
-def found(report: dict) -> dict:
-    """The same keys as `expected`, from an export.json."""
+def found(report: dict, want: dict) -> dict:
+    """The keys of `want` (expected's), from an export.json."""
+
+
     pick = parse_pick(report["pick"]) if report.get("pick") else None
-    return {"study": report["study"], "task": report["task"],
-            "pick": pick_text(*pick) if pick else report.get("pick"),
-            "budget": report["budget"], "kd_steps": report["config"]["kd_steps"]}
+    have = {"study": report["study"], "task": report["task"], "pick": pick_text(*pick) if pick else report.get("pick"),
+            "budget": report["budget"], "kd_steps": report["config"]["kd_steps"], "seed": report["config"]["seed"],
+            "trial": report["trial"], "student": report["name"]}
+    return {k: have[k] for k in want}
 
 
 def read_export(folder: Path, want: dict) -> dict:
     """A finished export's export.json; UserError when it is another export than this benchmark asks for."""
     report = json.loads((folder / REPORT_FILE).read_text())
-    changed = differences(found(report), want)
+    changed = differences(found(report, want), want)
     if changed:
         raise UserError(f"{folder} holds another export than this benchmark's ({'; '.join(changed)}, as "
                         "'found -> wanted'): remove the folder to export it again, or give the matching options")
@@ -161,19 +184,24 @@ def read_export(folder: Path, want: dict) -> dict:
 
 
 def gather_exports(opts: ExportBenchOptions, log: Callable[[str], None] = print) -> list[Row]:
-    """Every (task, share) row's finished export, exporting (or resuming) the ones missing."""
+    """Every (task, share, seed) row's finished export, exporting (or resuming) the ones missing: seed 0 of
+    every share first, so that an interrupted benchmark has whole tables of seeds. Rows in (task, share, seed)
+    order."""
     rows: list[Row] = []
+    study = find_study(opts.study, None, opts.results)
     for task in opts.tasks:
-        for share in opts.shares:
-            folder, want = export_dir(opts.results, task, share), expected(opts, task, share)
-            if (folder / REPORT_FILE).exists():
-                rows.append(Row(task, share, folder, read_export(folder, want), "found"))
-                continue
-            xopts = export_options(opts, task, share, folder)
-            log(f"exporting {pick_rule(share, opts.shares)} for {task} into {folder}/ ...")
-            run_export(xopts, log=log)
-            rows.append(Row(task, share, folder, read_export(folder, want), "exported"))
-    return rows
+        for seed in opts.seeds_of(task):
+            for share in opts.shares:
+                folder = export_dir(opts.results, task, share, seed)
+                picked = chosen_trial(study, export_options(opts, task, share, seed, folder))
+                want = expected(opts, task, share, seed, picked)
+                if (folder / REPORT_FILE).exists():
+                    rows.append(Row(task, share, seed, folder, read_export(folder, want), "found"))
+                    continue
+                log(f"exporting {pick_rule(share, opts.shares)} for {task}, seed {seed}, into {folder}/ ...")
+                run_export(export_options(opts, task, share, seed, folder), log=log)
+                rows.append(Row(task, share, seed, folder, read_export(folder, want), "exported"))
+    return sorted(rows, key=lambda r: (opts.tasks.index(r.task), opts.shares.index(r.share), r.seed))
 
 
 # ---------------------------------------------------------------------------
@@ -211,13 +239,14 @@ def row_figures(row: Row, student, teacher, latency: dict, teacher_latency: dict
     s_flops, t_flops = count_flops(student, task_len), count_flops(teacher, task_len)
     s_ref, t_ref = count_flops(student), count_flops(teacher)  # at REF_SEQ_LEN, as published figures are
     return {
-        "task": r["task"], "share_limit": row.share, "pick": r["pick"] or f"trial {r['trial']}", "trial": r["trial"],
+        "task": r["task"], "share_limit": row.share, "seed": row.seed, "pick": r["pick"] or f"trial {r['trial']}",
+        "trial": r["trial"],
         "student": r["name"], "hints": r["hints"], "export_dir": str(row.folder), "source": row.source,
         "budget": r["budget"], "hint_steps": r["distill"]["hint_steps"], "kd_steps": r["distill"]["kd_steps"],
         "batch_size": r["config"]["batch_size"], "examples_used": r["examples_used"],
         "distill_minutes": r["distill_minutes"], "teacher_id": r["teacher"]["id"],
         "teacher_fingerprint": r["teacher"]["fingerprint"],
-        "metric": r["metric"], "dev": r["dev"], "teacher_dev": r["teacher"]["dev"],
+        "metric": r["metric"], "dev": r["dev"], "val": r["val"], "teacher_dev": r["teacher"]["dev"],
         "retention": retention(r["dev"]["metric"], r["teacher"]["dev"]["metric"]),
         "params": s_params, "teacher_params": t_params, "params_share": s_params / t_params,
         "task_len": task_len, "flops": s_flops, "teacher_flops": t_flops, "flops_share": s_flops / t_flops,
@@ -251,22 +280,7 @@ def measure(rows: list[Row], opts: ExportBenchOptions, log: Callable[[str], None
 
 
 # ---------------------------------------------------------------------------
-# Goals and the report
-
-def check_goals(figures: list[dict]) -> list[dict]:
-    """Each goal of a task in the benchmark: the row with the best retention within its FLOPs share."""
-    out = []
-    for task, share, least in GOALS:
-        if not any(f["task"] == task for f in figures):
-            continue
-        fits = [f for f in figures if f["task"] == task and f["flops_share"] <= share and f["retention"] is not None]
-        best = max(fits, key=lambda f: f["retention"], default=None)
-        out.append({"task": task, "flops_share_at_most": share, "retention_at_least": least,
-                    "met": best is not None and best["retention"] >= least,
-                    "trial": best and best["trial"], "student": best and best["student"],
-                    "retention": best and best["retention"], "flops_share": best and best["flops_share"]})
-    return out
-
+# The report
 
 def bench_export(opts: ExportBenchOptions, log: Callable[[str], None] = print) -> dict:
     """Gather (or make) the exports, time them beside their teachers, write RESULTS/benchmarks/export.*"""
@@ -274,97 +288,12 @@ def bench_export(opts: ExportBenchOptions, log: Callable[[str], None] = print) -
     rows = gather_exports(opts, log)
     timing = measure(rows, opts, log)
     figures = [r.figures for r in rows]
+    means = over_seeds(figures)
     report = {
         "study": opts.study, "tasks": list(opts.tasks), "shares": list(opts.shares), "budget": opts.budget,
-        "kd_steps": opts.kd_steps, "timing": timing, "rows": figures, "goals": check_goals(figures),
+        "kd_steps": opts.kd_steps, "seeds": opts.seeds, "other_seeds": opts.other_seeds, "timing": timing,
+        "rows": figures, "over_seeds": means, "goals": check_goals(means),
         "flops_unit": "FLOPs, 2 per multiply-add, batch 1, 128 tokens", "machine": machine(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return save_report(report, opts.results, BENCH_FILE, export_markdown)
-
-
-def _limit(share: float) -> str:
-    return f"{share * 100:g}%"
-
-
-def _ms(s: dict) -> str:
-    return f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
-
-
-def export_markdown(r: dict) -> str:
-    """The export benchmark as Markdown: the table, the goals, Amazon's (and custom tasks') extra metrics."""
-    m, t = r["machine"], r["timing"]
-    title = lambda task: TASK_TITLES.get(task, task)  # noqa: E731
-    steps = sorted({(f["budget"], f["hint_steps"], f["kd_steps"], f["batch_size"]) for f in r["rows"]})
-    budgets = "; ".join(f"`{b}` budget, {h:,} hint + {k:,} KD steps of {bs} examples" for b, h, k, bs in steps)
-    lines = [
-        f"# Export benchmark: students of `{r['study']}` distilled for {', '.join(map(title, r['tasks']))}", "",
-        f"Measured {r['time']} on {m['cpu']}{', ' + m['cuda'] if m['cuda'] else ''}, torch {m['torch']}. "
-        "Students: the architecture, hints and settings of the study's trial picked by `--pick` (the best "
-        "validation metric in the study within that band of the teacher's FLOPs: above the next smaller share "
-        "of the benchmark, so that each row is its own student), "
-        f"distilled again from each task's own fine-tuned teacher ({budgets}). Dev metrics are on each task's "
-        "official dev set (export.json); retention = student dev metric / teacher dev metric. "
-        "Chosen on the validation split (the study's trials and `--pick`); reported on the official dev set, "
-        "which chose nothing.", "",
-        "FLOPs count 2 per multiply-add, batch 1, at the task's length (its --max-len: what the study's `--pick` "
-        f"and the goals use) and at {t['seq_len']} tokens in the column beside. "
-        f"Latency: batch 1, {t['seq_len']} tokens, "
-        f"{t['device']}, threads {t['threads']}, the median of torch.utils.benchmark; every student (loaded back "
-        f"from its folder with from_pretrained) and its teacher timed in one process, in {t['rounds']} rounds of "
-        "each task's teacher then its students: median (min-max) over the rounds. Speed-up = teacher median / "
-        "student median.", "",
-        "| task | FLOPs limit | trial | student | hints | dev metric | teacher | retention | params (M) | GFLOPs "
-        f"at the task's length (% of teacher) | GFLOPs at {t['seq_len']} tokens | latency b1 ms, student | teacher "
-        "| speed-up b1 | budget (hint + KD steps) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for f in r["rows"]:
-        ret = f"{f['retention']:.1%}" if f["retention"] is not None else "-"
-        lines.append(
-            f"| {title(f['task'])} | {_limit(f['share_limit'])} | {f['trial']} | {f['student']} | {f['hints']} | "
-            f"{f['metric']} {f['dev']['metric']:.4f} | {f['teacher_dev']['metric']:.4f} | {ret} | "
-            f"{f['params'] / 1e6:.2f} | {f['flops'] / 1e9:.3f} at {f.get('task_len', 128)} ({f['flops_share']:.1%}) | "
-            + (f"{f['flops_ref_len'] / 1e9:.3f} ({f['flops_share_ref_len']:.1%}) | "
-               if "flops_ref_len" in f else "- | ")
-            + f"{_ms(f['latency_ms'])} | "
-            f"{_ms(f['teacher_latency_ms'])} | {f['speedup_b1']:.2f}x | {f['budget']} "
-            f"({f['hint_steps']:,} + {f['kd_steps']:,}) |")
-    teachers = {f["task"]: f for f in r["rows"]}
-    weights = {task: ", ".join(dict.fromkeys(f["teacher_fingerprint"] for f in r["rows"] if f["task"] == task))
-               for task in teachers}  # more than one: the task's exports were distilled from different teachers
-    lines += ["", "Teachers: " + "; ".join(
-        f"{title(task)} `{f['teacher_id']}` (weights {weights[task]}), {f['teacher_params'] / 1e6:.2f} M params, "
-        f"{f['teacher_flops'] / 1e9:.3f} GFLOPs at {f.get('task_len', 128)} tokens" for task, f in teachers.items()) + ".", ""]
-    if r["goals"]:
-        lines += ["## Goals", ""]
-        for g in r["goals"]:
-            head = (f"{title(g['task'])}, at least {g['retention_at_least']:.0%} retention with at most "
-                    f"{g['flops_share_at_most']:.0%} of the teacher's FLOPs: ")
-            if g["trial"] is None:
-                lines.append(f"- {head}**not met**: no student in the benchmark is within that share.")
-            else:
-                lines.append(f"- {head}**{'met' if g['met'] else 'not met'}**: the best within it, trial "
-                             f"{g['trial']} {g['student']} ({g['flops_share']:.1%} of the FLOPs), retains "
-                             f"{g['retention']:.1%}.")
-        others = [task for task in r["tasks"] if task not in {g["task"] for g in r["goals"]}]
-        if others:
-            lines.append(f"- {', '.join(map(title, others))}: no goal; as measured above.")
-        lines.append("")
-    extra = [f for f in r["rows"] if {"macro_f1", "majority"} <= f["dev"].keys()]
-    if extra:
-        lines += ["## Macro-F1 and the majority-class baseline", "",
-                  "The dev sets below are unbalanced: accuracy is shown beside macro-F1 and the accuracy of always "
-                  "predicting the most frequent class.", "",
-                  "| task | FLOPs limit | trial | student | accuracy | macro-F1 | teacher accuracy | teacher "
-                  "macro-F1 | majority baseline |", "|---|---|---|---|---|---|---|---|---|"]
-        for f in extra:
-            d, td = f["dev"], f["teacher_dev"]
-            lines.append(f"| {title(f['task'])} | {_limit(f['share_limit'])} | {f['trial']} | {f['student']} | "
-                         f"{d.get('accuracy', d['metric']):.4f} | {d['macro_f1']:.4f} | "
-                         f"{td.get('accuracy', td['metric']):.4f} | {td.get('macro_f1', float('nan')):.4f} | "
-                         f"{d['majority']:.4f} |")
-        lines.append("")
-    folders = dict.fromkeys(f["export_dir"] for f in r["rows"])
-    lines += ["Exports: " + ", ".join(f"`{d}`" for d in folders) + " (export.json and README.md in each).", ""]
-    return "\n".join(lines)

@@ -13,7 +13,9 @@ from fastbert_nas.cli.options import DataDir, Device, Results, Task, TeacherOpt,
 from fastbert_nas.config import (
     BENCH_EXPORT_BUDGET,
     BENCH_EXPORT_KD_STEPS,
+    BENCH_EXPORT_OTHER_SEEDS,
     BENCH_EXPORT_ROUNDS,
+    BENCH_EXPORT_SEEDS,
     BENCH_EXPORT_SHARES,
     BENCH_EXPORT_STUDY,
     BENCH_EXPORT_TASKS,
@@ -105,6 +107,12 @@ def bench_export(study: Annotated[str, typer.Option(
                      "--kd-steps", help="KD steps of each export (SST-2's goals need more than the small "
                      "budget's 8,000).")
                  ] = BENCH_EXPORT_KD_STEPS,
+                 seeds: Annotated[int, typer.Option(
+                     "--seeds", help="Seeds of each row of a task with goals (SST-2): its student is exported with "
+                     "seeds 0 to SEEDS-1, into <task>-<NN>-seed<K>/ beyond seed 0, and the goals are judged on the "
+                     "mean retention.")] = BENCH_EXPORT_SEEDS,
+                 other_seeds: Annotated[int, typer.Option(
+                     "--other-seeds", help="Seeds of each row of the other tasks.")] = BENCH_EXPORT_OTHER_SEEDS,
                  rounds: Annotated[int, typer.Option(
                      "--rounds", help="Timing rounds: each times every teacher and student once.")
                  ] = BENCH_EXPORT_ROUNDS,
@@ -112,7 +120,7 @@ def bench_export(study: Annotated[str, typer.Option(
                  results: Results = Path("results")):
     """Exported students beside their teachers: dev metric, retention, params, FLOPs and batch-1 speed-up.
 
-    Uses each finished export folder RESULTS/exports/<task>-<NN>/ and exports (or resumes) the missing
+    Uses each finished export folder RESULTS/exports/<task>-<NN>[-seed<K>]/ and exports (or resumes) the missing
     ones, then times every student, loaded from its folder, and its task's teacher side by side in this
     process. Writes RESULTS/benchmarks/export.json and export.md.
     """
@@ -120,7 +128,8 @@ def bench_export(study: Annotated[str, typer.Option(
 
     opts = bx.ExportBenchOptions(study=study, tasks=bx.parse_tasks(tasks), shares=bx.parse_shares(shares),
                                  budget=budget, kd_steps=kd_steps, data_dir=data_dir, results=results,
-                                 threads=threads, device=device, rounds=rounds)
+                                 threads=threads, device=device, rounds=rounds, seeds=seeds,
+                                 other_seeds=other_seeds)
     r = bx.bench_export(opts, log=typer.echo)
     typer.echo(bx.export_markdown(r))
     bench_written(r["path"], results)

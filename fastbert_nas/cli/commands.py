@@ -298,6 +298,8 @@ def export(out: Annotated[Path, typer.Option(
                                                "minutes on a CPU for a quarter of the teacher's FLOPs), or any "
                                                "other preset.")] = "full",
            hint_steps: HintSteps = None, kd_steps: KdSteps = None, examples: Examples = None,
+           seed: Annotated[Optional[int], typer.Option(
+               "--seed", help="Seed of the student's init, data order and dropout \\[default: the trial's].")] = None,
            onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx, checked against PyTorch on "
                                               "dev batches and timed in ONNX Runtime (extra: onnx).")] = False,
            checkpoint_every: Annotated[int, typer.Option(
@@ -328,9 +330,9 @@ def export(out: Annotated[Path, typer.Option(
 
     opts = plan_mod.ExportOptions(
         out=out, trial=trial, pick=pick, study=study, storage=storage, results=results, budget=budget,
-        hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, onnx=onnx, checkpoint_every=checkpoint_every,
-        task=task, data_dir=data_dir, text_column=text_column, label_column=label_column, max_len=max_len,
-        teacher=teacher, base=base, no_cache=no_cache, device=device, threads=threads)
+        hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, seed=seed, onnx=onnx,
+        checkpoint_every=checkpoint_every, task=task, data_dir=data_dir, text_column=text_column,
+        label_column=label_column, max_len=max_len, teacher=teacher, base=base, no_cache=no_cache, device=device, threads=threads)
     try:
         r = export_run.run_export(opts, log=typer.echo).report
     except OnnxMismatch as exc:

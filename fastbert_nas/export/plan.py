@@ -50,6 +50,7 @@ class ExportOptions:
     hint_steps: int | None = None
     kd_steps: int | None = None
     examples: int | None = None
+    seed: int | None = None          # of init order, data order and dropout; default: the trial's
     onnx: bool = False
     checkpoint_every: int = CHECKPOINT_EVERY
     task: str | None = None          # default: the study's
@@ -70,7 +71,7 @@ class ExportOptions:
         if self.pick is not None:
             parse_pick(self.pick)
         at_least(1, checkpoint_every=self.checkpoint_every, kd_steps=self.kd_steps, examples=self.examples)
-        at_least(0, hint_steps=self.hint_steps)
+        at_least(0, hint_steps=self.hint_steps, seed=self.seed)
         if self.onnx:
             from fastbert_nas.export.onnx import check_installed
 
@@ -211,6 +212,8 @@ def export_plan(study: optuna.Study, trial: FrozenTrial, opts: ExportOptions) ->
     known = {f.name for f in fields(DistillConfig)}
     trial_cfg = DistillConfig(**{k: v for k, v in trial.user_attrs["config"].items() if k in known})
     cfg = replace(trial_cfg, **{k: getattr(budget, k) for k in BUDGETS[opts.budget]})
+    if opts.seed is not None:
+        cfg = replace(cfg, seed=opts.seed)
     metric = trial.values[0] if trial.state == TrialState.COMPLETE and trial.values else None
     return Plan(study.study_name, trial.number, trial.state.name, env, env.teacher.id(spec.name),
                 StudentArch.from_dict(trial.user_attrs["arch"]), cfg, metric)

@@ -10,7 +10,7 @@ from typing import Callable
 import optuna
 
 from fastbert_nas.config import StudentArch, UserError, trial_recipe
-from fastbert_nas.search.space import SearchSpace, fixed_params, hint_student_layers
+from fastbert_nas.search.space import CHOICE_KEYS, SearchSpace, fixed_params, hint_student_layers
 
 # Baselines (enqueued first in a new study): a width more than this far from the target
 # (relative) means the space cannot represent the baseline.
@@ -100,7 +100,7 @@ def enqueued_params(space: SearchSpace, students: tuple[StudentArch, ...],
         arch = arch.with_default_hints(teacher_layers)
         recipe = trial_recipe(arch)
         settings = {k: recipe[k] for k in space.sampled_recipe
-                    if k not in ("init", "hint_weight") or recipe[k] in getattr(space, k)}
+                    if k not in CHOICE_KEYS or recipe[k] in getattr(space, k)}
         try:
             out.append((arch, fixed_params(space, arch, teacher_layers, **settings)))
         except UserError as exc:

@@ -56,6 +56,7 @@ BUDGET_KEYS = ("hint_steps", "kd_steps", "eval_every", "batch_size", "examples",
 # search sample that part of the recipe; else every student trains with config.trial_recipe's value.
 REQUIRED_KEYS = ("layers", "hidden", "heads", "ffn_ratio", "max_hints")
 RECIPE_KEYS = ("init", "temperature", "kd_alpha", "hint_weight", "lr")
+CHOICE_KEYS = ("init", "hint_weight")  # recipe keys given as lists of choices; the others are {min, max} ranges
 OPTIONAL_KEYS = RECIPE_KEYS + ("description", "budget")
 NUMBER_LIMIT = 1e9  # largest size of any number in a space file: far past any width, step count or rate
 
@@ -316,7 +317,7 @@ def sample(space: SearchSpace, trial, teacher_layers: int) -> tuple[StudentArch,
     overrides = trial_recipe(arch)
     for key in space.sampled_recipe:
         options = getattr(space, key)
-        if key in ("init", "hint_weight"):
+        if key in CHOICE_KEYS:
             overrides[key] = trial.suggest_categorical(key, list(options))
         else:
             overrides[key] = trial.suggest_float(key, *options, log=key == "lr")
@@ -359,7 +360,7 @@ def fixed_params(space: SearchSpace, arch: StudentArch, teacher_layers: int, **s
     for key, value in settings.items():
         if key not in space.sampled_recipe:
             raise UserError(f"{where}: setting {key!r} is not sampled by the space")
-        if key in ("init", "hint_weight"):
+        if key in CHOICE_KEYS:
             choice(key, value, getattr(space, key))
         params[key] = value
     return params
