@@ -1,8 +1,11 @@
-"""bench.write_summary: RESULTS/BENCHMARKS.md from the reports under RESULTS/benchmarks/."""
+"""bench.common: RESULTS/BENCHMARKS.md from the reports under RESULTS/benchmarks/ (write_summary), and the
+rank correlation the benchmarks report."""
 
 import json
 
-from fastbert_nas.bench.common import SUMMARY_FILE, write_summary
+import pytest
+
+from fastbert_nas.bench.common import SUMMARY_FILE, rank_correlation, write_summary
 
 
 def test_the_summary_lists_every_report_with_its_machine_and_includes_it(tmp_path):
@@ -21,3 +24,11 @@ def test_the_summary_lists_every_report_with_its_machine_and_includes_it(tmp_pat
     assert "soak" not in out.read_text()
     assert lines.index("## Notes without a record") < lines.index("## Speed") < lines.index("### Profile")
     assert lines.count("# Benchmarks") == 1
+
+
+def test_rank_correlation_on_plain_numbers():
+    assert rank_correlation([0.1, 0.5, 0.3], [10, 30, 20]) == pytest.approx(1.0)     # any monotone map
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties share their average rank: ranks (1, 2.5, 2.5, 4) against (1, 3, 2, 4)
+    assert rank_correlation([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / 22.5 ** 0.5)
+    assert rank_correlation([0.5, 0.5, 0.5], [1, 2, 3]) is None                       # nothing to rank

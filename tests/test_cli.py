@@ -8,6 +8,7 @@ import pytest
 from conftest import assert_user_error, invoke
 
 import fastbert_nas.core.cost as cost
+from fastbert_nas.core.training import cpu_name
 
 ARCH = "L2-H32-A4-I64"
 
@@ -48,7 +49,7 @@ def test_distill_smoke_writes_the_report(data_dir, tiny_teacher_dir, tmp_path, f
     assert {"speedup_b1", "speedup_b32"} <= set(report["vs_teacher"])
     assert report["distill"]["hint_steps"] == 4 and report["distill"]["kd_steps"] == 8
     assert [s for s, _ in report["distill"]["curve"]] == [4, 8]
-    assert report["threads"] == 1 and report["teacher_cache"] is True
+    assert report["threads"] == 1 and report["teacher_cache"] is True and report["cpu"] == cpu_name()
     assert report["teacher"]["id"] == str(tiny_teacher_dir)
     assert list((tmp_path / "cache").glob("sst2-distill-*"))        # the teacher's outputs were cached
 

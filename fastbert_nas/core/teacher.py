@@ -19,7 +19,15 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from fastbert_nas.config import DEFAULT_BASE, TeacherRecipe, TeacherRef, UserError
 from fastbert_nas.core.tasks import Encoded, TaskData, collate, encode_for, eval_batches
-from fastbert_nas.core.training import batch_stream, evaluate, learning_rate, make_optimizer, progress, to_device
+from fastbert_nas.core.training import (
+    batch_stream,
+    cpu_name,
+    evaluate,
+    learning_rate,
+    make_optimizer,
+    progress,
+    to_device,
+)
 
 CACHE_BATCH = 64                      # examples per teacher forward when filling the output cache
 TIME_PROBE_STEPS = 50                 # steps between re-fits of the plan to --max-minutes
@@ -151,7 +159,7 @@ def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, rec
         "max_len": spec.max_len, "tail_tokens": spec.tail_tokens, "recipe": recipe.to_dict(), "steps": step,
         "planned_steps": steps,
         "train_examples": len(train), "minutes": round(minutes, 2), "device": str(device),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "val": val, "dev": dev,
+        "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "val": val, "dev": dev,
         "fingerprint": weights_fingerprint(model),
     }
     tmp = folder.with_name(folder.name + ".tmp")

@@ -3,6 +3,7 @@ optimizer and its warm-up/decay schedule, prediction, and progress bars."""
 
 from __future__ import annotations
 
+import platform
 import sys
 import time
 
@@ -28,6 +29,15 @@ def resolve_device(device: str) -> torch.device:
     if device.split(":")[0] not in ("cpu", "cuda"):
         raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
     return torch.device(device)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo, else platform.processor()): figures, and bit-for-bit
+    reproducibility, hold for one kind of CPU."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
 
 
 def set_threads(threads: int | None) -> int:
