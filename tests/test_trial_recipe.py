@@ -8,12 +8,14 @@ learns nothing is told apart from one that copied a teacher with nothing to teac
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import optuna
 import pytest
 from conftest import TINY_TEACHER, assert_user_error, invoke, quick_timings
 from optuna.trial import TrialState
 
+import fastbert_nas.search.objective as objective
 from fastbert_nas.config import StudentArch, trial_lr, trial_recipe
 from fastbert_nas.search.pruning import COLLAPSE_MARGIN, collapse_reason, front_hypervolume
 from fastbert_nas.search.space import RECIPE_KEYS, load_space, sample, shipped_spaces
@@ -32,6 +34,20 @@ def test_collapse_needs_a_student_at_the_majority_level_and_a_teacher_above_it()
     assert collapse_reason(0.547, 0.547, teacher=0.547 + COLLAPSE_MARGIN) is None  # the teacher has nothing to teach
     assert collapse_reason(0.547, 0.547, 0.90, margin=-1) is None                  # turned off
     assert "0.5470" in collapse_reason(0.547, 0.547, 0.90) and "0.9000" in collapse_reason(0.547, 0.547, 0.90)
+
+
+def test_skill_levels_come_from_the_study_when_measured_with_this_teacher_on_these_rows(monkeypatch):
+    measured = []
+    monkeypatch.setattr(objective, "evaluate", lambda *a: measured.append(a) or {"metric": 0.70})
+    monkeypatch.setattr(objective, "majority_metric", lambda ctx, rows: 0.51)
+    ctx = SimpleNamespace(teacher=SimpleNamespace(fingerprint="f", model=None), val=list(range(800)), spec=None,
+                          device="cpu")
+    attrs = {"teacher_fingerprint": "f", "teacher_val_rows": 800, "teacher_val": {"metric": 0.9}, "majority_val": 0.5}
+    assert objective.skill_levels(ctx, 1000, attrs) == (0.5, 0.9) and not measured  # 1,000 asked, 800 there
+    for changed in ({"teacher_fingerprint": "g"}, {"teacher_val_rows": 500}, {"majority_val": None}):
+        over = {k: v for k, v in (attrs | changed).items() if v is not None}
+        assert objective.skill_levels(ctx, 1000, over) == (0.51, 0.70)           # another teacher, rows or none
+    assert len(measured) == 3
 
 
 def test_hypervolume_on_log_flops_from_the_majority_level_at_the_teacher_cost():

@@ -59,9 +59,14 @@ def majority_metric(ctx: pipeline.Context, eval_examples: int) -> float:
     return majority_score(ctx.spec, ctx.val.labels[:eval_examples])["metric"]
 
 
-def skill_levels(ctx: pipeline.Context, eval_examples: int) -> tuple[float, float]:
+def skill_levels(ctx: pipeline.Context, eval_examples: int, attrs: dict) -> tuple[float, float]:
     """(majority-class metric, teacher's metric) on the validation rows a trial scores: what the
-    collapse check compares a finished trial with."""
+    collapse check compares a finished trial with. Read from the study's attrs (teacher_reference's)
+    when they were measured with this teacher on as many rows, else measured."""
+    rows = min(eval_examples, len(ctx.val))
+    if (attrs.get("teacher_fingerprint") == ctx.teacher.fingerprint and attrs.get("teacher_val_rows") == rows
+            and {"majority_val", "teacher_val"} <= attrs.keys()):
+        return attrs["majority_val"], attrs["teacher_val"]["metric"]
     teacher = evaluate(ctx.teacher.model, ctx.spec, ctx.val, ctx.device, eval_examples)["metric"]
     return majority_metric(ctx, eval_examples), teacher
 
@@ -157,7 +162,7 @@ class Objective:
                 record(trial, prune_reason=s.pruning_mode, prune_detail=checkpoints.reason)
                 raise optuna.TrialPruned(checkpoints.reason)
             if self.levels is None:
-                self.levels = skill_levels(ctx, cfg.eval_examples)
+                self.levels = skill_levels(ctx, cfg.eval_examples, trial.study.user_attrs)
             collapsed = collapse_reason(result.metrics["metric"], *self.levels, s.opts.collapse_margin)
             if collapsed:
                 record(trial, prune_reason="collapsed", prune_detail=collapsed)
