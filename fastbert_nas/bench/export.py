@@ -189,12 +189,15 @@ def gather_exports(opts: ExportBenchOptions, log: Callable[[str], None] = print)
     order."""
     rows: list[Row] = []
     study = find_study(opts.study, None, opts.results)
+    # the pick depends on the share alone: one study serves every task and seed
+    first = opts.tasks[0]
+    picked = {share: chosen_trial(study, export_options(opts, first, share, 0, export_dir(opts.results, first, share)))
+              for share in opts.shares}
     for task in opts.tasks:
         for seed in opts.seeds_of(task):
             for share in opts.shares:
                 folder = export_dir(opts.results, task, share, seed)
-                picked = chosen_trial(study, export_options(opts, task, share, seed, folder))
-                want = expected(opts, task, share, seed, picked)
+                want = expected(opts, task, share, seed, picked[share])
                 if (folder / REPORT_FILE).exists():
                     rows.append(Row(task, share, seed, folder, read_export(folder, want), "found"))
                     continue

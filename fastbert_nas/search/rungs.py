@@ -41,7 +41,12 @@ def hv_contributions(points: Sequence[tuple[float, float]], teacher_cost: float,
     """Each point's share of the hypervolume of the points of its own Pareto rank: that rank's hypervolume
     less the hypervolume without the point (front_hypervolume's units). A point that ties another exactly
     adds nothing of its own."""
-    ranks = pareto_ranks(points)
+    return _contributions(points, pareto_ranks(points), teacher_cost, floor_metric)
+
+
+def _contributions(points: Sequence[tuple[float, float]], ranks: list[int], teacher_cost: float,
+                   floor_metric: float) -> list[float]:
+    """hv_contributions, given the points' Pareto ranks."""
     out = []
     for i, point in enumerate(points):
         peers = [p for j, p in enumerate(points) if ranks[j] == ranks[i]]
@@ -55,7 +60,7 @@ def promotion_order(points: Sequence[tuple[float, float]], teacher_cost: float, 
     """Indices of (metric, cost) points, the first to promote first: by Pareto rank, then by hypervolume
     contribution (largest first), then the cheaper, then the earlier."""
     ranks = pareto_ranks(points)
-    share = hv_contributions(points, teacher_cost, floor_metric)
+    share = _contributions(points, ranks, teacher_cost, floor_metric)
     return sorted(range(len(points)), key=lambda i: (ranks[i], -share[i], points[i][1], i))
 
 
