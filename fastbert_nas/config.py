@@ -344,6 +344,13 @@ TRIAL_BUDGETS: dict[str, dict] = {
 }
 DEFAULT_TRIAL_BUDGET = "cpu"
 
+# Rungs of a search (search/rungs.py, successive halving): most students train at the trial budget above
+# (rung 0); one in RUNG_ETA of those finished at a rung trains again at the next, with RUNG_ETA times its
+# KD steps and checkpoints as far apart. Per trial budget: cpu climbs 500 -> 1,500 -> 4,500 KD steps.
+# A space's budget section (key `rungs`) and `search --rungs` override it; 1 = no promotion.
+RUNG_ETA = 3          # Hyperband's default: a third of a rung goes up, with three times the steps
+TRIAL_RUNGS = {"smoke": 1, "cpu": 3, "gpu": 2}
+
 
 def budget_config(budget: str, **overrides) -> DistillConfig:
     if budget not in BUDGETS:

@@ -253,7 +253,7 @@ def test_show_prints_the_front_in_each_format(tmp_path):
     rows = json.loads(r.output)
     assert [row["trial"] for row in rows] == FLOPS_FRONT
     r = invoke("show", "--results", tmp_path, "--format", "csv")
-    assert r.exit_code == 0 and r.output.splitlines()[0].startswith("trial,student,hints,metric,retention")
+    assert r.exit_code == 0 and r.output.splitlines()[0].startswith("trial,student,hints,rung,kd_steps,metric,retention")
     assert len(r.output.splitlines()) == 1 + len(FLOPS_FRONT)
     r = invoke("show", "--results", tmp_path, "--study", "sst2-test")
     assert r.exit_code == 0 and "Front of sst2-test" in r.output and "DistilBERT-like" in r.output

@@ -1,8 +1,22 @@
-"""search.rungs: which students go up a rung (Pareto rank, then hypervolume contribution), on plain numbers."""
+"""Rungs: which students go up a rung (search.rungs: Pareto rank, then hypervolume contribution, on plain
+numbers), due promotions and duplicates on a study's trials (search.promotion, search.trials)."""
+
+from datetime import datetime, timedelta
 
 import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from fastbert_nas.search.rungs import hv_contributions, pareto_ranks, promotable, promotion_order, to_promote
+from fastbert_nas.search.promotion import due_promotion
+from fastbert_nas.search.rungs import (
+    hv_contributions,
+    pareto_ranks,
+    promotable,
+    promotion_order,
+    rung_steps,
+    to_promote,
+)
+from fastbert_nas.search.trials import DUPLICATE, front_trials, is_duplicate, top_rung_trials, trials_used
 
 TEACHER = 1000.0  # teacher cost: the hypervolume's reference
 FLOOR = 0.5       # majority-class metric: the other reference
@@ -48,3 +62,71 @@ def test_one_in_eta_goes_up_as_students_finish():
     points.append((0.90, 500))
     assert to_promote(points, {0}, TEACHER, FLOOR, eta=2) == 3            # four finished: a second may go
     assert to_promote(points, {0, 3}, TEACHER, FLOOR, eta=2) is None
+
+
+def test_a_rung_is_eta_times_longer_with_as_many_checkpoints():
+    assert [rung_steps(500, 100, r, eta=3) for r in range(3)] == [(500, 100), (1500, 300), (4500, 900)]
+
+
+# ---------------------------------------------------------------------------
+# On a study's trials (search/promotion.py, search/trials.py)
+
+def student(number: int, metric: float | None, flops: float, rung: int = 0, of: int | None = None,
+            state: TrialState = TrialState.COMPLETE, start: int = 0, **attrs) -> FrozenTrial:
+    """A finished trial of the student of trial `of` (itself by default) at `rung`, started at second `start`."""
+    user = {"flops": flops, "kd_steps": 4 * 3 ** rung, **attrs}
+    if rung:
+        user.update(rung=rung, student=of, parent=of)
+    t = create_trial(state=state, values=[metric, flops] if state == TrialState.COMPLETE else None,
+                     params={"layers": number}, distributions={"layers": IntDistribution(0, 100)}, user_attrs=user)
+    t.number, t.datetime_start = number, datetime(2026, 1, 1) + timedelta(seconds=start)
+    return t
+
+
+ATTRS = {"teacher_flops": TEACHER, "majority_val": FLOOR}
+
+
+def test_due_promotion_sends_up_one_in_three_cheap_front_students_included():
+    trials = [student(0, 0.70, 8), student(1, 0.85, 390), student(2, 0.86, 300)]
+    assert due_promotion(trials[:2], 3, "flops", ATTRS) is None            # two finished: none yet
+    parent, rung = due_promotion(trials, 3, "flops", ATTRS)
+    assert (parent.number, rung) == (0, 1)  # the cheap student holds most of the front; (0.85, 390) is beaten
+    trials.append(student(3, 0.75, 8, rung=1, of=0))                        # promoted and finished
+    assert due_promotion(trials, 3, "flops", ATTRS) is None                 # one in three has gone up
+    # a pruned student counts as one that finished the rung (a rejected one does not)
+    trials += [student(4, None, 50, state=TrialState.PRUNED, curve={"2": 0.6}),
+               student(5, None, 5000, state=TrialState.PRUNED, prune_reason="constraint"),
+               student(6, 0.84, 20), student(7, 0.50, 600)]                  # six finished: two go up
+    parent, rung = due_promotion(trials, 3, "flops", ATTRS)
+    assert (parent.number, rung) == (6, 1)
+    assert due_promotion(trials, 2, "flops", ATTRS) == (parent, 1)           # two rungs: only 0 -> 1
+    assert due_promotion(trials, 1, "flops", ATTRS) is None                  # one rung: no promotion
+
+
+def test_the_highest_rung_promotes_first():
+    trials = [student(n, 0.6 + n / 100, 10 + n) for n in range(9)]
+    trials += [student(9 + i, 0.7 + i / 100, 10 + n, rung=1, of=n) for i, n in enumerate((0, 4, 8))]
+    parent, rung = due_promotion(trials, 3, "flops", ATTRS)
+    assert rung == 2 and parent.number in (9, 10, 11)
+
+
+def test_a_promotion_started_twice_runs_once_and_failures_give_way_to_their_retry():
+    first = student(5, 0.8, 10, rung=1, of=0, state=TrialState.RUNNING, start=2)
+    later = student(6, None, 10, rung=1, of=0, state=TrialState.RUNNING, start=3)
+    trials = [student(0, 0.7, 10), first, later]
+    assert not is_duplicate(first, trials) and is_duplicate(later, trials)
+    assert not is_duplicate(trials[0], trials)                                  # rung 0: never
+    failed = student(5, None, 10, rung=1, of=0, state=TrialState.FAIL, start=1)
+    retry = student(7, None, 10, rung=1, of=0, state=TrialState.RUNNING, start=9)
+    assert not is_duplicate(retry, [trials[0], failed, retry])
+
+
+def test_reports_take_each_student_at_its_highest_finished_rung():
+    trials = [student(0, 0.70, 10), student(1, 0.80, 100), student(2, 0.65, 5),
+              student(3, 0.90, 100, rung=1, of=1), student(4, None, 10, rung=1, of=0, state=TrialState.RUNNING),
+              student(5, None, 100, rung=2, of=1, state=TrialState.PRUNED, prune_reason=DUPLICATE)]
+    assert [t.number for t in top_rung_trials(trials)] == [0, 2, 3]
+    assert [t.number for t in front_trials(trials, 2)] == [0, 2, 3]
+    trials.append(student(6, 0.60, 10, rung=1, of=0))                          # longer, and worse: it counts
+    assert [t.number for t in front_trials(trials, 2)] == [2, 3]
+    assert trials_used(trials) == 3                                             # students, not promotions

@@ -6,6 +6,7 @@ server: the postgres_url fixture), one thread.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -35,6 +36,7 @@ import fastbert_nas.search.run as search_run
 import fastbert_nas.search.storage as storage_mod
 import fastbert_nas.search.trials as trials_mod
 from fastbert_nas.config import RunEnv, StudentArch, UserError, trial_recipe
+from fastbert_nas.search.promotion import enqueue_promotion
 from fastbert_nas.search.pruning import PRUNE_MARGIN
 from fastbert_nas.search.space import load_space
 
@@ -179,6 +181,75 @@ def test_enqueued_students_run_first_with_the_trial_recipe(data_dir, tiny_teache
     r = invoke(*search_args(data_dir, tiny_teacher_dir, refused, "--enqueue", "L2-H40-A4-I80"))
     assert_user_error(r, "hidden=40")
     assert not (refused / f"{STUDY}.db").exists()  # refused before the study file is made
+
+
+def rungs_of(trials) -> dict[int, list]:
+    """Trials per rung."""
+    out: dict[int, list] = {}
+    for t in trials:
+        out.setdefault(trials_mod.rung_of(t), []).append(t)
+    return out
+
+
+def assert_promotions_train_their_student(trials) -> None:
+    """Each promoted trial trains its parent's student (same params) for 3x the parent's KD steps, and no
+    student holds a rung twice (duplicates PRUNED aside)."""
+    by_number = {t.number: t for t in trials}
+    held = [(trials_mod.student_of(t), trials_mod.rung_of(t)) for t in trials
+            if trials_mod.rung_of(t) and t.user_attrs.get("prune_reason") != trials_mod.DUPLICATE
+            and t.state != TrialState.FAIL]
+    assert len(held) == len(set(held))
+    for t in trials:
+        if trials_mod.rung_of(t) and t.state == TrialState.COMPLETE:
+            parent = by_number[t.user_attrs["parent"]]
+            assert t.params == parent.params and trials_mod.rung_of(parent) == trials_mod.rung_of(t) - 1
+            assert t.user_attrs["kd_steps"] == 3 * parent.user_attrs["kd_steps"]
+            assert t.user_attrs["config"]["eval_every"] == 3 * parent.user_attrs["config"]["eval_every"]
+            assert len(t.user_attrs["curve"]) == len(parent.user_attrs["curve"])  # as many checkpoints
+
+
+RUNGS_ARGS = ("--no-baselines", "--pruning", "none", "--collapse-margin", "-1")  # every trial completes: exact counts
+
+
+def test_rungs_promote_one_in_three_and_a_resume_runs_what_is_left(data_dir, tiny_teacher_dir, tmp_path):
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path, *RUNGS_ARGS, **{"--trials": 9, "--rungs": 3})
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    assert "rungs 4 -> 12 -> 36 KD steps" in r.output and "rung (KD steps)" in r.output
+    trials = load(tmp_path).get_trials()
+    per_rung = rungs_of(trials)
+    assert [len(per_rung[k]) for k in sorted(per_rung)] == [9, 3, 1], r.output
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert_promotions_train_their_student(trials)
+    top = per_rung[2][0]
+    assert f"trial {top.number} COMPLETE" in r.output
+    assert f"rung 2 (36 KD steps) of trial {trials_mod.student_of(top)}" in r.output
+    assert "9 of 9 trials used" in r.output and trials_mod.trials_used(trials) == 9
+    assert load(tmp_path).user_attrs["rungs"] == 3
+    # every report takes the student at its highest rung
+    shown = invoke("show", "--results", tmp_path, "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    rows = json.loads(shown.output[shown.output.index("["):])
+    on_front = {trials_mod.student_of(t) for t in trials if t.number in {row["trial"] for row in rows}}
+    assert len(on_front) == len(rows)  # a student once
+    highest = {trials_mod.student_of(t): t.number for t in trials_mod.top_rung_trials(trials)}
+    assert all(highest[trials_mod.student_of(next(t for t in trials if t.number == row["trial"]))] == row["trial"]
+               for row in rows)
+
+    r = invoke(*args)  # the same command again: nothing left, no promotion due
+    assert r.exit_code == 0, r.output
+    assert "ran 0 trials" in r.output and "rungs 4 -> 12 -> 36" in r.output  # the study's own rungs
+    assert len(load(tmp_path).get_trials()) == 13
+
+    # two workers that promoted one student at once: the later start gives way
+    study = load(tmp_path)
+    again = per_rung[1][0]
+    enqueue_promotion(study, next(t for t in trials if t.number == again.user_attrs["parent"]), 1)
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    dup = load(tmp_path).get_trials()[-1]
+    assert dup.state == TrialState.PRUNED and dup.user_attrs["prune_reason"] == trials_mod.DUPLICATE, r.output
+    assert "kd_steps" not in dup.user_attrs  # stopped before any work
 
 
 def test_parse_objectives_and_limits():
@@ -447,15 +518,18 @@ def test_a_dead_workers_trial_is_waited_for_and_retried(data_dir, tiny_teacher_d
 # ---------------------------------------------------------------------------
 # Crash safety and workers (subprocesses: slower)
 
-def running_mid_distillation(db: Path) -> int | None:
-    """The number of a RUNNING trial past its first checkpoint, read-only (opening the file through optuna
-    while the search creates its tables would race with it)."""
+def running_mid_distillation(db: Path, promoted: bool = False) -> int | None:
+    """The number of a RUNNING trial past its first checkpoint (`promoted`: at a rung above 0), read-only
+    (opening the file through optuna while the search creates its tables would race with it)."""
     if not db.exists():
         return None
+    rung = (" AND EXISTS (SELECT 1 FROM trial_user_attributes r WHERE r.trial_id = t.trial_id AND r.key = 'rung')"
+            if promoted else "")
     try:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
             row = con.execute("SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
-                              "WHERE t.state = 'RUNNING' AND a.key = 'curve' AND a.value_json != '{}'").fetchone()
+                              "WHERE t.state = 'RUNNING' AND a.key = 'curve' AND a.value_json != '{}'"
+                              + rung).fetchone()
     except sqlite3.Error:  # tables not there yet, or locked
         return None
     return row[0] if row else None
@@ -464,8 +538,9 @@ def running_mid_distillation(db: Path) -> int | None:
 CATCH_S = 900  # seconds a search subprocess gets to start a trial (minutes where a busy machine starves it)
 
 
-def start_mid_trial(args, db: Path, env: dict) -> tuple[subprocess.Popen, int]:
-    """The CLI as a subprocess, once one of its trials is RUNNING past its first checkpoint: (process, number)."""
+def start_mid_trial(args, db: Path, env: dict, promoted: bool = False) -> tuple[subprocess.Popen, int]:
+    """The CLI as a subprocess, once one of its trials (`promoted`: one at a rung above 0) is RUNNING past its
+    first checkpoint: (process, number)."""
     # SIGINT handled as in a terminal even when the tests run in a background job (`cmd &` ignores it there)
     proc = subprocess.Popen(cli_command(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -473,7 +548,7 @@ def start_mid_trial(args, db: Path, env: dict) -> tuple[subprocess.Popen, int]:
     deadline = time.monotonic() + CATCH_S
     while number is None and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-        number = running_mid_distillation(db)
+        number = running_mid_distillation(db, promoted)
     if number is None:
         proc.kill()
         pytest.fail(f"no trial caught running:\n{proc.communicate()[0]}")
@@ -502,6 +577,30 @@ def test_a_killed_trial_is_failed_and_retried_once(data_dir, tiny_teacher_dir, t
     assert f"[retry of trial {victim.number}]" in r.output
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 3 and trials_mod.trials_used(trials) == 3
     assert len({tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE}) == 3
+
+
+@pytest.mark.slow
+def test_a_killed_promotion_is_retried_at_its_rung(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    env = {**os.environ, storage_mod.HEARTBEAT_ENV: "1,2", "OMP_NUM_THREADS": "1"}
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path, *RUNGS_ARGS, **{"--kd-steps": 20, "--rungs": 2})
+    proc, number = start_mid_trial(args, tmp_path / f"{STUDY}.db", env, promoted=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    victim = load(tmp_path).get_trials()[number]
+    assert trials_mod.rung_of(victim) == 1 and victim.state == TrialState.RUNNING
+    time.sleep(2 + 1.5)  # past the grace period
+
+    monkeypatch.setenv(storage_mod.HEARTBEAT_ENV, "1,2")
+    r = invoke(*args)  # the same command again, in this process
+    assert r.exit_code == 0, r.output
+    trials = load(tmp_path).get_trials()
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE, r.output
+    assert trials_mod.rung_of(retries[0]) == 1 and retries[0].user_attrs["kd_steps"] == 60
+    assert trials_mod.student_of(retries[0]) == trials_mod.student_of(victim)
+    assert [len(v) for _, v in sorted(rungs_of(trials).items())] == [3, 2]  # 3 students, the promotion and its retry
+    assert trials_mod.trials_used(trials) == 3
+    assert_promotions_train_their_student(trials)
 
 
 @pytest.mark.slow
@@ -577,6 +676,28 @@ def test_two_workers_share_a_postgresql_study(data_dir, tiny_teacher_dir, tmp_pa
     assert r.exit_code == 0, r.output
     assert f"study {STUDY} (resumed)" in r.output and "ran 0 trials" in r.output
     assert len(optuna.load_study(study_name=STUDY, storage=storage).get_trials()) == 6
+
+
+@pytest.mark.slow
+def test_two_workers_share_rungs_on_postgresql(data_dir, tiny_teacher_dir, tmp_path, monkeypatch, postgres_url):
+    """--workers 2 --rungs 2 on PostgreSQL: 6 students, 2 of them promoted, each once; nothing left running."""
+    storage = optuna.storages.RDBStorage(postgres_url)
+    wait_for_another_worker(monkeypatch, lambda: optuna.load_study(study_name=STUDY, storage=storage).get_trials())
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path, *RUNGS_ARGS,
+                       **{"--trials": 6, "--rungs": 2, "--workers": 2, "--storage": postgres_url})
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), r.output
+    held = [t for t in rungs_of(trials).get(1, []) if t.user_attrs.get("prune_reason") != trials_mod.DUPLICATE]
+    assert len(rungs_of(trials)[0]) == 6 and len(held) == 2, r.output
+    assert all(t.state == TrialState.COMPLETE for t in held)
+    assert_promotions_train_their_student(trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+
+    r = invoke(*args)  # resumed: nothing left
+    assert r.exit_code == 0, r.output
+    assert "ran 0 trials" in r.output
 
 
 def test_postgresql_storage_without_its_driver_names_the_extra(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):

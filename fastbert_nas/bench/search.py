@@ -232,7 +232,8 @@ def bench_search(env: RunEnv, trials: int = DEFAULT_TRIALS, seeds: int = DEFAULT
     at_least(1, trials=trials, seeds=seeds, jobs=jobs)
     chosen, name, results = SETTINGS[setting], task_name(env.task), env.results
     base = SearchOptions(env=env, trials=trials, space=chosen.space, budget=chosen.budget, **chosen.overrides,
-                         baselines=False, storage=f"sqlite:///{Path(results) / f'search-{name}.db'}")
+                         baselines=False, rungs=1,  # every arm at one budget: the arms compare samplers and pruning
+                         storage=f"sqlite:///{Path(results) / f'search-{name}.db'}")
     plan = [(arm, replace(base, study=study_name(name, arm, seed), seed=seed, **changes))
             for seed in range(seeds) for arm, changes in ARMS.items()]
     searches = [Search.from_options(opts) for _, opts in plan]

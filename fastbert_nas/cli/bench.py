@@ -83,7 +83,8 @@ def bench_pruning(task: Task = "sst2",
 
     env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
     at_least(1, seeds=seeds)
-    opts = options_mod.SearchOptions(env=env, trials=trials, study=study, space=space, budget=budget)
+    # one rung: what pruning alone saves (promotions would add trials of their own to both studies)
+    opts = options_mod.SearchOptions(env=env, trials=trials, study=study, space=space, budget=budget, rungs=1)
     r = bench_pruning_mod.bench_pruning(opts, seeds=seeds, log=typer.echo)
     typer.echo(bench_pruning_mod.pruning_markdown(r))
     bench_written(r["path"], results)

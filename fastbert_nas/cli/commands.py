@@ -28,7 +28,7 @@ from fastbert_nas.cli.options import (
     TextColumn,
     Threads,
 )
-from fastbert_nas.config import CHECKPOINT_EVERY, DEFAULT_BASE, DEFAULT_TRIAL_BUDGET, DistillConfig, run_env
+from fastbert_nas.config import CHECKPOINT_EVERY, DEFAULT_BASE, DEFAULT_TRIAL_BUDGET, RUNG_ETA, DistillConfig, run_env
 from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_WARMUP_TRIALS
 from fastbert_nas.search.space import DEFAULT_SPACE
 
@@ -137,6 +137,13 @@ def search(task: Task,
                "(50 hint + 500 KD steps on 16,000 examples, 1-2 minutes a trial on 2 cores) or gpu (1,000 + "
                "10,000 on 100,000); the space file may change each.")] = DEFAULT_TRIAL_BUDGET,
            hint_steps: HintSteps = None, kd_steps: KdSteps = None, examples: Examples = None,
+           rungs: Annotated[Optional[int], typer.Option(
+               "--rungs", help="Rungs of successive halving: one in "
+               f"{RUNG_ETA} of the students finished at a rung trains again at the next, with {RUNG_ETA} times "
+               "its KD steps (cpu: 500 -> 1,500 -> 4,500), chosen by Pareto rank and share of the front. 1: no "
+               "promotion. Promotions do not count toward --trials; the front, plot and export --pick take "
+               "each student at the highest rung it finished \\[default: the space's, else cpu 3, gpu 2, smoke "
+               "1; a resumed study keeps its own].")] = None,
            objectives: Annotated[str, typer.Option(
                "--objectives", help="metric (maximized) then the costs to minimize: metric,flops, metric,latency, "
                "metric,params or metric,flops,latency; or metric alone, which needs a cost constraint and "
@@ -203,7 +210,7 @@ def search(task: Task,
                   no_cache)
     opts = options_mod.SearchOptions(
         env=env, trials=trials, study=study, space=space, budget=budget, hint_steps=hint_steps,
-        kd_steps=kd_steps, examples=examples, objectives=objectives, sampler=sampler, pruning=pruning,
+        kd_steps=kd_steps, examples=examples, rungs=rungs, objectives=objectives, sampler=sampler, pruning=pruning,
         pruning_warmup=pruning_warmup, pruner=pruner, collapse_margin=collapse_margin, max_flops=max_flops,
         max_params=max_params, max_latency_ms=max_latency_ms, baselines=not no_baselines,
         enqueue=tuple(enqueue or ()), seed=seed,
@@ -226,10 +233,12 @@ def print_front(r: dict) -> None:
     title = (f"Front of {r['study']}: {r['metric']} against {costs}" if costs
              else f"Best of {r['study']}: {r['metric']} within the cost constraints")
     table = Table(title=f"{title} (validation split; FLOPs and latency at batch 1, {r['seq_len']} tokens)")
-    for col in ("trial", "student", "hints", r["metric"], "GFLOPs (2/MAC)", "params (M)", "latency b1 (ms)", "note"):
+    for col in ("trial", "student", "hints", "rung (KD steps)", r["metric"], "GFLOPs (2/MAC)", "params (M)",
+                "latency b1 (ms)", "note"):
         table.add_column(col, justify="left" if col in ("student", "hints", "note") else "right")
     for row in r["front"]:
-        table.add_row(str(row["trial"]), row["name"] or "?", row["hints"] or "?", f"{row['metric']:.4f}",
+        table.add_row(str(row["trial"]), row["name"] or "?", row["hints"] or "?",
+                      f"{row['rung']} ({row['kd_steps']})", f"{row['metric']:.4f}",
                       f"{row['flops'] / 1e9:.4g}" if row["flops"] is not None else "-",
                       f"{row['params'] / 1e6:.2f}" if row["params"] is not None else "-",
                       f"{row['latency_ms']:.2f}" if row["latency_ms"] is not None else "-", row["baseline"])

@@ -58,7 +58,8 @@ def hover(r: dict, metric: str) -> str:
         lines.append(f"{r['name'] or '?'}  hints {r.get('hints') or '?'}")
     if r.get("detail"):
         lines.append(r["detail"])
-    lines.append(f"{metric} {r['metric']:.4f}")
+    lines.append(f"{metric} {r['metric']:.4f}" + (f" at rung {r['rung']} ({r['kd_steps']} KD steps)"
+                                                  if r.get("rung") is not None else ""))
     if r.get("params") is not None:
         lines.append(f"params {r['params'] / 1e6:.2f} M")
     if r.get("flops") is not None:

@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from fastbert_nas.config import ENV_ATTR, REF_SEQ_LEN, RunEnv, UserError, retention
 from fastbert_nas.search.pruning import front_hypervolume
 from fastbert_nas.search.storage import make_storage, sqlite_path
-from fastbert_nas.search.trials import front_rows, state_counts, trial_metric
+from fastbert_nas.search.trials import front_rows, rung_of, state_counts, student_of, top_rung_trials, trial_metric
 
 HV_FALLBACK_METRIC = 0.0      # hypervolume reference metric of a study without majority_val: no accuracy, MCC of chance
 MIN_IMPORTANCE_TRIALS = 4     # completed trials below which parameter importances are not computed
@@ -85,7 +85,8 @@ class StudyData:
     metric: str                      # the metric's name (accuracy, mcc)
     objectives: tuple[str, ...]
     teacher: dict                    # a row like a trial's (metric on the validation split)
-    rows: list[dict]                 # COMPLETE trials, and PRUNED ones that reached a checkpoint
+    rows: list[dict]                 # each student at its highest rung (trials.top_rung_trials): COMPLETE
+                                     # trials, and PRUNED ones that reached a checkpoint
     counts: dict[str, int]           # trials per state
     hv_reference: tuple[float, float]  # (majority-class metric, teacher FLOPs)
     hv_history: list[dict]           # {"finished", "trial", "hypervolume"} after each finished trial
@@ -104,7 +105,8 @@ def trial_row(t: FrozenTrial, remeasured: dict) -> dict:
     return {"trial": t.number, "state": t.state.name, "name": a.get("name"), "hints": a.get("hints"),
             "metric": trial_metric(t), "flops": a.get("flops"), "params": a.get("params"),
             "latency_ms": again if again is not None else a.get("latency_ms"), "latency_ms_trial": a.get("latency_ms"),
-            "remeasured": again is not None, "baseline": a.get("baseline", "")}
+            "remeasured": again is not None, "baseline": a.get("baseline", ""), "rung": rung_of(t),
+            "kd_steps": a.get("kd_steps")}
 
 
 def teacher_row(attrs: dict, task: str, results: Path) -> dict:
@@ -119,7 +121,7 @@ def teacher_row(attrs: dict, task: str, results: Path) -> dict:
             "params": attrs.get("teacher_params"),
             "latency_ms": again if again is not None else attrs.get("teacher_latency_ms"),
             "latency_ms_trial": attrs.get("teacher_latency_ms"), "remeasured": again is not None,
-            "baseline": "", "detail": attrs.get("teacher_id")}
+            "baseline": "", "rung": None, "kd_steps": None, "detail": attrs.get("teacher_id")}
 
 
 def pareto_front(rows: list[dict], cost: str) -> list[dict]:
@@ -148,16 +150,19 @@ def hypervolume_history(trials: list[FrozenTrial], reference: tuple[float, float
     """The normalized hypervolume of the metric-vs-FLOPs front after each finished trial, in the order
     they finished (see the module's docstring for the units), with the training steps spent so far:
     `steps` sums every finished trial's hint + KD steps (user attr train_steps: what a pruned trial ran,
-    0 for one rejected before training)."""
+    0 for one rejected before training), promotions included. A student counts at the highest rung it has
+    finished (trials.top_rung_trials): a promotion's result replaces its lower rung's."""
     finished = sorted((t for t in trials if t.state.is_finished()),
                       key=lambda t: (t.datetime_complete or datetime.max, t.number))
-    points, history, steps = [], [], 0
+    history, steps, done = [], 0, []
+    points: dict[int, tuple[float, float]] = {}  # student -> (metric, FLOPs) at its highest finished rung
     for i, t in enumerate(finished, 1):
-        if t.state == TrialState.COMPLETE and t.values and t.user_attrs.get("flops") is not None:
-            points.append((t.values[0], t.user_attrs["flops"]))
+        done.append(t)
+        points = {student_of(s): (s.values[0], s.user_attrs["flops"]) for s in top_rung_trials(done)
+                  if s.state == TrialState.COMPLETE and s.values and s.user_attrs.get("flops") is not None}
         steps += t.user_attrs.get("train_steps", 0)
         history.append({"finished": i, "trial": t.number, "state": t.state.name, "steps": steps,
-                        "hypervolume": front_hypervolume(points, reference[1], reference[0])})
+                        "hypervolume": front_hypervolume(list(points.values()), reference[1], reference[0])})
     return history
 
 
@@ -171,8 +176,8 @@ def gather(study: optuna.Study, results: Path = Path("results")) -> StudyData:
     attrs = study.user_attrs
     task = attrs.get("task", "?")
     remeasured = attrs.get(REMEASURED, {})
-    rows = [trial_row(t, remeasured.get("trials", {})) for t in trials
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and trial_metric(t) is not None]
+    rows = [trial_row(t, remeasured.get("trials", {})) for t in top_rung_trials(trials)
+            if trial_metric(t) is not None]
     teacher = teacher_row(attrs, task, results)
     notes = []
     if teacher["metric"] is None:
@@ -223,9 +228,10 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str | None
 # The front as a table (show)
 
 FORMATS = ("table", "csv", "json")
-FRONT_COLUMNS = ("trial", "student", "hints", "metric", "retention", "params_m", "gflops", "latency_ms",
+FRONT_COLUMNS = ("trial", "student", "hints", "rung", "kd_steps", "metric", "retention", "params_m", "gflops", "latency_ms",
                  "speedup", "note")
-FRONT_HEADERS = {"trial": "trial", "student": "student", "hints": "hints", "metric": "{metric}",
+FRONT_HEADERS = {"trial": "trial", "student": "student", "hints": "hints", "rung": "rung", "kd_steps": "KD steps",
+                 "metric": "{metric}",
                  "retention": "retention", "params_m": "params M", "gflops": "GFLOPs", "latency_ms": "ms",
                  "speedup": "speed-up", "note": "note"}  # the title gives the units and the references
 
@@ -240,7 +246,8 @@ def front_table(study: optuna.Study, data: StudyData) -> list[dict]:
         r = by_number.get(f["trial"], {})
         latency = r.get("latency_ms", f["latency_ms"])
         teacher_latency = t["latency_ms"] if r.get("remeasured") else t["latency_ms_trial"]
-        out.append({"trial": f["trial"], "student": f["name"], "hints": f["hints"], "metric": f["metric"],
+        out.append({"trial": f["trial"], "student": f["name"], "hints": f["hints"],
+                    "rung": f["rung"], "kd_steps": f["kd_steps"], "metric": f["metric"],
                     "retention": retention(f["metric"], t["metric"]),
                     "params_m": f["params"] / 1e6 if f["params"] is not None else None,
                     "gflops": f["flops"] / 1e9 if f["flops"] is not None else None,
@@ -279,12 +286,20 @@ def format_front(rows: list[dict], fmt: str, metric: str, title: str):
     from rich.table import Table
 
     table = Table(title=title)
-    for key in FRONT_COLUMNS:
+    columns = [k for k in FRONT_COLUMNS if k != "kd_steps"]  # the title gives each rung's KD steps
+    for key in columns:
         table.add_column(FRONT_HEADERS[key].format(metric=metric),
                          justify="left" if key in ("student", "hints", "note") else "right")
     for r in rows:
-        table.add_row(*(_cell(k, r[k]) for k in FRONT_COLUMNS))
+        table.add_row(*(_cell(k, r[k]) for k in columns))
     return table
+
+
+def rung_steps_note(rows: list[dict]) -> str:
+    """'rung 0: 500 KD steps, rung 1: 1500' for the rungs of the front's rows."""
+    steps = sorted({(r["rung"], r["kd_steps"]) for r in rows}, key=lambda p: p[0])
+    return ", ".join(f"rung {rung}: {kd if kd is not None else '?'}" + (" KD steps" if i == 0 else "")
+                     for i, (rung, kd) in enumerate(steps))
 
 
 def show_front(name: str | None, storage: str | None, results: Path, fmt: str):
@@ -294,8 +309,10 @@ def show_front(name: str | None, storage: str | None, results: Path, fmt: str):
     study = find_study(name, storage, results)
     data = gather(study, results)
     against = f"against {', '.join(data.objectives[1:])}" if len(data.objectives) > 1 else "within its cost limits"
-    title = (f"Front of {data.name}: {data.metric} (validation split) {against}. "
+    rows = front_table(study, data)
+    title = (f"Front of {data.name}: {data.metric} (validation split) {against}, each student at the highest "
+             f"rung it finished ({rung_steps_note(rows)}). "
              f"Retention and speed-up against the teacher; GFLOPs 2 per multiply-add, batch 1, {data.seq_len} tokens; "
              "ms: latency, "
              f"{data.latency_note}")
-    return format_front(front_table(study, data), fmt, data.metric, title)
+    return format_front(rows, fmt, data.metric, title)

@@ -10,6 +10,9 @@
   reason "collapsed" (pruning.collapse_reason), so that it is never a point on the front.
 - Costs are measured at the task's length (its max_len, what a deployed student runs at) and FLOPs also at
   cost.REF_SEQ_LEN tokens (user attr flops_ref_len), for comparison with published figures.
+- A trial at a higher rung (search/promotion.py) trains a student of a lower one again, for longer
+  (Search.rung_config); the Pareto rule does not stop it (successive halving chose it), the collapse check
+  does. A promotion two workers queued at once runs once: the later start is PRUNED as a duplicate.
 - Costs are known before training: a student over --max-flops/--max-params/--max-latency-ms is
   rejected before its first step (PRUNED, reason "constraint"), and the excess is given to Optuna as
   a constraint value so that TPE learns to avoid the region.
@@ -36,7 +39,7 @@ from fastbert_nas.search.options import Search
 from fastbert_nas.search.pruning import collapse_reason, should_prune
 from fastbert_nas.search.space import sample
 from fastbert_nas.search.storage import MAX_RETRY, worker_id
-from fastbert_nas.search.trials import COST_ATTRS
+from fastbert_nas.search.trials import COST_ATTRS, DUPLICATE, is_duplicate, rung_of, student_of
 
 TRIAL_LATENCY_RUN_S = 0.5  # seconds of timed batch-1 runs per trial (re-measure the front side by side)
 
@@ -82,11 +85,13 @@ def student_costs(student, threads: int, seq_len: int) -> dict:
 
 
 def finished_costs(trials: list[FrozenTrial]) -> list[tuple[dict, dict]]:
-    """(costs, curve) of each COMPLETE trial that recorded both: what the Pareto rule compares with."""
+    """(costs, curve) of each COMPLETE rung-0 trial that recorded both: what the Pareto rule compares with
+    (the curves of longer rungs follow other learning-rate schedules)."""
     out = []
     for t in trials:
         a = t.user_attrs
-        if t.state == TrialState.COMPLETE and "curve" in a and all(v in a for v in COST_ATTRS.values()):
+        if (t.state == TrialState.COMPLETE and rung_of(t) == 0 and "curve" in a
+                and all(v in a for v in COST_ATTRS.values())):
             out.append(({k: a[v] for k, v in COST_ATTRS.items()}, a["curve"]))
     return out
 
@@ -139,8 +144,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial):
         s, ctx = self.search, self.ctx
         with recorded(trial):
+            rung = self.rung(trial)
             arch, settings = sample(s.space, trial, ctx.teacher.layers)                           # sample
-            cfg = replace(s.cfg, **settings)
+            cfg = replace(s.rung_config(rung), **settings)
             record(trial, arch=arch.to_dict(), name=arch.name, hints=arch.hints_str, config=cfg.to_dict(),
                    budget=s.opts.budget, seed=s.opts.seed, teacher_id=ctx.teacher_id,
                    teacher_fingerprint=ctx.teacher.fingerprint, device=str(ctx.device), curve={}, train_steps=0,
@@ -152,7 +158,8 @@ class Objective:
                    latency_device=costs["latency_device"],
                    latency_threads=costs["latency_threads"])
             self.reject_if_over(trial, costs)
-            checkpoints = Checkpoints(trial, s.pruning_mode, costs, s.objectives[1:], s.opts.pruning_warmup,
+            checkpoints = Checkpoints(trial, "none" if rung else s.pruning_mode, costs, s.objectives[1:],
+                                      s.opts.pruning_warmup,
                                       lambda: finished_costs(trial.study.get_trials(deepcopy=False)))
             result = pipeline.distill_student(ctx, student, arch, cfg, on_eval=checkpoints,     # distill
                                               show_progress=self.show_progress)
@@ -169,6 +176,17 @@ class Objective:
                 raise optuna.TrialPruned(collapsed)
             values = [result.metrics["metric"]] + [float(costs[k]) for k in s.objectives[1:]]     # return
             return values[0] if len(values) == 1 else values
+
+    @staticmethod
+    def rung(trial: optuna.Trial) -> int:
+        """The trial's rung (trials.rung_of); a promotion another worker already started is PRUNED here as
+        a duplicate, before any work."""
+        me = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        if is_duplicate(me, trial.study.get_trials(deepcopy=False)):
+            detail = f"trial {student_of(me)}'s student is already at rung {rung_of(me)}"
+            record(trial, prune_reason=DUPLICATE, prune_detail=detail)
+            raise optuna.TrialPruned(detail)
+        return rung_of(me)
 
     def reject_if_over(self, trial: optuna.Trial, costs: dict) -> None:
         """Give Optuna the constraint values (TPE learns the infeasible region); prune if over."""

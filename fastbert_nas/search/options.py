@@ -14,7 +14,8 @@ from fastbert_nas.core.cost import analytic_flops
 from fastbert_nas.core.tasks import resolve_task
 from fastbert_nas.search.baselines import parse_student
 from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_WARMUP_TRIALS
-from fastbert_nas.search.space import DEFAULT_SPACE, SearchSpace, load_space, space_budget
+from fastbert_nas.search.rungs import rung_steps
+from fastbert_nas.search.space import DEFAULT_SPACE, SearchSpace, load_space, space_budget, space_rungs
 from fastbert_nas.search.storage import IN_MEMORY_URLS
 from fastbert_nas.search.trials import COST_LABELS, OBJECTIVE_COSTS
 
@@ -43,6 +44,7 @@ class SearchOptions:
     examples: int | None = None
     eval_every: int | None = None
     eval_examples: int | None = None
+    rungs: int | None = None           # rungs to climb (1: no promotion); None: the space's, else config.TRIAL_RUNGS
     objectives: str = DEFAULT_OBJECTIVES
     sampler: str = DEFAULT_SAMPLER
     pruning: str = "pareto"
@@ -116,6 +118,7 @@ class Search:
     storage_url: str
     seq_len: int                   # tokens the trials' costs are measured at: the task's length
     students: tuple[StudentArch, ...] = ()   # --enqueue, parsed (checked against the space once the teacher is known)
+    rungs: int = 1                 # rungs a student may climb (search/rungs.py); 1: every trial at cfg's budget
 
     @classmethod
     def from_options(cls, opts: SearchOptions) -> "Search":
@@ -149,7 +152,9 @@ class Search:
             raise UserError(f"--workers {opts.workers} --storage {url}: an in-memory study cannot be shared "
                             "between processes; give a file (sqlite:///path.db) or a server")
         students = tuple(parse_student(text) for text in opts.enqueue)
-        return cls(opts, space, cfg, objectives, limits, spec.metric, spec.name, name, url, spec.max_len, students)
+        rungs = space_rungs(space, opts.budget, opts.rungs)
+        return cls(opts, space, cfg, objectives, limits, spec.metric, spec.name, name, url, spec.max_len, students,
+                   rungs)
 
     @property
     def directions(self) -> list[str]:
@@ -167,11 +172,16 @@ class Search:
             return "none"
         return "pareto" if len(self.objectives) > 1 else self.opts.pruner or DEFAULT_PRUNER
 
+    def rung_config(self, rung: int) -> DistillConfig:
+        """The budget of a trial at `rung` (0: the first): rungs.rung_steps's KD steps and checkpoints."""
+        kd_steps, eval_every = rung_steps(self.cfg.kd_steps, self.cfg.eval_every, rung)
+        return replace(self.cfg, kd_steps=kd_steps, eval_every=eval_every)
+
     def study_attrs(self) -> dict:
         """What a study is created with and must be reopened with."""
         return {"task": self.task, "space": self.space.name, "space_path": self.space.path,
                 "space_fingerprint": space_fingerprint(self.space), "objectives": ",".join(self.objectives),
-                "sampler": self.opts.sampler}
+                "sampler": self.opts.sampler, "rungs": self.rungs}
 
     def prepare(self) -> pipeline.Context:
         return pipeline.prepare(self.opts.env, self.cfg.examples, augment=self.cfg.augment)
@@ -182,6 +192,8 @@ class Search:
         were measured at another length; else this search with that environment where no option was given."""
         check_compatible(self, attrs)
         search = self
+        if self.opts.rungs is None:  # the study's own; one made before rungs existed had one
+            search = replace(search, rungs=attrs.get("rungs", 1))
         if ENV_ATTR in attrs:  # else a study made before the environment was recorded
             env = self.opts.env.adopt(RunEnv.from_dict(attrs[ENV_ATTR]), f"study {self.study_name!r}")
             search = replace(self, opts=replace(self.opts, env=env), seq_len=env.max_len or self.seq_len)

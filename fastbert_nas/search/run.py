@@ -1,9 +1,10 @@
 """Running a search: create or resume the study, queue its first students, run the trials left in this
 process and in spawned workers.
 
-Trial budget: COMPLETE, PRUNED (constraint rejections included) and FAIL trials count toward --trials;
-a FAIL trial that has been queued again (a killed or interrupted one) counts once, through its retry.
-Running the same command again runs only what is left.
+Trial budget: rung-0 trials (the students sampled or queued) COMPLETE, PRUNED (constraint rejections
+included) and FAIL count toward --trials; a FAIL trial that has been queued again (a killed or interrupted
+one) counts once, through its retry. Promotions to higher rungs (search/promotion.py) come on top: one in
+RUNG_ETA of a rung's students. Running the same command again runs only what is left.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from fastbert_nas.config import ENV_ATTR, UserError
 from fastbert_nas.core import pipeline
@@ -29,6 +30,7 @@ from fastbert_nas.core.cost import REF_SEQ_LEN, count_flops, count_params
 from fastbert_nas.search.baselines import enqueue_baselines, enqueue_students, enqueued_params
 from fastbert_nas.search.objective import Objective, teacher_reference
 from fastbert_nas.search.options import DEFAULT_SAMPLER, Search, SearchOptions
+from fastbert_nas.search.promotion import due_promotion, enqueue_promotion, promotions_waiting
 from fastbert_nas.search.storage import (
     LAST_ATTR,
     existing_attrs,
@@ -37,7 +39,7 @@ from fastbert_nas.search.storage import (
     storage_exists,
     worker_id,
 )
-from fastbert_nas.search.trials import ProgressLine, front_rows, state_counts, trials_used
+from fastbert_nas.search.trials import ProgressLine, front_rows, rung_of, state_counts, trials_used
 
 WAIT_POLL_S = 2                            # seconds between looks at trials other workers are running
 TPE_STARTUP_TRIALS = 5                     # random trials before TPE models the front (Optuna's default is 10):
@@ -98,40 +100,41 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
 
 
 def trials_left(study: optuna.Study, trials: int) -> int:
-    """--trials minus the trials used and those running now (in other workers)."""
+    """--trials minus the rung-0 trials used and those running now (in other workers)."""
     all_trials = study.get_trials(deepcopy=False)
-    running = sum(1 for t in all_trials if t.state == TrialState.RUNNING)
+    running = sum(1 for t in all_trials if t.state == TrialState.RUNNING and rung_of(t) == 0)
     return trials - trials_used(all_trials) - running
 
 
-class TrialBudget:
-    """optimize() callback: stop once --trials are used or running (several workers stop together)."""
-
-    def __init__(self, trials: int):
-        self.trials = trials
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trials_left(study, self.trials) <= 0:
-            study.stop()
+def promotion_cost(search: Search) -> str:
+    """The cost promotions compare students on: the first cost objective (FLOPs in a single-objective study)."""
+    return search.objectives[1] if len(search.objectives) > 1 else "flops"
 
 
 def optimize(study: optuna.Study, search: Search, ctx: pipeline.Context, log: Callable[[str], None],
              show_progress: bool = False) -> None:
-    """Run trials until --trials are used (counting those other workers are running), then wait for the
-    trials other workers are running: one whose worker died is failed once its heartbeat is GRACE_S old,
-    and its retry is run here. So no trial is left RUNNING while a worker of the study lives."""
+    """Run trials one at a time until --trials students are used (counting those other workers are running)
+    and no promotion is due or queued: before each trial, a promotion that has come due is queued, and
+    Optuna runs queued trials first. Then wait for the trials other workers are running: one whose worker
+    died is failed once its heartbeat is GRACE_S old, and its retry is run here. So no trial is left RUNNING
+    while a worker of the study lives."""
     objective = Objective(search, ctx, show_progress)
-    callbacks = [TrialBudget(search.opts.trials), ProgressLine(search.metric, log)]
+    callbacks = [ProgressLine(search.metric, log)]
     waiting = False
     while True:
-        left = trials_left(study, search.opts.trials)
-        if left > 0:
-            study.optimize(objective, n_trials=left, catch=(Exception,), gc_after_trial=True, callbacks=callbacks)
+        due = due_promotion(study.get_trials(deepcopy=False), search.rungs, promotion_cost(search), study.user_attrs)
+        if due is not None:
+            enqueue_promotion(study, *due)
+        if (due is not None or promotions_waiting(study.get_trials(deepcopy=False))
+                or trials_left(study, search.opts.trials) > 0):
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True, callbacks=callbacks)
             continue
         for line in fail_stale_trials(study):
             log(line)
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        if trials_left(study, search.opts.trials) > 0:
+        trials = study.get_trials(deepcopy=False)
+        running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+        if (trials_left(study, search.opts.trials) > 0 or promotions_waiting(trials)
+                or due_promotion(trials, search.rungs, promotion_cost(search), study.user_attrs)):
             continue
         if not running:
             return
@@ -200,7 +203,8 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
             f"({study.user_attrs['teacher_fingerprint']} -> {ctx.teacher.fingerprint}); trials record which")
     log(f"study {search.study_name} ({'new' if created else 'resumed'}) in {search.storage_url}: "
         f"objectives {','.join(search.objectives)}, space {search.space.name}, budget {opts.budget}, "
-        f"sampler {opts.sampler}, pruning {search.pruning_mode}")
+        f"sampler {opts.sampler}, pruning {search.pruning_mode}, rungs "
+        + " -> ".join(str(search.rung_config(r).kd_steps) for r in range(search.rungs)) + " KD steps")
     if created and opts.baselines:
         enqueue_baselines(study, search.space, ctx.teacher.model.config, log)
     if created:

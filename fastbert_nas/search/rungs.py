@@ -13,11 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fastbert_nas.config import RUNG_ETA as ETA
 from fastbert_nas.search.pruning import front_hypervolume
-
-# Successive halving's reduction factor: of the students finished at a rung, one in ETA goes up
-# (Hyperband's default: each rung gets a third of the students and three times their budget).
-ETA = 3
 
 
 def pareto_ranks(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -71,11 +68,18 @@ def promotable(finished: int, eta: int = ETA) -> int:
 
 
 def to_promote(points: Sequence[tuple[float, float]], promoted: set[int], teacher_cost: float,
-               floor_metric: float, eta: int = ETA) -> int | None:
+               floor_metric: float, finished: int | None = None, eta: int = ETA) -> int | None:
     """The index of the next student of a rung to send up, or None: the first in promotion_order not yet
-    promoted, while fewer than promotable(len(points)) have gone up.
+    promoted, while fewer than promotable(finished) have gone up.
 
-    points: (metric, cost) of every student finished at the rung; promoted: the indices already sent up."""
-    if len(promoted) >= promotable(len(points), eta):
+    points: (metric, cost) of every student that completed the rung; promoted: the indices already sent up;
+    finished: the students that finished the rung, those stopped early included (default len(points))."""
+    if len(promoted) >= promotable(len(points) if finished is None else finished, eta):
         return None
     return next((i for i in promotion_order(points, teacher_cost, floor_metric) if i not in promoted), None)
+
+
+def rung_steps(kd_steps: int, eval_every: int, rung: int, eta: int = ETA) -> tuple[int, int]:
+    """(KD steps, steps between checkpoints) at `rung`, given the first rung's: both eta^rung times longer,
+    so that every rung has as many checkpoints."""
+    return kd_steps * eta ** rung, eval_every * eta ** rung

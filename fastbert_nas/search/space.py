@@ -40,7 +40,16 @@ from typing import Any
 
 import yaml
 
-from fastbert_nas.config import BUDGETS, INITS, TRIAL_BUDGETS, DistillConfig, StudentArch, UserError, trial_recipe
+from fastbert_nas.config import (
+    BUDGETS,
+    INITS,
+    TRIAL_BUDGETS,
+    TRIAL_RUNGS,
+    DistillConfig,
+    StudentArch,
+    UserError,
+    trial_recipe,
+)
 
 # Where bare space names are looked up: the checkout's top-level folder, else the copy
 # installed inside the package (pyproject maps search_spaces/ to fastbert_nas/search_spaces/).
@@ -49,8 +58,9 @@ SPACES_DIRS = (Path(__file__).resolve().parents[2] / "search_spaces",
 DEFAULT_SPACE = "thin-deep"  # students deeper than they are wide
 
 
-# DistillConfig fields a space's budget section may set: the step budget, not the recipe.
-BUDGET_KEYS = ("hint_steps", "kd_steps", "eval_every", "batch_size", "examples", "eval_examples")
+# What a space's budget section may set: DistillConfig's step budget (not the recipe), and the rungs.
+STEP_KEYS = ("hint_steps", "kd_steps", "eval_every", "batch_size", "examples", "eval_examples")
+BUDGET_KEYS = STEP_KEYS + ("rungs",)
 
 # Keys of a space file: required ones, then optional ones. The recipe keys, when given, make the
 # search sample that part of the recipe; else every student trains with config.trial_recipe's value.
@@ -271,8 +281,8 @@ def space_budget(space: SearchSpace, preset: str, **overrides) -> DistillConfig:
             raise UserError(f"budget override {key!r}: unknown; expected one of {', '.join(sorted(known))}")
     # Trials do not augment (no trial budget sets `augment`, and it is not one of BUDGET_KEYS): it pays off
     # over long runs, which the export makes, and the search benchmarks were measured without it.
-    cfg = DistillConfig(**{**TRIAL_BUDGETS[preset], **space.budget.get(preset, {}),
-                           **{k: v for k, v in overrides.items() if v is not None}})
+    steps = {k: v for k, v in space.budget.get(preset, {}).items() if k in STEP_KEYS}
+    cfg = DistillConfig(**{**TRIAL_BUDGETS[preset], **steps, **{k: v for k, v in overrides.items() if v is not None}})
     for key in ("kd_steps", "eval_every", "batch_size", "examples", "eval_examples"):
         if getattr(cfg, key) < 1:
             raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)}: must be at least 1")
@@ -280,6 +290,16 @@ def space_budget(space: SearchSpace, preset: str, **overrides) -> DistillConfig:
         raise UserError(f"--eval-every {cfg.eval_every}: exceeds kd_steps={cfg.kd_steps}, "
                         "so no checkpoint would be evaluated")
     return cfg
+
+
+def space_rungs(space: SearchSpace, preset: str, override: int | None = None) -> int:
+    """How many rungs a search climbs: `override` (--rungs), else the space's budget section, else
+    config.TRIAL_RUNGS."""
+    if override is not None:
+        if override < 1:
+            raise UserError(f"--rungs {override}: must be at least 1 (1: no promotion)")
+        return override
+    return space.budget.get(preset, {}).get("rungs", TRIAL_RUNGS[preset])
 
 
 # ---------------------------------------------------------------------------
