@@ -167,8 +167,8 @@ ARCH_PATTERN = re.compile(r"^L(\d+)-H(\d+)-A(\d+)-I(\d+)$")
 class StudentArch:
     """A BERT student's shape and its FitNets hint mapping.
 
-    hints: ((student_layer, teacher_layer), ...), student layers strictly
-    increasing, teacher layers non-decreasing (a monotone mapping).
+    hints: ((student_layer, teacher_layer), ...), student layers strictly increasing, each teacher
+    layer any of the teacher's (a FitNets hint is any guided/hint layer pair; they usually rise together).
     """
 
     layers: int
@@ -202,16 +202,15 @@ class StudentArch:
                 raise UserError(f"student {fld}={getattr(self, fld)}: must be at least 1")
         if self.hidden % self.heads:
             raise UserError(f"student heads={self.heads}: must divide hidden={self.hidden}")
-        prev_s, prev_t = 0, 1
+        prev_s = 0
         for s, t in self.hints:
             if not 1 <= s <= self.layers:
                 raise UserError(f"hint {s}:{t}: student layer {s} out of range 1..{self.layers}")
             if not 1 <= t <= teacher_layers:
                 raise UserError(f"hint {s}:{t}: teacher layer {t} out of range 1..{teacher_layers}")
-            if s <= prev_s or t < prev_t:
-                raise UserError(f"hint {s}:{t}: the mapping must be monotone "
-                                "(student layers increasing, teacher layers non-decreasing)")
-            prev_s, prev_t = s, t
+            if s <= prev_s:
+                raise UserError(f"hint {s}:{t}: student layers must increase along the mapping, each hinted once")
+            prev_s = s
         return self
 
     def with_default_hints(self, teacher_layers: int) -> "StudentArch":

@@ -5,16 +5,17 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
 
 from fastbert_nas.config import TRIAL_BUDGETS, StudentArch, UserError, trial_recipe
+from fastbert_nas.search.hints import hint_params, hint_student_layers, sample_hints, slot_layers, slot_name
 from fastbert_nas.search.space import (
     DEFAULT_SPACE,
     fixed_params,
     heads_param,
-    hint_student_layers,
     load_space,
     sample,
     shipped_spaces,
@@ -185,28 +186,30 @@ def test_hint_student_layers():
 
 
 def fixed(**params) -> dict:
-    base = dict(layers=8, hidden=256, heads_h256=4, ffn_ratio=4.0, n_hints=4,
-                hint_t1=5, hint_t2=1, hint_t3=6, hint_t4=3,
+    base = dict(layers=8, hidden=256, heads_h256=4, ffn_ratio=4.0,
+                hint_slot1=5, hint_slot2=1, hint_slot3=6, hint_slot4=3,
                 init="teacher", temperature=2.0, kd_alpha=0.9, hint_weight=0.1, lr=3e-4)
     return {**base, **params}
 
 
 def test_sample_with_a_fixed_trial(recipe_space):
     arch, overrides = sample(recipe_space, optuna.trial.FixedTrial(fixed()), TEACHER_LAYERS)
-    # teacher layers are sorted into a monotone mapping; student layers spread evenly
-    assert arch == StudentArch(8, 256, 4, 1024, ((2, 1), (4, 3), (6, 5), (8, 6)))
+    # each slot's teacher layer as drawn (none sorted), on the slot's student layer
+    assert arch == StudentArch(8, 256, 4, 1024, ((2, 5), (4, 1), (6, 6), (8, 3)))
     assert overrides == dict(init="teacher", temperature=2.0, kd_alpha=0.9, hint_weight=0.1, lr=3e-4)
     # the shipped space samples no recipe: the same params give trial_recipe's
     arch, overrides = sample(load_space("thin-deep"), optuna.trial.FixedTrial(fixed()), TEACHER_LAYERS)
     assert overrides == trial_recipe(arch)
 
 
-def test_sample_clips_hints_to_depth():
-    space = load_space("shallow-wide")
+def test_slots_that_share_a_student_layer_give_way_to_the_later_one():
+    space = load_space("shallow-wide")  # 4 slots
     trial = optuna.trial.FixedTrial(fixed(layers=2, hidden=384, heads_h384=12, ffn_ratio=2.0))
     arch, _ = sample(space, trial, TEACHER_LAYERS)
-    assert arch.hints == ((1, 1), (2, 5))        # n_hints 4 clipped to 2: hint_t1=5, hint_t2=1 sorted
-    assert set(trial.params) == (set(fixed(heads_h384=12)) - {"heads_h256", "hint_t3", "hint_t4"}
+    assert slot_layers(2, 4) == (1, 1, 2, 2)
+    assert arch.hints == ((1, 1), (2, 3))        # slots 2 and 4 decide layers 1 and 2
+    # every slot is a parameter whatever the depth: a fixed length
+    assert set(trial.params) == (set(fixed(heads_h384=12)) - {"heads_h256"}
                                  - {"init", "temperature", "kd_alpha", "hint_weight", "lr"})
 
 
@@ -217,8 +220,9 @@ def check_arch(arch: StudentArch, space, teacher_layers: int) -> None:
     assert arch.ffn in {round(r * arch.hidden) for r in space.ffn_ratio}
     assert 1 <= len(arch.hints) <= min(arch.layers, space.max_hints)
     s, t = zip(*arch.hints)
-    assert list(s) == sorted(set(s)) and s[-1] == arch.layers    # student layers increasing
-    assert list(t) == sorted(t) and 1 <= t[0] and t[-1] <= teacher_layers  # teacher non-decreasing
+    assert list(s) == sorted(set(s)) and s[-1] == arch.layers    # student layers increasing, the last hinted
+    assert set(s) <= set(slot_layers(arch.layers, space.max_hints))
+    assert all(1 <= x <= teacher_layers for x in t)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -228,8 +232,8 @@ def test_sample_with_a_real_study(name):
     teacher_layers = 3 if name == "tiny" else TEACHER_LAYERS
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=20))
-    names = {"layers", "hidden", "ffn_ratio", "n_hints", *space.sampled_recipe}
-    names |= {heads_param(h) for h in space.hidden} | {f"hint_t{k}" for k in range(1, space.max_hints + 1)}
+    names = {"layers", "hidden", "ffn_ratio", *space.sampled_recipe}
+    names |= {heads_param(h) for h in space.hidden} | {slot_name(k) for k in range(1, space.max_hints + 1)}
     seen = set()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any out-of-range or incompatible-distribution warning fails
@@ -243,7 +247,8 @@ def test_sample_with_a_real_study(name):
             else:
                 assert overrides == trial_recipe(arch)
             assert set(trial.params) <= names
-            assert trial.params["hint_t1"] >= 1 and f"heads_h{arch.hidden}" in trial.params
+            assert trial.params[slot_name(space.max_hints)] >= 1 and f"heads_h{arch.hidden}" in trial.params
+            assert {slot_name(k) for k in range(1, space.max_hints + 1)} <= set(trial.params)  # fixed length
             seen |= set(trial.params)
             # made-up objectives so TPE leaves its random start-up and models the space
             study.tell(trial, [arch.layers * 0.01 + overrides["kd_alpha"], arch.hidden * arch.layers])
@@ -299,7 +304,7 @@ def test_baseline_enqueued_in_a_study(recipe_space):
     (StudentArch(8, 200, 4, 800), "hidden=200"),                       # not a width choice
     (StudentArch(8, 256, 16, 1024), "heads=16"),                       # not a heads choice
     (StudentArch(8, 256, 4, 1000), "ffn=1000"),                        # no ffn_ratio gives it
-    (StudentArch(8, 256, 4, 1024, ((3, 2), (8, 6))), "student layers [4, 8]"),  # uneven hints
+    (StudentArch(8, 256, 4, 1024, ((3, 2), (8, 6))), "student layers among [2, 4, 6, 8]"),  # off the slots
 ])
 def test_baseline_outside_the_space(arch, words, recipe_space):
     with pytest.raises(UserError, match=words.replace("[", r"\[")):
@@ -308,3 +313,31 @@ def test_baseline_outside_the_space(arch, words, recipe_space):
         fixed_params(recipe_space, StudentArch(8, 256, 4, 1024), TEACHER_LAYERS, init="pretrained")
     with pytest.raises(UserError, match="setting 'init' is not sampled by the space"):
         fixed_params(load_space("thin-deep"), StudentArch(8, 256, 4, 1024), TEACHER_LAYERS, init="teacher")
+
+
+@pytest.mark.parametrize("layers, slots", [(layers, slots) for layers in range(1, 13) for slots in range(1, 5)])
+def test_the_hint_slots_round_trip(layers, slots):
+    """params -> hints -> params -> the same hints, for every depth and slot count; the params that come
+    back are those drawn, less the slots another slot overrules."""
+    rng = np.random.default_rng(layers * 10 + slots)
+    deciding = {s: k for k, s in enumerate(slot_layers(layers, slots), start=1)}
+    for _ in range(20):
+        params = {slot_name(k): int(rng.integers(1 if k == slots else 0, TEACHER_LAYERS + 1))
+                  for k in range(1, slots + 1)}
+        hints = sample_hints(optuna.trial.FixedTrial(params), layers, slots, TEACHER_LAYERS)
+        StudentArch(layers, 8, 1, 8, hints).validate(TEACHER_LAYERS)
+        assert hints[-1][0] == layers
+        back = hint_params(hints, layers, slots)
+        assert back == {name: v if deciding[slot_layers(layers, slots)[k - 1]] == k else 0
+                        for k, (name, v) in enumerate(params.items(), start=1)}
+        assert sample_hints(optuna.trial.FixedTrial(back), layers, slots, TEACHER_LAYERS) == hints
+
+
+def test_studies_made_before_the_slots_keep_their_sorted_hints():
+    params = {"n_hints": 4, "hint_t1": 5, "hint_t2": 1, "hint_t3": 6, "hint_t4": 3}
+    hints = sample_hints(optuna.trial.FixedTrial(params), 8, 4, TEACHER_LAYERS, scheme="sorted")
+    assert hints == ((2, 1), (4, 3), (6, 5), (8, 6))
+    assert hint_params(hints, 8, 4, scheme="sorted") == {"n_hints": 4, "hint_t1": 1, "hint_t2": 3, "hint_t3": 5,
+                                                         "hint_t4": 6}
+    short = sample_hints(optuna.trial.FixedTrial(params), 2, 4, TEACHER_LAYERS, scheme="sorted")
+    assert short == ((1, 1), (2, 5))  # n_hints clipped to the depth

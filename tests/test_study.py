@@ -125,6 +125,29 @@ def test_the_sampler_is_recorded_and_another_is_refused_on_reopen(data_dir, tiny
     assert isinstance(search_run.make_sampler(0, 0, 0), optuna.samplers.TPESampler)
 
 
+def test_a_gaussian_process_study_models_past_its_random_start(data_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    """--sampler gp: Optuna's GPSampler after TPE_STARTUP_TRIALS random ones, conditional heads and the trials'
+    constraint values included; no trial fails."""
+    monkeypatch.setattr(search_run, "TPE_STARTUP_TRIALS", 2)
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines",
+                            **{"--sampler": "gp", "--trials": 5, "--max-params": 2e6}))
+    assert r.exit_code == 0, r.output
+    assert "sampler gp" in r.output and load(tmp_path).user_attrs["sampler"] == "gp"
+    trials = load(tmp_path).get_trials()
+    assert len(trials) == 5 and TrialState.FAIL not in {t.state for t in trials}, r.output
+    assert all(t.constraints for t in trials)  # what the GP models beside the objectives
+    assert isinstance(search_run.make_sampler(0, 0, 0, "gp"), optuna.samplers.GPSampler)
+
+
+def test_a_study_keeps_its_hint_scheme_and_one_made_before_the_slots_resumes_sorted():
+    opts = options_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", budget="smoke")
+    search = options_mod.Search.from_options(opts)
+    attrs = search.study_attrs()
+    assert attrs["hint_scheme"] == search.hint_scheme == "slots"
+    assert search.resumed(attrs).hint_scheme == "slots"
+    assert search.resumed({k: v for k, v in attrs.items() if k != "hint_scheme"}).hint_scheme == "sorted"
+
+
 def test_a_study_made_before_the_sampler_option_resumes_as_tpe():
     tpe = options_mod.Search.from_options(options_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", budget="smoke"))
     old = {k: v for k, v in tpe.study_attrs().items() if k != "sampler"}
@@ -374,7 +397,7 @@ def test_baselines_for_the_default_teacher():
     assert {name: (arch.name, arch.hints_str) for name, arch, _ in queued} == {
         "TinyBERT-4-like": ("L4-H320-A8-I1280", "1:2,2:3,3:5,4:6"),       # 312 -> 320 wide; 8 heads divide it
         "MobileBERT-like": ("L12-H128-A4-I512", "3:2,6:3,9:5,12:6"),
-        "teacher-depth-half-width": ("L6-H192-A12-I768", "1:1,3:3,4:4,6:6")}
+        "teacher-depth-half-width": ("L6-H192-A12-I768", "2:2,3:3,5:5,6:6")}  # the slots of 6 layers
     assert all("init" not in p for _, _, p in queued)  # thin-deep samples no recipe: trial_recipe's teacher init
 
     queued, notes = baselines_mod.baseline_params(load_space("shallow-wide"), teacher)
@@ -391,7 +414,7 @@ def test_baselines_run_first_in_a_new_study(data_dir, tiny_teacher_dir, tmp_path
     r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--space": space, "--trials": 2}))
     assert r.exit_code == 0, r.output
     assert "baseline DistilBERT-like: L1-H48-A4-I96 hints 1:3 queued" in r.output
-    assert "baseline teacher-depth-half-width: L3-H24-A4-I48 hints 1:1,3:3 queued" in r.output
+    assert "baseline teacher-depth-half-width: L3-H24-A4-I48 hints 2:2,3:3 queued" in r.output
     assert "baseline TinyBERT-4-like skipped" in r.output and "baseline MobileBERT-like skipped" in r.output
     trials = load(tmp_path, "sst2-small3").get_trials()
     assert [(t.user_attrs["baseline"], t.user_attrs["name"], t.state) for t in trials] == [

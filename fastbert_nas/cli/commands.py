@@ -72,7 +72,7 @@ def distill(task: Task,
             arch: Annotated[str, typer.Option("--arch", help="Student shape L<layers>-H<hidden>-A<heads>-I<ffn>, "
                                               "e.g. L4-H192-A6-I768.")],
             hints: Annotated[Optional[str], typer.Option(
-                "--hints", help="Hint mapping student:teacher layer pairs, monotone, e.g. 2:1,4:2,6:4,8:6 "
+                "--hints", help="Hint mapping student:teacher layer pairs, student layers rising, e.g. 2:1,4:2,6:4,8:6 "
                 "\\[default: last student layer -> last teacher layer].")] = None,
             init: Annotated[str, typer.Option("--init", help="teacher (pruned teacher weights along the "
                                               "mapping) or random.")] = "teacher",
@@ -150,8 +150,9 @@ def search(task: Task,
                "prunes with --pruner.")] = "metric,flops",
            sampler: Annotated[str, typer.Option(
                "--sampler", help="tpe: Optuna's TPE, multi-objective (conditional parameters suit it); random: "
-               "Optuna's RandomSampler, random search as a baseline. Recorded in the study: resuming needs the "
-               "same.")] = "tpe",
+               "Optuna's RandomSampler, random search as a baseline; gp: Optuna's GPSampler (a Gaussian process, "
+               "multi-objective, with the constraints; not yet compared with TPE). Recorded in the study: resuming "
+               "needs the same.")] = "tpe",
            pruning: Annotated[str, typer.Option(
                "--pruning", help="pareto: stop a trial whose metric at a checkpoint is clearly below what a "
                "finished trial of no higher cost had reached by then; none: no pruning at all.")] = "pareto",

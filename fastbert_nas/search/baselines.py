@@ -10,7 +10,8 @@ from typing import Callable
 import optuna
 
 from fastbert_nas.config import StudentArch, UserError, trial_recipe
-from fastbert_nas.search.space import CHOICE_KEYS, SearchSpace, fixed_params, hint_student_layers
+from fastbert_nas.search.hints import slot_layers
+from fastbert_nas.search.space import CHOICE_KEYS, SearchSpace, fixed_params
 
 # Baselines (enqueued first in a new study): a width more than this far from the target
 # (relative) means the space cannot represent the baseline.
@@ -41,7 +42,8 @@ def baseline_targets(space: SearchSpace, teacher_layers: int, teacher_hidden: in
 
 
 def baseline_arch(space: SearchSpace, target: BaselineTarget, teacher_layers: int) -> StudentArch:
-    """The space's nearest student to `target`, hinted evenly; UserError when the space cannot hold it."""
+    """The space's nearest student to `target`, a hint on each of its hint slots' layers (hints.slot_layers),
+    each guided by the teacher layer at the same depth fraction; UserError when the space cannot hold it."""
     lo, hi = space.layers
     if not lo <= target.layers <= hi:
         raise UserError(f"{target.layers} layers, the space allows {lo}-{hi}")
@@ -50,8 +52,7 @@ def baseline_arch(space: SearchSpace, target: BaselineTarget, teacher_layers: in
         raise UserError(f"width {target.hidden:g}, the nearest the space allows is {hidden}")
     heads = min(space.heads_for(hidden), key=lambda a: (abs(a - target.heads), -a))
     ratio = min(space.ffn_ratio, key=lambda r: (abs(r - target.ffn_ratio), -r))
-    n = min(target.layers, space.max_hints)
-    students = hint_student_layers(target.layers, n)
+    students = sorted(set(slot_layers(target.layers, space.max_hints)))
     hints = tuple((s, min(teacher_layers, max(1, math.ceil(s * teacher_layers / target.layers - 1e-9))))
                   for s in students)
     return StudentArch(target.layers, hidden, heads, round(ratio * hidden), hints)

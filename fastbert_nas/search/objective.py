@@ -145,7 +145,7 @@ class Objective:
         s, ctx = self.search, self.ctx
         with recorded(trial):
             rung = self.rung(trial)
-            arch, settings = sample(s.space, trial, ctx.teacher.layers)                           # sample
+            arch, settings = sample(s.space, trial, ctx.teacher.layers, s.hint_scheme)            # sample
             cfg = replace(s.rung_config(rung), **settings)
             record(trial, arch=arch.to_dict(), name=arch.name, hints=arch.hints_str, config=cfg.to_dict(),
                    budget=s.opts.budget, seed=s.opts.seed, teacher_id=ctx.teacher_id,

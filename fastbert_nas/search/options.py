@@ -13,6 +13,7 @@ from fastbert_nas.core import pipeline
 from fastbert_nas.core.cost import analytic_flops
 from fastbert_nas.core.tasks import resolve_task
 from fastbert_nas.search.baselines import parse_student
+from fastbert_nas.search.hints import DEFAULT_SCHEME, HINT_SCHEME_ATTR, UNRECORDED_SCHEME
 from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_WARMUP_TRIALS
 from fastbert_nas.search.rungs import rung_steps
 from fastbert_nas.search.space import DEFAULT_SPACE, SearchSpace, load_space, space_budget, space_rungs
@@ -22,7 +23,8 @@ from fastbert_nas.search.trials import COST_LABELS, OBJECTIVE_COSTS
 DEFAULT_OBJECTIVES = "metric,flops"
 PRUNING = ("pareto", "none")               # multi-objective: our rule (pruning.py), or off
 PRUNERS = ("median", "hyperband", "none")  # single objective: Optuna's pruners
-SAMPLERS = ("tpe", "random")               # TPE (conditional parameters suit it), or random search as a baseline
+SAMPLERS = ("tpe", "random", "gp")         # TPE (conditional parameters suit it), random search as a baseline, or
+                                           # Optuna's Gaussian-process sampler (few trials; constraints too)
 DEFAULT_SAMPLER = "tpe"                    # also what a study made before --sampler existed used
 
 
@@ -119,6 +121,7 @@ class Search:
     seq_len: int                   # tokens the trials' costs are measured at: the task's length
     students: tuple[StudentArch, ...] = ()   # --enqueue, parsed (checked against the space once the teacher is known)
     rungs: int = 1                 # rungs a student may climb (search/rungs.py); 1: every trial at cfg's budget
+    hint_scheme: str = DEFAULT_SCHEME  # how trials' params encode the hints (hints.py); a resumed study's own
 
     @classmethod
     def from_options(cls, opts: SearchOptions) -> "Search":
@@ -181,7 +184,7 @@ class Search:
         """What a study is created with and must be reopened with."""
         return {"task": self.task, "space": self.space.name, "space_path": self.space.path,
                 "space_fingerprint": space_fingerprint(self.space), "objectives": ",".join(self.objectives),
-                "sampler": self.opts.sampler, "rungs": self.rungs}
+                "sampler": self.opts.sampler, "rungs": self.rungs, HINT_SCHEME_ATTR: self.hint_scheme}
 
     def prepare(self) -> pipeline.Context:
         return pipeline.prepare(self.opts.env, self.cfg.examples, augment=self.cfg.augment)
@@ -194,6 +197,7 @@ class Search:
         search = self
         if self.opts.rungs is None:  # the study's own; one made before rungs existed had one
             search = replace(search, rungs=attrs.get("rungs", 1))
+        search = replace(search, hint_scheme=attrs.get(HINT_SCHEME_ATTR, UNRECORDED_SCHEME))
         if ENV_ATTR in attrs:  # else a study made before the environment was recorded
             env = self.opts.env.adopt(RunEnv.from_dict(attrs[ENV_ATTR]), f"study {self.study_name!r}")
             search = replace(self, opts=replace(self.opts, env=env), seq_len=env.max_len or self.seq_len)

@@ -47,7 +47,8 @@ TPE_STARTUP_TRIALS = 5                     # random trials before TPE models the
 
 def make_sampler(seed: int, rank: int, n_trials: int, kind: str = DEFAULT_SAMPLER,
                  joined: bool = False) -> optuna.samplers.BaseSampler:
-    """TPE (conditional parameters suit it) or random search (`kind`, one of SAMPLERS), seeded by --seed,
+    """TPE (conditional parameters suit it), random search or a Gaussian process (`kind`, one of SAMPLERS; TPE
+    and the GP model the constraint values trials set), seeded by --seed,
     the worker and the study's length, so that a resumed study or a second worker does not replay the
     first one's random picks. A process that joins a study it did not create also mixes in its host and
     pid: workers started at once on several machines (or twice on one) with the same command would
@@ -56,6 +57,9 @@ def make_sampler(seed: int, rank: int, n_trials: int, kind: str = DEFAULT_SAMPLE
     entropy = int(np.random.SeedSequence(words).generate_state(1)[0])
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=entropy)
+    if kind == "gp":  # models the parameters every trial has; the per-width heads it draws at random
+        return optuna.samplers.GPSampler(seed=entropy, n_startup_trials=TPE_STARTUP_TRIALS,
+                                         warn_independent_sampling=False)
     return optuna.samplers.TPESampler(seed=entropy, n_startup_trials=TPE_STARTUP_TRIALS)
 
 

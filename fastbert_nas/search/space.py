@@ -14,17 +14,16 @@ a name always has the same distribution within a study):
     heads_h<W>      cat   heads choices that divide W    one name per width W, since the valid
                                                          heads differ per width (e.g. heads_h256)
     ffn_ratio       cat   ffn_ratio choices              FFN size = round(ratio * hidden)
-    n_hints         int   [1, max_hints]                 hint pairs; clipped to `layers`
-    hint_t<k>       int   [1, teacher_layers]            teacher layers of the hints, k = 1..n;
-                                                         sorted, so the mapping is monotone
+    hint_slot<k>    int   [0, teacher_layers]            k = 1..max_hints: the teacher layer guiding the
+                                                         student layer at depth fraction k/max_hints
+                                                         (0: none; the last slot is >= 1); hints.py
     init            cat   init choices                   "teacher" or "random"
     temperature     float [min, max]                     KD softmax temperature
     kd_alpha        float [min, max]                     weight of KD against hard labels
     hint_weight     cat   hint_weight choices            hint loss kept in stage 2 (0 = off)
     lr              float [min, max], log scale          stage-2 peak learning rate
 
-The student layers of the hints are not sampled: n hints sit evenly on the
-student, the last one on its last layer (`hint_student_layers`).
+(Studies made before the slots draw n_hints and hint_t<k> instead, sorted; hints.py has both.)
 
 The last five (the training recipe, RECIPE_KEYS) are sampled only when the space file
 lists them: the shipped spaces search architectures and hint mappings, and train every
@@ -50,6 +49,7 @@ from fastbert_nas.config import (
     UserError,
     trial_recipe,
 )
+from fastbert_nas.search.hints import DEFAULT_SCHEME, hint_params, sample_hints
 
 # Where bare space names are looked up: the checkout's top-level folder, else the copy
 # installed inside the package (pyproject maps search_spaces/ to fastbert_nas/search_spaces/).
@@ -305,24 +305,17 @@ def space_rungs(space: SearchSpace, preset: str, override: int | None = None) ->
 # ---------------------------------------------------------------------------
 # Sampling one trial
 
-def hint_student_layers(layers: int, n: int) -> tuple[int, ...]:
-    """n student layers spread evenly over 1..layers, the last one always included (1 <= n <= layers).
-
-    E.g. (8, 4) -> (2, 4, 6, 8); (6, 4) -> (1, 3, 4, 6); (5, 1) -> (5,).
-    """
-    return tuple(i * layers // n for i in range(1, n + 1))
-
-
 def heads_param(hidden: int) -> str:
     """The per-width name of the heads parameter, e.g. 256 -> 'heads_h256'."""
     return f"heads_h{hidden}"
 
 
-def sample(space: SearchSpace, trial, teacher_layers: int) -> tuple[StudentArch, dict]:
+def sample(space: SearchSpace, trial, teacher_layers: int,
+           hint_scheme: str = DEFAULT_SCHEME) -> tuple[StudentArch, dict]:
     """One student and its distillation settings from `trial.suggest_*` (any optuna Trial or FixedTrial).
 
-    Returns (arch, overrides): a StudentArch that passes `validate(teacher_layers)`, with a
-    monotone hint mapping, and a dict of DistillConfig fields (init, temperature, kd_alpha,
+    Returns (arch, overrides): a StudentArch that passes `validate(teacher_layers)`, with the hint
+    mapping of `hint_scheme` (hints.py), and a dict of DistillConfig fields (init, temperature, kd_alpha,
     hint_weight, lr) to apply with `dataclasses.replace`: sampled where the space lists them,
     else config.trial_recipe's for this student.
     """
@@ -330,9 +323,7 @@ def sample(space: SearchSpace, trial, teacher_layers: int) -> tuple[StudentArch,
     hidden = trial.suggest_categorical("hidden", list(space.hidden))
     heads = trial.suggest_categorical(heads_param(hidden), list(space.heads_for(hidden)))
     ffn = round(trial.suggest_categorical("ffn_ratio", list(space.ffn_ratio)) * hidden)
-    n_hints = min(trial.suggest_int("n_hints", 1, space.max_hints), layers)
-    teacher = sorted(trial.suggest_int(f"hint_t{k}", 1, teacher_layers) for k in range(1, n_hints + 1))
-    hints = tuple(zip(hint_student_layers(layers, n_hints), teacher))
+    hints = sample_hints(trial, layers, space.max_hints, teacher_layers, hint_scheme)
     arch = StudentArch(layers, hidden, heads, ffn, hints).validate(teacher_layers)
     overrides = trial_recipe(arch)
     for key in space.sampled_recipe:
@@ -344,14 +335,15 @@ def sample(space: SearchSpace, trial, teacher_layers: int) -> tuple[StudentArch,
     return arch, overrides
 
 
-def fixed_params(space: SearchSpace, arch: StudentArch, teacher_layers: int, **settings) -> dict:
+def fixed_params(space: SearchSpace, arch: StudentArch, teacher_layers: int, hint_scheme: str = DEFAULT_SCHEME,
+                 **settings) -> dict:
     """The params `sample` reads to produce `arch` (and `settings`), for `study.enqueue_trial`.
 
     settings: any of the recipe keys the space samples; those left out are sampled by the
     study as usual (the others are config.trial_recipe's, and are no params). A student
     without hints gets the default one (last student layer -> last teacher layer). Numbers
-    outside the space's ranges are kept (Optuna warns); choices the space lacks, or hints not laid out as `sample` lays them
-    (evenly, the last on the last layer), cannot be represented: UserError.
+    outside the space's ranges are kept (Optuna warns); choices the space lacks, or hints on student
+    layers the scheme cannot hint (hints.hint_params), cannot be represented: UserError.
     """
     arch = arch.with_default_hints(teacher_layers).validate(teacher_layers)
     where = f"baseline {arch.name} hints {arch.hints_str} in space {space.name!r}"
@@ -365,17 +357,16 @@ def fixed_params(space: SearchSpace, arch: StudentArch, teacher_layers: int, **s
     if ratio is None:
         raise UserError(f"{where}: ffn={arch.ffn} is no ffn_ratio choice {list(space.ffn_ratio)} "
                         f"times hidden={arch.hidden}")
-    students = tuple(s for s, _ in arch.hints)
-    if students != hint_student_layers(arch.layers, len(arch.hints)):
-        raise UserError(f"{where}: hints must sit on student layers "
-                        f"{list(hint_student_layers(arch.layers, len(arch.hints)))} (evenly, last on last)")
+    try:
+        hints = hint_params(arch.hints, arch.layers, space.max_hints, hint_scheme)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
     params = {
         "layers": arch.layers,
         "hidden": choice("hidden", arch.hidden, space.hidden),
         heads_param(arch.hidden): choice("heads", arch.heads, space.heads_for(arch.hidden)),
         "ffn_ratio": ratio,
-        "n_hints": len(arch.hints),
-        **{f"hint_t{k}": t for k, (_, t) in enumerate(arch.hints, start=1)},
+        **hints,
     }
     for key, value in settings.items():
         if key not in space.sampled_recipe:
