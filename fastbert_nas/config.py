@@ -330,6 +330,7 @@ BENCH_EXPORT_KD_STEPS = 16000                    # KD steps per export: twice sm
 BENCH_EXPORT_SEEDS = 3                           # seeds of each headline row (a task with goals): mean and spread
 BENCH_EXPORT_OTHER_SEEDS = 1                     # seeds of the other tasks' rows (an Amazon export is about 2 CPU hours)
 BENCH_EXPORT_ROUNDS = 5                          # timing rounds, each timing every model once: min/median/max over them
+BENCH_FIDELITY_STUDENTS = 8                      # `bench fidelity`: students distilled at every rung and exported
 
 
 # Per-trial budgets of a search (`search --budget`), named apart from the presets above: a trial is a

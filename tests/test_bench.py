@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from fastbert_nas.bench.common import SUMMARY_FILE, rank_correlation, write_summary
+from fastbert_nas.bench.common import SUMMARY_FILE, kendall_tau, rank_correlation, write_summary
 
 
 def test_the_summary_lists_every_report_with_its_machine_and_includes_it(tmp_path):
@@ -32,3 +32,6 @@ def test_rank_correlation_on_plain_numbers():
     # ties share their average rank: ranks (1, 2.5, 2.5, 4) against (1, 3, 2, 4)
     assert rank_correlation([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / 22.5 ** 0.5)
     assert rank_correlation([0.5, 0.5, 0.5], [1, 2, 3]) is None                       # nothing to rank
+    # Kendall: of the 6 pairs, 5 in the same order and 1 swapped
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx((5 - 1) / 6)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0) and kendall_tau([1, 1], [1, 2]) is None

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
+import scipy.stats
 import torch
 from optuna.trial import TrialState
 
 from fastbert_nas.core.training import cpu_name
 from fastbert_nas.report.rows import hv_reference
 from fastbert_nas.search.pruning import front_hypervolume
-from fastbert_nas.search.trials import front_rows, trial_metric
+from fastbert_nas.search.trials import front_rows, top_rung_trials, trial_metric
 
 
 def machine() -> dict:
@@ -52,22 +53,16 @@ def seed_stats(values: list[float]) -> dict:
 def rank_correlation(a: list[float], b: list[float]) -> float | None:
     """Spearman's rank correlation of two paired lists (ties get their average rank); None when either list
     has fewer than two distinct values."""
-    def ranks(xs: list[float]) -> list[float]:
-        order = sorted(range(len(xs)), key=xs.__getitem__)
-        out = [0.0] * len(xs)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-                j += 1
-            for k in order[i:j + 1]:
-                out[k] = (i + j) / 2 + 1
-            i = j + 1
-        return out
-
     if len(set(a)) < 2 or len(set(b)) < 2:
         return None
-    return statistics.correlation(ranks(a), ranks(b))
+    return float(scipy.stats.spearmanr(a, b).statistic)
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float | None:
+    """Kendall's tau-b of two paired lists; None when either list has fewer than two distinct values."""
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return float(scipy.stats.kendalltau(a, b).statistic)
 
 
 def study_figures(study: optuna.Study) -> dict:
@@ -76,7 +71,8 @@ def study_figures(study: optuna.Study) -> dict:
     finished = [t for t in trials if t.state.is_finished()]
     teacher_flops = study.user_attrs["teacher_flops"]
     ref = hv_reference(study.user_attrs)
-    points = [(t.values[0], t.user_attrs["flops"]) for t in finished if t.state == TrialState.COMPLETE]
+    points = [(t.values[0], t.user_attrs["flops"]) for t in top_rung_trials(finished)  # each student once
+              if t.state == TrialState.COMPLETE]
     states: dict[str, int] = {}
     for t in finished:
         key = t.state.name if t.user_attrs.get("prune_reason") != "constraint" else "REJECTED"

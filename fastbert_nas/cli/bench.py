@@ -19,6 +19,7 @@ from fastbert_nas.config import (
     BENCH_EXPORT_SHARES,
     BENCH_EXPORT_STUDY,
     BENCH_EXPORT_TASKS,
+    BENCH_FIDELITY_STUDENTS,
     DEFAULT_TRIAL_BUDGET,
     at_least,
     run_env,
@@ -133,6 +134,37 @@ def bench_export(study: Annotated[str, typer.Option(
                                  other_seeds=other_seeds)
     r = bx.bench_export(opts, log=typer.echo)
     typer.echo(bx.export_markdown(r))
+    bench_written(r["path"], results)
+
+
+@bench_app.command("fidelity")
+@handled("interrupted: run the same command to resume; finished runs are kept, an unfinished export resumes "
+         "from its checkpoint")
+def bench_fidelity(study: Annotated[str, typer.Option(
+                       "--study", help="Study whose students are measured (RESULTS/<study>.db).")] = BENCH_EXPORT_STUDY,
+                   students: Annotated[int, typer.Option(
+                       "--students", help="Students: those --pick 'flops<=0.25' and 'flops<=0.1' choose, then the "
+                       "front and its neighbours by Pareto rank and hypervolume share.")] = BENCH_FIDELITY_STUDENTS,
+                   rungs: Annotated[Optional[int], typer.Option(
+                       "--rungs", help="Rungs each student is distilled at (KD steps x3 per rung from the trial's) "
+                       "\\[default: the study's trial budget's].")] = None,
+                   budget: Annotated[str, typer.Option("--budget", help="Step budget of the exports.")
+                                     ] = BENCH_EXPORT_BUDGET,
+                   kd_steps: Annotated[Optional[int], typer.Option("--kd-steps", help="KD steps of each export.")
+                                       ] = BENCH_EXPORT_KD_STEPS,
+                   data_dir: DataDir = None, device: Device = "auto", threads: Threads = None,
+                   results: Results = Path("results")):
+    """Whether the search's rungs rank students as the export budget does: each chosen student distilled at
+    every rung and exported; Spearman and Kendall of each rung's validation metric against the export's
+    validation and dev metrics, and --pick's regret. Runs are kept in RESULTS/fidelity/<study>/ (the same
+    command resumes); writes RESULTS/benchmarks/fidelity.json and .md.
+    """
+    from fastbert_nas.bench import fidelity as bf
+
+    opts = bf.FidelityOptions(study=study, students=students, rungs=rungs, budget=budget, kd_steps=kd_steps,
+                              data_dir=data_dir, results=results, threads=threads, device=device)
+    r = bf.bench_fidelity(opts, log=typer.echo)
+    typer.echo(bf.fidelity_markdown(r))
     bench_written(r["path"], results)
 
 
