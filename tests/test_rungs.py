@@ -7,12 +7,14 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
+from fastbert_nas.config import AUGMENT_COPIES, DistillConfig
 from fastbert_nas.search.promotion import due_promotion
 from fastbert_nas.search.rungs import (
     hv_contributions,
     pareto_ranks,
     promotable,
     promotion_order,
+    rung_config,
     rung_steps,
     to_promote,
 )
@@ -64,8 +66,13 @@ def test_one_in_eta_goes_up_as_students_finish():
     assert to_promote(points, {0, 3}, TEACHER, FLOOR, eta=2) is None
 
 
-def test_a_rung_is_eta_times_longer_with_as_many_checkpoints():
+def test_a_rung_is_eta_times_longer_with_as_many_checkpoints_and_the_top_one_augments():
     assert [rung_steps(500, 100, r, eta=3) for r in range(3)] == [(500, 100), (1500, 300), (4500, 900)]
+    cfg = DistillConfig(kd_steps=500, eval_every=100)
+    ladder = [rung_config(cfg, r, 3) for r in range(3)]
+    assert [(c.kd_steps, c.eval_every, c.augment) for c in ladder] == [(500, 100, 0), (1500, 300, 0),
+                                                                      (4500, 900, AUGMENT_COPIES)]
+    assert rung_config(cfg, 0, 1) == cfg  # one rung: the trial budget as it is
 
 
 # ---------------------------------------------------------------------------

@@ -248,6 +248,10 @@ def test_rungs_promote_one_in_three_and_a_resume_runs_what_is_left(data_dir, tin
     assert f"trial {top.number} COMPLETE" in r.output
     assert f"rung 2 (36 KD steps) of trial {trials_mod.student_of(top)}" in r.output
     assert "9 of 9 trials used" in r.output and trials_mod.trials_used(trials) == 9
+    # the top rung trains with the exports' augmentation, from a teacher cache of its own
+    assert top.user_attrs["config"]["augment"] == 2
+    assert all(t.user_attrs["config"]["augment"] == 0 for t in per_rung[0] + per_rung[1])
+    assert len(list((tmp_path / "cache").glob("sst2-rung-augmented-*"))) == 1
     assert load(tmp_path).user_attrs["rungs"] == 3
     # every report takes the student at its highest rung
     shown = invoke("show", "--results", tmp_path, "--format", "json")

@@ -1,8 +1,9 @@
 """`fastbert-nas bench fidelity`: do the search's rungs rank students as the export budget does?
 
     a study's students: those --pick chooses, then by Pareto rank and hypervolume share (rungs.promotion_order)
-    -> each distilled again at every rung of the ladder (the trial's recipe, the rung's KD steps: what the
-       search would measure), scored on the validation rows trials score
+    -> each distilled again at every rung of the ladder (the trial's recipe, the rung's KD steps and, at the
+       top, augmentation: rungs.rung_config, what the search would measure), scored on the validation rows
+       trials score
     -> each exported at the export budget (export.run_export --trial N, as `fastbert-nas export` does),
        scored on validation and on the official dev set
     -> Spearman and Kendall between each rung's validation metric and the export's validation and dev metrics;
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -42,7 +43,8 @@ from fastbert_nas.export.checkpoint import REPORT_FILE
 from fastbert_nas.export.plan import ExportOptions, parse_pick, pick_row
 from fastbert_nas.export.run import run_export
 from fastbert_nas.report.rows import find_study, gather
-from fastbert_nas.search.rungs import promotion_order, rung_steps
+from fastbert_nas.search.objective import TOP_RUNG_CACHE
+from fastbert_nas.search.rungs import promotion_order, rung_config
 from fastbert_nas.search.trials import student_of
 
 BENCH_FILE = "fidelity"
@@ -117,17 +119,19 @@ def rung_runs(opts: FidelityOptions, study, trials: list, rungs: int, runs: Runs
     recorded = RunEnv.from_dict(study.user_attrs[ENV_ATTR])
     env = run_env(recorded.task, opts.data_dir, device=opts.device, threads=opts.threads,
                   results=opts.results).adopt(recorded, f"study {study.study_name!r}")
-    ctx = pipeline.prepare(env, trial_config(trials[0]).examples)  # one study: every trial the same examples
+    contexts: dict[int, pipeline.Context] = {}  # augment copies -> Context: the top rung's has its own
     for t, rung in todo:
-        cfg = trial_config(t)
-        kd_steps, eval_every = rung_steps(cfg.kd_steps, cfg.eval_every, rung)
-        cfg = replace(cfg, kd_steps=kd_steps, eval_every=eval_every)
-        arch = StudentArch.from_dict(t.user_attrs["arch"])
-        log(f"trial {t.number} {arch.name}: rung {rung} ({kd_steps} KD steps) ...")
+        cfg = rung_config(trial_config(t), rung, rungs)
+        if cfg.augment not in contexts:  # one study: every trial the same examples
+            contexts[cfg.augment] = pipeline.prepare(env, cfg.examples, augment=cfg.augment,
+                                                     cache_split=TOP_RUNG_CACHE if cfg.augment else None)
+        ctx, arch = contexts[cfg.augment], StudentArch.from_dict(t.user_attrs["arch"])
+        log(f"trial {t.number} {arch.name}: rung {rung} ({cfg.kd_steps} KD steps"
+            + (f", {cfg.augment} augmented copies" if cfg.augment else "") + ") ...")
         start = time.perf_counter()
         student = pipeline.init_student(ctx, arch, cfg)
         result = pipeline.distill_student(ctx, student, arch, cfg, show_progress=False)
-        runs.put(t.number, rung, {"kd_steps": kd_steps, "val": result.metrics["metric"],
+        runs.put(t.number, rung, {"kd_steps": cfg.kd_steps, "augment": cfg.augment, "val": result.metrics["metric"],
                                   "minutes": (time.perf_counter() - start) / 60})
 
 

@@ -107,15 +107,16 @@ class Context:
         return Path(self.env.results)
 
 
-def prepare(env: RunEnv, examples: int, augment: int = 0) -> Context:
+def prepare(env: RunEnv, examples: int, augment: int = 0, cache_split: str | None = None) -> Context:
     """Load the task, get (or fine-tune) the teacher, encode the examples (and `augment` word-replaced
-    copies of the sentence-like ones), open the teacher cache."""
+    copies of the sentence-like ones), open the teacher cache (`cache_split`: its name, so that sets of
+    other sizes keep caches of their own; default "distill", or "augmented" with augmentation)."""
     env, data, dev, threads = load_for(env)
     spec, results = data.spec, Path(env.results)
     t = get_teacher(data, results, dev, env.teacher)
     train = augmented_examples(distill_examples(data, t.tokenizer, examples), t, augment)
     start = time.perf_counter()
-    split = "augmented" if augment else "distill"  # a cache of its own: neither replaces the other
+    split = cache_split or ("augmented" if augment else "distill")  # a cache of its own: none replaces another
     outputs = teacher_outputs(t, train, spec.name, split, spec.max_len, results, dev) if env.use_cache else None
     return Context(env, spec, data, dev, threads, t, env.teacher.id(spec.name), train,
                    encode_for(spec, data.val, t.tokenizer), outputs, time.perf_counter() - start)

@@ -41,6 +41,8 @@ from fastbert_nas.search.space import sample
 from fastbert_nas.search.storage import MAX_RETRY, worker_id
 from fastbert_nas.search.trials import COST_ATTRS, DUPLICATE, is_duplicate, rung_of, student_of
 
+TOP_RUNG_CACHE = "rung-augmented"  # teacher-cache name of the top rung's augmented examples (the exports' is
+                                   # "augmented": each keeps its own)
 TRIAL_LATENCY_RUN_S = 0.5  # seconds of timed batch-1 runs per trial (re-measure the front side by side)
 
 
@@ -138,15 +140,26 @@ class Objective:
     """sample -> build -> cost (reject if over a constraint) -> distill (prune at checkpoints) -> record -> return."""
 
     def __init__(self, search: Search, ctx: pipeline.Context, show_progress: bool = False):
-        self.search, self.ctx, self.show_progress = search, ctx, show_progress
+        self.search, self.show_progress = search, show_progress
+        self.contexts = {search.cfg.augment: ctx}  # augment copies -> Context
         self.levels: tuple[float, float] | None = None  # skill_levels, once per process
 
+    def context(self, augment: int) -> pipeline.Context:
+        """The Context of trials with `augment` copies: the search's, or (the top rung's augmented examples)
+        prepared once per process, its teacher cache named apart from the exports' (TOP_RUNG_CACHE)."""
+        if augment not in self.contexts:
+            self.contexts[augment] = pipeline.prepare(self.search.opts.env, self.search.cfg.examples, augment=augment,
+                                                      cache_split=TOP_RUNG_CACHE)
+        return self.contexts[augment]
+
     def __call__(self, trial: optuna.Trial):
-        s, ctx = self.search, self.ctx
+        s = self.search
         with recorded(trial):
             rung = self.rung(trial)
+            cfg = s.rung_config(rung)
+            ctx = self.context(cfg.augment)
             arch, settings = sample(s.space, trial, ctx.teacher.layers, s.hint_scheme)            # sample
-            cfg = replace(s.rung_config(rung), **settings)
+            cfg = replace(cfg, **settings)
             record(trial, arch=arch.to_dict(), name=arch.name, hints=arch.hints_str, config=cfg.to_dict(),
                    budget=s.opts.budget, seed=s.opts.seed, teacher_id=ctx.teacher_id,
                    teacher_fingerprint=ctx.teacher.fingerprint, device=str(ctx.device), curve={}, train_steps=0,

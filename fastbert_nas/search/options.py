@@ -15,7 +15,7 @@ from fastbert_nas.core.tasks import resolve_task
 from fastbert_nas.search.baselines import parse_student
 from fastbert_nas.search.hints import DEFAULT_SCHEME, HINT_SCHEME_ATTR, UNRECORDED_SCHEME
 from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_WARMUP_TRIALS
-from fastbert_nas.search.rungs import rung_steps
+from fastbert_nas.search.rungs import rung_config
 from fastbert_nas.search.space import DEFAULT_SPACE, SearchSpace, load_space, space_budget, space_rungs
 from fastbert_nas.search.storage import IN_MEMORY_URLS
 from fastbert_nas.search.trials import COST_LABELS, OBJECTIVE_COSTS
@@ -176,9 +176,8 @@ class Search:
         return "pareto" if len(self.objectives) > 1 else self.opts.pruner or DEFAULT_PRUNER
 
     def rung_config(self, rung: int) -> DistillConfig:
-        """The budget of a trial at `rung` (0: the first): rungs.rung_steps's KD steps and checkpoints."""
-        kd_steps, eval_every = rung_steps(self.cfg.kd_steps, self.cfg.eval_every, rung)
-        return replace(self.cfg, kd_steps=kd_steps, eval_every=eval_every)
+        """The budget of a trial at `rung` (0: the first): rungs.rung_config's."""
+        return rung_config(self.cfg, rung, self.rungs)
 
     def study_attrs(self) -> dict:
         """What a study is created with and must be reopened with."""

@@ -12,7 +12,9 @@ long as they are on the front or near it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
+from fastbert_nas.config import AUGMENT_COPIES, DistillConfig
 from fastbert_nas.config import RUNG_ETA as ETA
 from fastbert_nas.search.pruning import front_hypervolume
 
@@ -83,3 +85,12 @@ def rung_steps(kd_steps: int, eval_every: int, rung: int, eta: int = ETA) -> tup
     """(KD steps, steps between checkpoints) at `rung`, given the first rung's: both eta^rung times longer,
     so that every rung has as many checkpoints."""
     return kd_steps * eta ** rung, eval_every * eta ** rung
+
+
+def rung_config(cfg: DistillConfig, rung: int, rungs: int, eta: int = ETA) -> DistillConfig:
+    """The budget of a trial at `rung` of `rungs`, from the first rung's `cfg`: rung_steps's KD steps and
+    checkpoints, and at the top rung of a ladder (rungs > 1) the export budgets' augmentation
+    (config.AUGMENT_COPIES word-replaced copies of each sentence-like example), as export trains."""
+    kd_steps, eval_every = rung_steps(cfg.kd_steps, cfg.eval_every, rung, eta)
+    augment = AUGMENT_COPIES if rungs > 1 and rung == rungs - 1 else cfg.augment
+    return replace(cfg, kd_steps=kd_steps, eval_every=eval_every, augment=augment)
