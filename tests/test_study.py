@@ -200,6 +200,12 @@ def test_enqueued_students_run_first_with_the_trial_recipe(data_dir, tiny_teache
     third = load(tmp_path).get_trials()[2]
     assert "enqueued" not in third.user_attrs  # sampled, not queued again
 
+    one = tmp_path / "one"  # more students queued than --trials: the rest are left out, said so
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, one, "--no-baselines", *queue, **{"--trials": 1}))
+    assert r.exit_code == 0, r.output
+    assert "note: student L1-H16-A2-I32 not queued: the students queued before it use all of --trials" in r.output
+    assert [t.state for t in load(one).get_trials()] == [TrialState.COMPLETE]  # nothing left WAITING
+
     refused = tmp_path / "refused"
     r = invoke(*search_args(data_dir, tiny_teacher_dir, refused, "--enqueue", "L2-H40-A4-I80"))
     assert_user_error(r, "hidden=40")

@@ -109,16 +109,27 @@ def enqueued_params(space: SearchSpace, students: tuple[StudentArch, ...],
     return out
 
 
-def enqueue_students(study: optuna.Study, queued: list[tuple[StudentArch, dict]], log: Callable[[str], None]) -> None:
-    for arch, params in queued:
+def enqueue_students(study: optuna.Study, queued: list[tuple[StudentArch, dict]], log: Callable[[str], None],
+                     room: int) -> int:
+    """Queue the --enqueue students, at most `room` of them (the --trials left); how many were queued."""
+    for arch, params in queued[:room]:
         study.enqueue_trial(params, user_attrs={"enqueued": True})
         log(f"student {arch.name} hints {arch.hints_str} queued (--enqueue)")
+    for arch, _ in queued[room:]:
+        log(f"note: student {arch.name} not queued: the students queued before it use all of --trials")
+    return min(room, len(queued))
 
 
-def enqueue_baselines(study: optuna.Study, space: SearchSpace, teacher_config, log: Callable[[str], None]) -> None:
+def enqueue_baselines(study: optuna.Study, space: SearchSpace, teacher_config, log: Callable[[str], None],
+                      room: int) -> int:
+    """Queue the baselines the space holds, at most `room` of them (--trials); how many were queued. (Queued
+    trials beyond --trials would run once a promotion is due: Optuna runs the oldest queued trial first.)"""
     queued, notes = baseline_params(space, teacher_config)
-    for name, arch, params in queued:
+    for name, arch, params in queued[:room]:
         study.enqueue_trial(params, user_attrs={"baseline": name})
         log(f"baseline {name}: {arch.name} hints {arch.hints_str} queued")
+    for name, arch, _ in queued[room:]:
+        log(f"note: baseline {name} not queued: the baselines before it use all of --trials")
     for note in notes:
         log(note)
+    return min(room, len(queued))

@@ -209,10 +209,11 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
         f"objectives {','.join(search.objectives)}, space {search.space.name}, budget {opts.budget}, "
         f"sampler {opts.sampler}, pruning {search.pruning_mode}, rungs "
         + " -> ".join(str(search.rung_config(r).kd_steps) for r in range(search.rungs)) + " KD steps")
+    room = opts.trials
     if created and opts.baselines:
-        enqueue_baselines(study, search.space, ctx.teacher.model.config, log)
+        room -= enqueue_baselines(study, search.space, ctx.teacher.model.config, log, room)
     if created:
-        enqueue_students(study, queued, log)
+        enqueue_students(study, queued, log, room)
     elif queued:
         log("note: --enqueue queues students in a new study only; this one is resumed as it was")
     for line in fail_stale_trials(study):
