@@ -53,6 +53,12 @@ def test_distill_smoke_writes_the_report(data_dir, tiny_teacher_dir, tmp_path, f
     assert report["teacher"]["id"] == str(tiny_teacher_dir)
     assert list((tmp_path / "cache").glob("sst2-distill-*"))        # the teacher's outputs were cached
 
+    before = path.read_text()
+    r = invoke(*distill_args(data_dir, tiny_teacher_dir, tmp_path))  # again: a record of its own
+    assert r.exit_code == 0, r.output
+    again = path.with_name(f"{path.stem}-2.json")
+    assert f"written to {again}" in r.output and path.read_text() == before and again.exists()
+
 
 @pytest.mark.parametrize("over, fragments", [
     ({"--task": "nosuchtask"}, ["--task 'nosuchtask'", "not a built-in task"]),

@@ -185,6 +185,17 @@ def score_on_dev(ctx: Context, student: torch.nn.Module, report: dict) -> None:
     report["retention"] = retention(report["dev"]["metric"], teacher_dev["metric"])
 
 
+def unused_path(path: Path) -> Path:
+    """`path`, or where a record of that name exists already, path-2, path-3, ...: an earlier run's record
+    is never replaced."""
+    n = 1
+    out = path
+    while out.exists():
+        n += 1
+        out = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return out
+
+
 def distill_one(env: RunEnv, arch: str, hints: str | None, init: str, budget: str, seed: int = 0,
                 latency: bool = True, overrides: dict | None = None, show_progress: bool = True, tag: str = "") -> dict:
     """One FitNets distillation of one student, scored on the official dev set too;
@@ -197,7 +208,8 @@ def distill_one(env: RunEnv, arch: str, hints: str | None, init: str, budget: st
     score_on_dev(ctx, student, report)
     report["budget"] = budget
     aug_tag = f"-aug{cfg.augment}" if cfg.augment else ""
-    out = ctx.results / "distill" / f"{ctx.spec.name}-{student_arch.name}-{cfg.init}-{budget}{aug_tag}{tag}.json"
+    name = f"{ctx.spec.name}-{student_arch.name}-{cfg.init}-{budget}{aug_tag}{tag}.json"
+    out = unused_path(ctx.results / "distill" / name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     report["path"] = str(out)
