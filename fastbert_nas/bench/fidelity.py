@@ -74,16 +74,22 @@ class FidelityOptions:
         return self
 
 
-def chosen_students(rows: list[dict], teacher: dict, n: int) -> list[int]:
-    """Trial numbers of up to n COMPLETE rows: those FIDELITY_PICKS choose first, then by promotion_order
-    (the front and its neighbours, spread over the costs)."""
-    done = [r for r in rows if r["state"] == "COMPLETE" and r["flops"] is not None]
-    picked = []
+def picked_rows(rows: list[dict], teacher: dict) -> dict[str, int | None]:
+    """The trial each of FIDELITY_PICKS chooses among the rows (None: no student in its band)."""
+    picks: dict[str, int | None] = {}
     for rule in FIDELITY_PICKS:
         try:
-            picked.append(pick_row(rows, teacher, *parse_pick(rule))["trial"])
-        except UserError:  # no student in that band
-            pass
+            picks[rule] = pick_row(rows, teacher, *parse_pick(rule))["trial"]
+        except UserError:
+            picks[rule] = None
+    return picks
+
+
+def chosen_students(rows: list[dict], teacher: dict, n: int, picks: dict[str, int | None]) -> list[int]:
+    """Trial numbers of up to n COMPLETE rows: those `picks` (picked_rows) chose first, then by
+    promotion_order (the front and its neighbours, spread over the costs)."""
+    done = [r for r in rows if r["state"] == "COMPLETE" and r["flops"] is not None]
+    picked = [p for p in picks.values() if p is not None]
     order = promotion_order([(r["metric"], r["flops"]) for r in done], teacher["flops"], 0.0)
     out = list(dict.fromkeys(picked + [done[i]["trial"] for i in order]))
     return out[:max(n, len(set(picked)))]
@@ -221,7 +227,9 @@ def bench_fidelity(opts: FidelityOptions, log: Callable[[str], None] = print) ->
                   "cpu")
     rungs = opts.rungs or TRIAL_RUNGS.get(budget, 1)
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    roots = [by_number[student_of(by_number[n])] for n in chosen_students(data.rows, data.teacher, opts.students)]
+    picked = picked_rows(data.rows, data.teacher)
+    roots = [by_number[student_of(by_number[n])] for n in chosen_students(data.rows, data.teacher, opts.students,
+                                                                          picked)]
     folder = Path(opts.results) / "fidelity" / study.study_name
     runs = Runs(folder)
     log(f"{len(roots)} students of {study.study_name} at {rungs} rungs, then exported: trials "
@@ -236,14 +244,7 @@ def bench_fidelity(opts: FidelityOptions, log: Callable[[str], None] = print) ->
                      "kd_steps": [runs.get(t.number, r)["kd_steps"] for r in range(rungs)],
                      "export_val": rep["val"]["metric"], "export_dev": rep["dev"]["metric"],
                      "export_minutes": rep["distill_minutes"]})
-    picks: dict[str, int | None] = {}
-    for rule in FIDELITY_PICKS:
-        try:
-            number = pick_row(data.rows, data.teacher, *parse_pick(rule))["trial"]
-        except UserError:  # no student in that band
-            picks[rule] = None
-            continue
-        picks[rule] = student_of(by_number[number])
+    picks = {rule: None if n is None else student_of(by_number[n]) for rule, n in picked.items()}
     corr = correlations(rows, rungs)
     regret = regrets(rows, picks)
     report = {"study": study.study_name, "task": data.task, "metric": data.metric, "rungs": rungs,

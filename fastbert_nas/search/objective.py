@@ -194,8 +194,9 @@ class Objective:
     def rung(trial: optuna.Trial) -> int:
         """The trial's rung (trials.rung_of); a promotion another worker already started is PRUNED here as
         a duplicate, before any work."""
-        me = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-        if is_duplicate(me, trial.study.get_trials(deepcopy=False)):
+        trials = trial.study.get_trials(deepcopy=False)
+        me = next(t for t in trials if t.number == trial.number)
+        if is_duplicate(me, trials):
             detail = f"trial {student_of(me)}'s student is already at rung {rung_of(me)}"
             record(trial, prune_reason=DUPLICATE, prune_detail=detail)
             raise optuna.TrialPruned(detail)
