@@ -24,6 +24,7 @@ import fastbert_nas.core.cost as cost
 import fastbert_nas.export.checkpoint as checkpoint_mod
 import fastbert_nas.export.onnx as onnx_mod
 import fastbert_nas.export.plan as plan_mod
+import fastbert_nas.export.quantized as quantized_mod
 import fastbert_nas.export.run as export_run
 from fastbert_nas.config import BUDGETS, UserError
 from fastbert_nas.core.tasks import TASKS, encode, load_task
@@ -156,6 +157,38 @@ def test_onnx_matches_pytorch_and_is_timed(study_dir, data_dir, tmp_path):
         batch = tokenizer(texts, padding=True, return_tensors="np")
         got = sess.run(["logits"], {k: batch[k].astype(np.int64) for k in onnx_mod.INPUTS})[0]
         assert np.abs(got - logits(model, texts, tokenizer).numpy()).max() <= onnx_mod.ONNX_TOLERANCE
+
+
+@pytest.mark.slow
+def test_quantize_int8_writes_scores_and_times_it_beside_the_teacher(study_dir, data_dir, tmp_path, monkeypatch):
+    """--quantize int8: model-int8.onnx beside model.onnx; the student scored in every runtime on validation and
+    dev (PyTorch fp32 as the export's own figure), the int8 change measured; student and teacher timed in
+    every runtime, each round; the card's table and loading code."""
+    monkeypatch.setattr(quantized_mod, "DEPLOY_ROUNDS", 2)
+    out = tmp_path / "model"
+    r = invoke(*export_args(data_dir, study_dir, out, **{"--quantize": "int8"}))
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "export.json").read_text())
+    d = report["deploy"]
+    assert (out / "model.onnx").exists() and report["onnx"]["max_abs_diff"] <= onnx_mod.ONNX_TOLERANCE
+    labels = {rt.label for rt in quantized_mod.DEPLOY_RUNTIMES}
+    assert set(d["models"]) == {"student", "teacher"} and all(set(m) == labels for m in d["models"].values())
+    assert all(len(x["ms_rounds"]) == 2 and x["ms"] > 0 for m in d["models"].values() for x in m.values())
+    student = d["models"]["student"]
+    assert student["ONNX Runtime int8"]["size_mb"] == pytest.approx((out / "model-int8.onnx").stat().st_size / 1e6)
+    assert student["ONNX Runtime int8"]["size_mb"] < student["ONNX Runtime fp32"]["size_mb"] / 2
+    dev_rows = len(load_task(TASKS["sst2"], str(data_dir)).dev.labels)
+    assert student["PyTorch fp32"]["dev"]["metric"] == report["dev"]["metric"]
+    assert student["ONNX Runtime fp32"]["dev"]["metric"] == pytest.approx(report["dev"]["metric"], abs=2 / dev_rows)
+    assert d["int8_change"]["dev"] == pytest.approx(student["ONNX Runtime int8"]["dev"]["metric"]
+                                                    - report["dev"]["metric"])
+    assert set(d["int8_change"]) == {"val", "dev"} and "avx2" in d["cpu_flags"]
+    assert d["models"]["teacher"]["PyTorch fp32"]["speedup_vs_teacher_pytorch_fp32"] == 1.0
+    card = (out / "README.md").read_text()
+    assert "## Runtimes" in card and "ORTModelForSequenceClassification" in card and "model-int8.onnx" in card
+    assert "student in ONNX Runtime int8:" in r.output
+    assert_user_error(invoke(*export_args(data_dir, study_dir, tmp_path / "other", **{"--quantize": "int4"})),
+                      "--quantize 'int4': only int8")
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import fastbert_nas.report.remeasure as remeasure_mod
 from fastbert_nas.cli import app
 from fastbert_nas.config import StudentArch
-from fastbert_nas.core.cost import measure_latency
+from fastbert_nas.core.runtime import latency
 from fastbert_nas.core.tasks import VAL_SENTENCES
 from fastbert_nas.report import fasttext as fasttext_ref
 from fastbert_nas.report import plots
@@ -220,24 +220,26 @@ def test_remeasure_times_the_front_and_stores_it(tmp_path, tiny_teacher_dir, mon
 
     def quick(model, *args, **kwargs):
         timed.append(sum(p.numel() for p in model.parameters()))
-        return measure_latency(model, *args, min_run_time=0.05, **kwargs)
+        return latency(model, *args, min_run_time=0.05, **kwargs)
 
-    monkeypatch.setattr(remeasure_mod, "measure_latency", quick)
+    monkeypatch.setattr(remeasure_mod, "latency", quick)
     make_study(tmp_path, teacher_id=str(tiny_teacher_dir))
     study = report.find_study("sst2-test", None, tmp_path)
     lines = []
     n = remeasure_mod.remeasure(study, report.gather(study, tmp_path), tmp_path, log=lines.append)
     front = set(FLOPS_FRONT) | set(LATENCY_FRONT) | {0}  # both fronts and the baseline
-    assert n == len(front) and lines[0] == f"re-measuring the teacher and {n} students on cpu, 1 threads, 128 tokens ..."
+    assert n == len(front) and lines[0] == (f"re-measuring the teacher and {n} students in PyTorch fp32 on cpu, 1 threads, "
+                                         "128 tokens ...")
     stored = optuna.load_study(study_name="sst2-test", storage=f"sqlite:///{tmp_path}/sst2-test.db"
                                ).user_attrs[report.REMEASURED]
     assert set(map(int, stored["trials"])) == front and stored["threads"] == 1 and stored["teacher_ms"] > 0
+    assert (stored["backend"], stored["precision"], stored["device"]) == ("torch", "fp32", "cpu")
     again = report.gather(study, tmp_path)
     rows = {r["trial"]: r for r in again.rows}
     assert rows[3]["remeasured"] and rows[3]["latency_ms"] == stored["trials"]["3"]
     assert rows[3]["latency_ms_trial"] == 1.5 and not rows[2]["remeasured"] and rows[2]["latency_ms"] == 3.0
     assert again.teacher["remeasured"] and again.teacher["latency_ms"] == stored["teacher_ms"]
-    assert "4 students re-measured side by side" in again.latency_note
+    assert "4 students re-measured side by side with the teacher in PyTorch fp32" in again.latency_note
     # The teacher itself was timed, besides the students (a count, not a timing: the suite may share the CPU).
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher_dir)
     assert sum(p.numel() for p in teacher.parameters()) in timed and len(timed) == n + 1
@@ -351,7 +353,7 @@ def test_a_real_search_is_plotted_remeasured_and_shown(data_dir, tiny_teacher_di
     from fastbert_nas.core.training import evaluate
 
     monkeypatch.setattr(objective_mod, "TRIAL_LATENCY_RUN_S", 0.05)
-    monkeypatch.setattr(remeasure_mod, "measure_latency", functools.partial(measure_latency, min_run_time=0.05))
+    monkeypatch.setattr(remeasure_mod, "latency", functools.partial(latency, min_run_time=0.05))
     r = invoke("search", "--task", "sst2", "--space", "tiny", "--budget", "smoke", "--data-dir", data_dir,
                "--teacher", tiny_teacher_dir, "--results", tmp_path, "--threads", 1, "--trials", 3)
     assert r.exit_code == 0, r.output

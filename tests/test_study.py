@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +36,7 @@ import fastbert_nas.search.options as options_mod
 import fastbert_nas.search.run as search_run
 import fastbert_nas.search.storage as storage_mod
 import fastbert_nas.search.trials as trials_mod
-from fastbert_nas.config import RunEnv, StudentArch, UserError, trial_recipe
+from fastbert_nas.config import ENV_ATTR, TORCH_FP32, RunEnv, Runtime, StudentArch, UserError, trial_recipe
 from fastbert_nas.search.promotion import enqueue_promotion
 from fastbert_nas.search.pruning import PRUNE_MARGIN
 from fastbert_nas.search.space import load_space
@@ -139,13 +140,23 @@ def test_a_gaussian_process_study_models_past_its_random_start(data_dir, tiny_te
     assert isinstance(search_run.make_sampler(0, 0, 0, "gp"), optuna.samplers.GPSampler)
 
 
-def test_a_study_keeps_its_hint_scheme_and_one_made_before_the_slots_resumes_sorted():
+def test_a_study_keeps_its_hint_scheme_rungs_and_runtime_and_an_older_one_resumes_with_the_old_ones():
+    """Resumed without the options, a study keeps what it was made with, its recorded environment included;
+    a study made before hint slots, rungs and runtimes were recorded resumes sorted, with one rung, in
+    PyTorch fp32; an option that contradicts the study is refused."""
     opts = options_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", budget="smoke")
     search = options_mod.Search.from_options(opts)
-    attrs = search.study_attrs()
+    made = options_mod.Search.from_options(replace(opts, rungs=2, latency_backend="onnxruntime", precision="int8"))
+    attrs = {**made.study_attrs(), ENV_ATTR: RunEnv("sst2", max_len=64).to_dict()}
     assert attrs["hint_scheme"] == search.hint_scheme == "slots"
-    assert search.resumed(attrs).hint_scheme == "slots"
-    assert search.resumed({k: v for k, v in attrs.items() if k != "hint_scheme"}).hint_scheme == "sorted"
+    again = search.resumed(attrs)
+    assert (again.hint_scheme, again.rungs, again.runtime) == ("slots", 2, Runtime("onnxruntime", "int8"))
+    assert again.opts.env.max_len == 64 == again.seq_len
+    older = {k: v for k, v in attrs.items() if k not in ("hint_scheme", "rungs", "latency_backend", "latency_precision")}
+    old = search.resumed(older)
+    assert (old.hint_scheme, old.rungs, old.runtime) == ("sorted", 1, TORCH_FP32)
+    with pytest.raises(UserError, match="times latency in ONNX Runtime int8; this run asks for ONNX Runtime fp32"):
+        options_mod.Search.from_options(replace(opts, precision="fp32")).resumed(attrs)
 
 
 def test_a_study_made_before_the_sampler_option_resumes_as_tpe():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -113,8 +113,7 @@ class Runs:
 
 def trial_config(t) -> DistillConfig:
     """The DistillConfig a (rung-0) trial recorded."""
-    known = {f.name for f in fields(DistillConfig)}
-    return DistillConfig(**{k: v for k, v in t.user_attrs["config"].items() if k in known})
+    return DistillConfig.from_dict(t.user_attrs["config"])
 
 
 def rung_runs(opts: FidelityOptions, study, trials: list, rungs: int, runs: Runs, log: Callable[[str], None]) -> None:

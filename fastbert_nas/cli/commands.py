@@ -18,8 +18,10 @@ from fastbert_nas.cli.options import (
     HintSteps,
     KdSteps,
     LabelColumn,
+    LatencyBackend,
     MaxLen,
     NoCache,
+    Precision,
     ReportResults,
     Results,
     StudyStorage,
@@ -176,6 +178,7 @@ def search(task: Task,
            max_latency_ms: Annotated[Optional[float], typer.Option(
                "--max-latency-ms", help="Reject students slower than this at batch 1 (median ms, --max-len tokens, "
                "--threads), timed before training them.")] = None,
+           latency_backend: LatencyBackend = None, precision: Precision = None,
            no_baselines: Annotated[bool, typer.Option(
                "--no-baselines", help="Do not queue the baseline students (DistilBERT-, TinyBERT-4-, MobileBERT-"
                "like, teacher depth at half width) first in a new study.")] = False,
@@ -213,7 +216,8 @@ def search(task: Task,
         env=env, trials=trials, study=study, space=space, budget=budget, hint_steps=hint_steps,
         kd_steps=kd_steps, examples=examples, rungs=rungs, objectives=objectives, sampler=sampler, pruning=pruning,
         pruning_warmup=pruning_warmup, pruner=pruner, collapse_margin=collapse_margin, max_flops=max_flops,
-        max_params=max_params, max_latency_ms=max_latency_ms, baselines=not no_baselines,
+        max_params=max_params, max_latency_ms=max_latency_ms, latency_backend=latency_backend, precision=precision,
+        baselines=not no_baselines,
         enqueue=tuple(enqueue or ()), seed=seed,
         workers=workers, storage=storage)
     r = search_run.run_search(opts, log=typer.echo)
@@ -258,6 +262,7 @@ def plot(study: Annotated[Optional[list[str]], typer.Option(
              "--remeasure", help="First re-time the teacher and every student on the fronts side by side in this "
              "process (random weights: latency does not depend on them), store the figures in the study, and "
              "plot those.")] = False,
+         latency_backend: LatencyBackend = None, precision: Precision = None,
          no_fasttext: Annotated[bool, typer.Option(
              "--no-fasttext", help="Leave out the fastText reference (trained once per task split and cached "
              "under RESULTS/fasttext/).")] = False,
@@ -267,7 +272,8 @@ def plot(study: Annotated[Optional[list[str]], typer.Option(
     from fastbert_nas.report import plots
 
     written = plots.plot(study, storage, results, show_pruned=all_trials, remeasure_front=remeasure,
-                         data_dir=data_dir, fasttext=not no_fasttext, log=typer.echo)
+                         data_dir=data_dir, fasttext=not no_fasttext, log=typer.echo,
+                         latency_backend=latency_backend, precision=precision)
     typer.echo(f"written to {written[0].parent}/: {', '.join(p.name for p in written)}")
 
 
@@ -312,6 +318,10 @@ def export(out: Annotated[Path, typer.Option(
                "--seed", help="Seed of the student's init, data order and dropout \\[default: the trial's].")] = None,
            onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx, checked against PyTorch on "
                                               "dev batches and timed in ONNX Runtime (extra: onnx).")] = False,
+           quantize: Annotated[Optional[str], typer.Option(
+               "--quantize", help="int8: also write model-int8.onnx (ONNX Runtime's dynamic quantization) beside "
+               "model.onnx, score it on validation and dev, and time student and teacher in PyTorch fp32, ONNX "
+               "Runtime fp32 and int8 side by side (extra: onnx).")] = None,
            checkpoint_every: Annotated[int, typer.Option(
                "--checkpoint-every", help="Optimizer steps between checkpoints in OUT/.checkpoint/.")
            ] = CHECKPOINT_EVERY,
@@ -340,7 +350,7 @@ def export(out: Annotated[Path, typer.Option(
 
     opts = plan_mod.ExportOptions(
         out=out, trial=trial, pick=pick, study=study, storage=storage, results=results, budget=budget,
-        hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, seed=seed, onnx=onnx,
+        hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, seed=seed, onnx=onnx, quantize=quantize,
         checkpoint_every=checkpoint_every, task=task, data_dir=data_dir, text_column=text_column,
         label_column=label_column, max_len=max_len, teacher=teacher, base=base, no_cache=no_cache, device=device, threads=threads)
     try:
@@ -356,4 +366,10 @@ def export(out: Annotated[Path, typer.Option(
         o = r["onnx"]
         typer.echo(f"model.onnx: max |logit difference| {o['max_abs_diff']:.2g}; onnxruntime {o['onnxruntime_ms']:.2f} "
                    f"ms, PyTorch {o['pytorch_ms']:.2f} ms (batch 1, {o['seq_len']} tokens)")
+    if "deploy" in r:
+        from fastbert_nas.export.card import deploy_rows
+
+        for name, runtime, size, ms, speedup, _, val, dev in deploy_rows(r):
+            typer.echo(f"{name} in {runtime}: {size} MB, {ms} ms, {speedup} the PyTorch fp32 teacher"
+                       + (f"; val {val}, dev {dev}" if dev else ""))
     typer.echo(f"written to {out}/")

@@ -75,3 +75,11 @@ StudyStorage = Annotated[Optional[str], typer.Option(
 
 ReportResults = Annotated[Path, typer.Option(
     "--results", help="Where the study databases are, and where the figures are written (RESULTS/<study>/).")]
+
+LatencyBackend = Annotated[Optional[str], typer.Option(
+    "--latency-backend", help="What latency is timed in: torch (PyTorch eager) or onnxruntime (the student "
+    "exported to ONNX and run by ONNX Runtime on the CPU, as deployed; needs the onnx extra). Recorded with "
+    "every figure \\[default: the study's, else torch].")]
+Precision = Annotated[Optional[str], typer.Option(
+    "--precision", help="fp32, or int8: ONNX Runtime's dynamic quantization (int8 weights, activations "
+    "quantized as it runs; with --latency-backend onnxruntime) \\[default: the study's, else fp32].")]

@@ -26,6 +26,58 @@ def preprocessing(r: dict) -> str:
     return "".join(f"; {n}" for n in notes)
 
 
+def deploy_rows(r: dict) -> list[tuple[str, ...]]:
+    """(model, runtime, size MB, ms, speed-up vs the PyTorch fp32 teacher, vs the teacher in the same runtime,
+    val, dev) for every model and runtime of export.json's "deploy" record."""
+    d = r["deploy"]
+    rows = []
+    for name, by_runtime in d["models"].items():
+        for label, x in by_runtime.items():
+            val = f"{x['val']['metric']:.4f}" if "val" in x else ""
+            dev = f"{x['dev']['metric']:.4f}" if "dev" in x else ""
+            rows.append((name, label, f"{x['size_mb']:.1f}", f"{x['ms']:.2f}",
+                         f"{x['speedup_vs_teacher_pytorch_fp32']:.1f}x", f"{x['speedup_vs_teacher_same_runtime']:.1f}x",
+                         val, dev))
+    return rows
+
+
+def deploy_section(r: dict, out: Path) -> str:
+    """The model card's runtimes section: the side-by-side table and how to load the ONNX files."""
+    d = r["deploy"]
+    flags = ", ".join(f for f, has in d["cpu_flags"].items() if has) or "none of AVX2, AVX-512, VNNI"
+    head = ("| model | runtime | size, MB | ms | speed-up vs PyTorch fp32 teacher | vs teacher, same runtime | "
+            f"val {d['metric']} | dev {d['metric']} |\n|---|---|---|---|---|---|---|---|\n")
+    table = head + "\n".join("| " + " | ".join(row) + " |" for row in deploy_rows(r))
+    change = ", ".join(f"{split} {delta * 100:+.2f} points" for split, delta in d["int8_change"].items())
+    return f"""
+## Runtimes
+
+Batch 1, {d['seq_len']} tokens (the task's length), CPU ({r.get('cpu', '?')}; {flags}), {d['threads']} threads:
+every model timed in every runtime in one process, median of {d['rounds']} rounds. int8: {d['quantization']};
+its {d['metric']} change against PyTorch fp32, measured: {change}.
+
+{table}
+
+```python
+import numpy as np, onnxruntime as ort
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{out}")
+session = ort.InferenceSession("{out}/model-int8.onnx", providers=["CPUExecutionProvider"])
+batch = tokenizer([{r['example']!r}], return_tensors="np", truncation=True, max_length={r['max_len']})
+logits = session.run(["logits"], {{k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")}})[0]
+```
+
+With Hugging Face optimum (`pip install optimum-onnx`; it needs transformers < 4.58, not tested here):
+
+```python
+from optimum.onnxruntime import ORTModelForSequenceClassification
+
+model = ORTModelForSequenceClassification.from_pretrained("{out}", file_name="model-int8.onnx")
+```
+"""
+
+
 def model_card(r: dict, out: Path) -> str:
     """README.md of the model folder: what it is, its figures beside the teacher's, how to use and remake it."""
     s, t, vs = r["costs"], r["teacher"]["costs"], r["vs_teacher"]
@@ -64,6 +116,7 @@ def model_card(r: dict, out: Path) -> str:
                 f"{o['seq_len']} tokens, CPU, threads {o['threads']}: ONNX Runtime {o['onnxruntime']} "
                 f"{o['onnxruntime_ms']:.2f} ms, PyTorch {o['pytorch_ms']:.2f} ms "
                 f"({o['speedup_vs_pytorch']:.2f}x).\n")
+    deploy = deploy_section(r, out) if r.get("deploy") else ""
     resumed = f", resumed after step {r['resumed_from']}" if r.get("resumed_from") is not None else ""
     cfg = r["config"]
     return f"""---
@@ -87,7 +140,7 @@ the study `{r['study']}`, distilled again on the `{r['budget']}` budget.
 
 The {metric} is on the task's official dev set. Latency is the median of `torch.utils.benchmark`, student and
 teacher timed one after the other in one process (device {lat_s['device']}, threads {lat_s['threads']}).
-{onnx}
+{onnx}{deploy}
 ## Use
 
 ```python

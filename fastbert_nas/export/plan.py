@@ -52,6 +52,7 @@ class ExportOptions:
     examples: int | None = None
     seed: int | None = None          # of init order, data order and dropout; default: the trial's
     onnx: bool = False
+    quantize: str | None = None      # "int8": also model-int8.onnx, scored and timed (export/quantized.py)
     checkpoint_every: int = CHECKPOINT_EVERY
     task: str | None = None          # default: the study's
     data_dir: str | None = None
@@ -72,7 +73,9 @@ class ExportOptions:
             parse_pick(self.pick)
         at_least(1, checkpoint_every=self.checkpoint_every, kd_steps=self.kd_steps, examples=self.examples)
         at_least(0, hint_steps=self.hint_steps, seed=self.seed)
-        if self.onnx:
+        if self.quantize is not None and self.quantize != "int8":
+            raise UserError(f"--quantize {self.quantize!r}: only int8 (ONNX Runtime's dynamic quantization)")
+        if self.onnx or self.quantize:
             from fastbert_nas.export.onnx import check_installed
 
             check_installed()
@@ -209,9 +212,8 @@ def export_plan(study: optuna.Study, trial: FrozenTrial, opts: ExportOptions) ->
         raise UserError(f"study {study.study_name!r} is for task {task!r}, neither built in nor a folder here: "
                         "give its folder with --task PATH") from exc
     budget = budget_config(opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps, examples=opts.examples)
-    known = {f.name for f in fields(DistillConfig)}
-    trial_cfg = DistillConfig(**{k: v for k, v in trial.user_attrs["config"].items() if k in known})
-    cfg = replace(trial_cfg, **{k: getattr(budget, k) for k in BUDGETS[opts.budget]})
+    cfg = replace(DistillConfig.from_dict(trial.user_attrs["config"]),
+                  **{k: getattr(budget, k) for k in BUDGETS[opts.budget]})
     if opts.seed is not None:
         cfg = replace(cfg, seed=opts.seed)
     metric = trial.values[0] if trial.state == TrialState.COMPLETE and trial.values else None

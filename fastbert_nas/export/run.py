@@ -4,6 +4,7 @@ Face model folder with its labels, a model card and export.json (and, with --onn
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,12 +80,17 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         "transformers": transformers.__version__, "command": command_line(opts),
     })
     save_model(student, ctx.teacher.tokenizer, labels, out)
-    if opts.onnx:
+    if opts.onnx or opts.quantize:
         from fastbert_nas.export.onnx import export_onnx
 
         saved = transformers.AutoModelForSequenceClassification.from_pretrained(out)  # the file on CPU
         dev = encode_for(ctx.spec, ctx.data.dev, ctx.teacher.tokenizer)
         report["onnx"] = export_onnx(saved, out, dev, ctx.threads)
+    if opts.quantize:
+        from fastbert_nas.export.quantized import export_int8
+
+        teacher = ctx.teacher.model if ctx.device.type == "cpu" else copy.deepcopy(ctx.teacher.model).cpu()
+        report["deploy"] = export_int8(saved, teacher, out, ctx.spec, {"val": ctx.val, "dev": dev}, ctx.threads, log)
     (out / CARD_FILE).write_text(model_card(report, out))
     write_atomically(out / REPORT_FILE, lambda p: p.write_text(json.dumps(report, indent=2)))
     checkpoint.remove()

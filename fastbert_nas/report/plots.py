@@ -225,9 +225,13 @@ def write_figures(figs: dict[str, go.Figure], folder: Path) -> tuple[list[Path],
 
 def plot(studies: list[str] | None, storage: str | None, results: Path, show_pruned: bool = False,
          remeasure_front: bool = False, data_dir: str | None = None, fasttext: bool = True,
-         log: Callable[[str], None] = print) -> list[Path]:
-    """Gather each study (re-timing its front first with `remeasure_front`), add the fastText
-    reference, draw, write; returns the files written."""
+         log: Callable[[str], None] = print, latency_backend: str | None = None,
+         precision: str | None = None) -> list[Path]:
+    """Gather each study (re-timing its front first with `remeasure_front`, in `latency_backend` and
+    `precision` when given, else the study's runtime), add the fastText reference, draw, write; returns the
+    files written."""
+    if (latency_backend or precision) and not remeasure_front:
+        raise UserError("--latency-backend and --precision choose what --remeasure times in: add --remeasure")
     names = list(dict.fromkeys(studies or [None]))
     datas, found = [], []
     for name in names:
@@ -236,7 +240,7 @@ def plot(studies: list[str] | None, storage: str | None, results: Path, show_pru
         if remeasure_front:
             from fastbert_nas.report.remeasure import remeasure  # torch: only when re-timing
 
-            remeasure(study, data, results, log)
+            remeasure(study, data, results, log, latency_backend, precision)
             data = gather(study, results)  # with the new figures
         if fasttext:
             data.fasttext = fasttext_or_note(data, results, data_dir)

@@ -3,8 +3,9 @@
 Each trial timed its student while other work shared the machine, so per-trial latencies are noisy.
 Latency does not depend on the weights: every student on the metric-vs-FLOPs
 or metric-vs-latency front (and every completed baseline) is rebuilt from its recorded architecture
-with random weights, the teacher from its config, and each is timed with cost.measure_latency at the
-thread count the trials were timed with. The figures go back into the study, as its user attr
+with random weights, the teacher from its config, and each is timed with runtime.latency at the
+thread count the trials were timed with, in the runtime the study times latency in or another one asked for
+(PyTorch or ONNX Runtime, fp32 or int8). The figures go back into the study, as its user attr
 rows.REMEASURED (Optuna 5 refuses to change a finished trial's user attrs), where report/rows.py
 reads them.
 """
@@ -20,8 +21,9 @@ import optuna
 import torch
 from transformers import AutoConfig, BertForSequenceClassification
 
-from fastbert_nas.config import CACHED_TEACHER_ID, StudentArch, UserError
-from fastbert_nas.core.cost import REF_SEQ_LEN, measure_latency
+from fastbert_nas.config import CACHED_TEACHER_ID, Runtime, StudentArch, UserError
+from fastbert_nas.core.cost import REF_SEQ_LEN
+from fastbert_nas.core.runtime import latency
 from fastbert_nas.core.student import student_config
 from fastbert_nas.report.rows import PLOTTED_COSTS, REMEASURED, StudyData, pareto_front
 from fastbert_nas.search.trials import COST_ATTRS
@@ -71,29 +73,35 @@ def timing_setup(trials: list) -> tuple[torch.device, int]:
     return torch.device(device), threads.most_common(1)[0][0] if threads else torch.get_num_threads()
 
 
-def remeasure(study: optuna.Study, data: StudyData, results: Path, log: Callable[[str], None] = print) -> int:
-    """Time the teacher and the front's students now, one after the other, and keep the figures in the
-    study's user attr report.REMEASURED (replacing an earlier re-measurement). Returns how many students."""
+def remeasure(study: optuna.Study, data: StudyData, results: Path, log: Callable[[str], None] = print,
+              backend: str | None = None, precision: str | None = None) -> int:
+    """Time the teacher and the front's students now, one after the other, in `backend` and `precision`
+    (None: the study's), and keep the figures in the study's user attr report.REMEASURED (replacing an earlier
+    re-measurement). Returns how many students."""
+    recorded = Runtime.of(study.user_attrs)
+    runtime = Runtime(backend or recorded.backend, precision or recorded.precision).check()
     rows = to_remeasure(data)
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     device, threads = timing_setup([by_number[r["trial"]] for r in rows])
     config = teacher_config(study, results)
     seq_len = study.user_attrs.get("seq_len", REF_SEQ_LEN)  # the length the trials were timed at
-    log(f"re-measuring the teacher and {len(rows)} students on {device}, {threads} threads, {seq_len} tokens ...")
+    log(f"re-measuring the teacher and {len(rows)} students in {runtime.label} on {device}, {threads} threads, "
+        f"{seq_len} tokens ...")
+    timings = []
 
     def timed(cfg) -> float:
-        model = BertForSequenceClassification(cfg).to(device)
-        return measure_latency(model, 1, seq_len, threads=threads)["median_ms"]
+        timings.append(latency(BertForSequenceClassification(cfg).to(device), runtime, 1, seq_len, threads=threads))
+        return timings[-1]["median_ms"]
 
     teacher_ms = timed(config)
     log(f"teacher: {teacher_ms:.2f} ms (was {data.teacher['latency_ms_trial'] or float('nan'):.2f})")
     trials = {}
     for r in rows:
-        a = by_number[r["trial"]].user_attrs["arch"]
-        arch = StudentArch(a["layers"], a["hidden"], a["heads"], a["ffn"], tuple(map(tuple, a["hints"])))
+        arch = StudentArch.from_dict(by_number[r["trial"]].user_attrs["arch"])
         trials[str(r["trial"])] = ms = timed(student_config(arch, config))
         log(f"trial {r['trial']} {r['name']}: {ms:.2f} ms (was {r['latency_ms_trial'] or float('nan'):.2f})")
     study.set_user_attr(REMEASURED, {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                     "device": str(device), "threads": threads, "batch": 1, "seq_len": seq_len,
-                                     "teacher_ms": teacher_ms, "trials": trials})
+                                     "device": timings[0]["device"], "threads": threads, "batch": 1,
+                                     "seq_len": seq_len, **runtime.to_dict(), "teacher_ms": teacher_ms,
+                                     "trials": trials})
     return len(rows)

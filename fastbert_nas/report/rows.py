@@ -4,7 +4,8 @@ front as a table. No plotting here (plots.py draws these rows) and no torch.
 
 Units, as the trials record them (search/objective.py): FLOPs count 2 per multiply-add, batch 1, at the task's
 length (the study's user attr seq_len; 128 tokens in studies made before it was the task's); latency is the
-batch-1 median in ms at that length, with the device and thread count recorded.
+batch-1 median in ms at that length, with the device, thread count and runtime (PyTorch or ONNX Runtime,
+fp32 or int8) recorded; the study's attrs latency_backend and latency_precision name the search's runtime.
 `plot --remeasure` (remeasure.py) re-times the teacher and the front side by side and keeps the
 figures in the study's user attr REMEASURED (Optuna 5 refuses to change a finished trial's attrs);
 those figures are used wherever they exist.
@@ -28,15 +29,16 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from fastbert_nas.config import ENV_ATTR, REF_SEQ_LEN, RunEnv, UserError, retention
+from fastbert_nas.config import ENV_ATTR, REF_SEQ_LEN, RunEnv, Runtime, UserError, retention
 from fastbert_nas.search.pruning import front_hypervolume
 from fastbert_nas.search.storage import make_storage, sqlite_path
-from fastbert_nas.search.trials import front_rows, rung_of, state_counts, student_of, top_rung_trials, trial_metric
+from fastbert_nas.search.trials import front_rows, hold_top_rung, rung_of, state_counts, top_rung_trials, trial_metric
 
 HV_FALLBACK_METRIC = 0.0      # hypervolume reference metric of a study without majority_val: no accuracy, MCC of chance
 MIN_IMPORTANCE_TRIALS = 4     # completed trials below which parameter importances are not computed
 IMPORTANCE_SEED = 0           # fANOVA's random forest: the same study gives the same importances
-REMEASURED = "latency_remeasured"  # study user attr: {"at", "device", "threads", "teacher_ms", "trials": {n: ms}}
+REMEASURED = "latency_remeasured"  # study user attr: {"at", "device", "threads", "backend", "precision",
+                                   # "teacher_ms", "trials": {n: ms}}
 PLOTTED_COSTS = ("flops", "latency")  # the costs the metric is plotted against; a row's key is COST_ATTRS[cost]
 
 
@@ -100,26 +102,33 @@ class StudyData:
 
 
 def trial_row(t: FrozenTrial, remeasured: dict) -> dict:
-    """One trial's figures; `latency_ms` is the re-measured one (`remeasured`: {str(number): ms}) when there is one."""
-    a, again = t.user_attrs, remeasured.get(str(t.number))
+    """One trial's figures. `remeasured` is the study's REMEASURED attr: a trial's `latency_ms` is its
+    re-measured figure when it has one; a trial timed in another runtime than the re-measurement has none
+    (figures of two runtimes are never compared)."""
+    a, again = t.user_attrs, remeasured.get("trials", {}).get(str(t.number))
+    own = a.get("latency_ms") if not remeasured or Runtime.of(remeasured, "") == Runtime.of(a) else None
+    timed_in = Runtime.of(remeasured, "") if again is not None else Runtime.of(a)
     return {"trial": t.number, "state": t.state.name, "name": a.get("name"), "hints": a.get("hints"),
             "metric": trial_metric(t), "flops": a.get("flops"), "params": a.get("params"),
-            "latency_ms": again if again is not None else a.get("latency_ms"), "latency_ms_trial": a.get("latency_ms"),
+            "latency_ms": again if again is not None else own, "latency_ms_trial": a.get("latency_ms"),
+            "latency_runtime": timed_in.label if again is not None or own is not None else None,
             "remeasured": again is not None, "baseline": a.get("baseline", ""), "rung": rung_of(t),
             "kd_steps": a.get("kd_steps")}
 
 
 def teacher_row(attrs: dict, task: str, results: Path) -> dict:
     """The teacher as a row: its validation metric (recorded at study creation, else its manifest's)."""
-    val, again = attrs.get("teacher_val"), attrs.get(REMEASURED, {}).get("teacher_ms")
+    remeasured = attrs.get(REMEASURED, {})
+    val, again = attrs.get("teacher_val"), remeasured.get("teacher_ms")
     manifest = Path(results) / "teachers" / task / "manifest.json"
     if val is None and manifest.exists():
         m = json.loads(manifest.read_text())
         val = m.get("val") if m.get("fingerprint") == attrs.get("teacher_fingerprint") else None
+    own = (attrs.get("teacher_latency_ms")
+           if not remeasured or Runtime.of(remeasured, "") == Runtime.of(attrs, "teacher_latency_") else None)
     return {"trial": None, "state": "teacher", "name": "teacher", "hints": None,
             "metric": val["metric"] if val else None, "flops": attrs.get("teacher_flops"),
-            "params": attrs.get("teacher_params"),
-            "latency_ms": again if again is not None else attrs.get("teacher_latency_ms"),
+            "params": attrs.get("teacher_params"), "latency_ms": again if again is not None else own,
             "latency_ms_trial": attrs.get("teacher_latency_ms"), "remeasured": again is not None,
             "baseline": "", "rung": None, "kd_steps": None, "detail": attrs.get("teacher_id")}
 
@@ -154,15 +163,15 @@ def hypervolume_history(trials: list[FrozenTrial], reference: tuple[float, float
     finished (trials.top_rung_trials): a promotion's result replaces its lower rung's."""
     finished = sorted((t for t in trials if t.state.is_finished()),
                       key=lambda t: (t.datetime_complete or datetime.max, t.number))
-    history, steps, done = [], 0, []
-    points: dict[int, tuple[float, float]] = {}  # student -> (metric, FLOPs) at its highest finished rung
+    history, steps = [], 0
+    top: dict[int, FrozenTrial] = {}  # student -> its trial at the highest rung finished so far
     for i, t in enumerate(finished, 1):
-        done.append(t)
-        points = {student_of(s): (s.values[0], s.user_attrs["flops"]) for s in top_rung_trials(done)
-                  if s.state == TrialState.COMPLETE and s.values and s.user_attrs.get("flops") is not None}
+        hold_top_rung(top, t)
+        points = [(s.values[0], s.user_attrs["flops"]) for s in top.values()
+                  if s.state == TrialState.COMPLETE and s.values and s.user_attrs.get("flops") is not None]
         steps += t.user_attrs.get("train_steps", 0)
         history.append({"finished": i, "trial": t.number, "state": t.state.name, "steps": steps,
-                        "hypervolume": front_hypervolume(list(points.values()), reference[1], reference[0])})
+                        "hypervolume": front_hypervolume(points, reference[1], reference[0])})
     return history
 
 
@@ -176,7 +185,7 @@ def gather(study: optuna.Study, results: Path = Path("results")) -> StudyData:
     attrs = study.user_attrs
     task = attrs.get("task", "?")
     remeasured = attrs.get(REMEASURED, {})
-    rows = [trial_row(t, remeasured.get("trials", {})) for t in top_rung_trials(trials)
+    rows = [trial_row(t, remeasured) for t in top_rung_trials(trials)
             if trial_metric(t) is not None]
     teacher = teacher_row(attrs, task, results)
     notes = []
@@ -195,10 +204,11 @@ def gather(study: optuna.Study, results: Path = Path("results")) -> StudyData:
     where = f"{'/'.join(sorted(map(str, devices))) or '?'}, {'/'.join(sorted(map(str, threads))) or '?'} threads"
     n_re = sum(r["remeasured"] for r in done)
     seq_len = attrs.get("seq_len", REF_SEQ_LEN)
-    latency_note = f"batch 1, {seq_len} tokens, {where}; timed during the search"
+    latency_note = f"batch 1, {seq_len} tokens, {Runtime.of(attrs).label}, {where}; timed during the search"
     if n_re:
-        latency_note = (f"batch 1, {seq_len} tokens; {n_re} students re-measured side by side with the teacher on "
-                        f"{remeasured.get('device')}, {remeasured.get('threads')} threads ({remeasured.get('at')})")
+        latency_note = (f"batch 1, {seq_len} tokens; {n_re} students re-measured side by side with the teacher in "
+                        f"{Runtime.of(remeasured, '').label} on {remeasured.get('device')}, "
+                        f"{remeasured.get('threads')} threads ({remeasured.get('at')})")
     examples = next((t.user_attrs["config"].get("examples") for t in trials
                      if isinstance(t.user_attrs.get("config"), dict)), None)
     return StudyData(study.study_name, task, attrs.get("metric", "metric"),
@@ -228,8 +238,8 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str | None
 # The front as a table (show)
 
 FORMATS = ("table", "csv", "json")
-FRONT_COLUMNS = ("trial", "student", "hints", "rung", "kd_steps", "metric", "retention", "params_m", "gflops", "latency_ms",
-                 "speedup", "note")
+FRONT_COLUMNS = ("trial", "student", "hints", "rung", "kd_steps", "metric", "retention", "params_m", "gflops",
+                 "latency_ms", "runtime", "speedup", "note")
 FRONT_HEADERS = {"trial": "trial", "student": "student", "hints": "hints", "rung": "rung", "kd_steps": "KD steps",
                  "metric": "{metric}",
                  "retention": "retention", "params_m": "params M", "gflops": "GFLOPs", "latency_ms": "ms",
@@ -251,7 +261,7 @@ def front_table(study: optuna.Study, data: StudyData) -> list[dict]:
                     "retention": retention(f["metric"], t["metric"]),
                     "params_m": f["params"] / 1e6 if f["params"] is not None else None,
                     "gflops": f["flops"] / 1e9 if f["flops"] is not None else None,
-                    "latency_ms": latency,
+                    "latency_ms": latency, "runtime": r.get("latency_runtime"),
                     "speedup": teacher_latency / latency if teacher_latency and latency else None,
                     "note": "; ".join(x for x in (f["baseline"], "re-measured" if r.get("remeasured") else "") if x)})
     return out
@@ -286,7 +296,7 @@ def format_front(rows: list[dict], fmt: str, metric: str, title: str):
     from rich.table import Table
 
     table = Table(title=title)
-    columns = [k for k in FRONT_COLUMNS if k != "kd_steps"]  # the title gives each rung's KD steps
+    columns = [k for k in FRONT_COLUMNS if k not in ("kd_steps", "runtime")]  # the title gives both
     for key in columns:
         table.add_column(FRONT_HEADERS[key].format(metric=metric),
                          justify="left" if key in ("student", "hints", "note") else "right")

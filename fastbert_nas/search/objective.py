@@ -31,8 +31,10 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from fastbert_nas.config import Runtime
 from fastbert_nas.core import pipeline
-from fastbert_nas.core.cost import count_flops, count_params, measure_latency
+from fastbert_nas.core.cost import count_flops, count_params
+from fastbert_nas.core.runtime import latency
 from fastbert_nas.core.tasks import majority_score
 from fastbert_nas.core.training import evaluate
 from fastbert_nas.search.options import Search
@@ -43,20 +45,22 @@ from fastbert_nas.search.trials import COST_ATTRS, DUPLICATE, is_duplicate, rung
 
 TOP_RUNG_CACHE = "rung-augmented"  # teacher-cache name of the top rung's augmented examples (the exports' is
                                    # "augmented": each keeps its own)
+LATENCY_RECORD = ("latency_device", "latency_threads", "latency_backend", "latency_precision")  # with latency_ms
 TRIAL_LATENCY_RUN_S = 0.5  # seconds of timed batch-1 runs per trial (re-measure the front side by side)
 
 
-def teacher_reference(ctx: pipeline.Context, eval_examples: int) -> dict:
+def teacher_reference(ctx: pipeline.Context, eval_examples: int, runtime: Runtime) -> dict:
     """The teacher's validation metrics on the rows a trial scores (the first `eval_examples`), and its
-    batch-1 latency (timed like a trial's): its point on the plots, compared like with like; and the
-    majority-class level on those rows."""
+    batch-1 latency in `runtime` (timed like a trial's): its point on the plots, compared like with like; and
+    the majority-class level on those rows."""
     val = evaluate(ctx.teacher.model, ctx.spec, ctx.val, ctx.device, eval_examples)
-    latency = measure_latency(ctx.teacher.model, 1, ctx.spec.max_len, threads=ctx.threads,
-                              min_run_time=TRIAL_LATENCY_RUN_S)
+    timed = latency(ctx.teacher.model, runtime, 1, ctx.spec.max_len, threads=ctx.threads,
+                    min_run_time=TRIAL_LATENCY_RUN_S)
     return {"teacher_val": val, "teacher_val_rows": min(eval_examples, len(ctx.val)),
             "majority_val": majority_metric(ctx, eval_examples),
-            "teacher_latency_ms": latency["median_ms"], "teacher_latency_device": latency["device"],
-            "teacher_latency_threads": latency["threads"]}
+            "teacher_latency_ms": timed["median_ms"], "teacher_latency_device": timed["device"],
+            "teacher_latency_threads": timed["threads"], "teacher_latency_backend": timed["backend"],
+            "teacher_latency_precision": timed["precision"]}
 
 
 def majority_metric(ctx: pipeline.Context, eval_examples: int) -> float:
@@ -76,14 +80,15 @@ def skill_levels(ctx: pipeline.Context, eval_examples: int, attrs: dict) -> tupl
     return majority_metric(ctx, eval_examples), teacher
 
 
-def student_costs(student, threads: int, seq_len: int) -> dict:
-    """Params, FLOPs and batch-1 latency at `seq_len` tokens of an (untrained) student: its shape decides them;
-    and its FLOPs at cost.REF_SEQ_LEN (count_flops's default)."""
+def student_costs(student, threads: int, seq_len: int, runtime: Runtime) -> dict:
+    """Params, FLOPs and batch-1 latency in `runtime` at `seq_len` tokens of an (untrained) student: its shape
+    decides them; and its FLOPs at cost.REF_SEQ_LEN (count_flops's default)."""
     params = count_params(student)
-    latency = measure_latency(student, 1, seq_len, threads=threads, min_run_time=TRIAL_LATENCY_RUN_S)
+    timed = latency(student, runtime, 1, seq_len, threads=threads, min_run_time=TRIAL_LATENCY_RUN_S)
     return {"params": params["total"], "params_parts": params, "flops": count_flops(student, seq_len),
-            "flops_ref_len": count_flops(student), "latency": latency["median_ms"], "latency_device": latency["device"],
-            "latency_threads": latency["threads"]}
+            "flops_ref_len": count_flops(student), "latency": timed["median_ms"], "latency_device": timed["device"],
+            "latency_threads": timed["threads"], "latency_backend": timed["backend"],
+            "latency_precision": timed["precision"]}
 
 
 def finished_costs(trials: list[FrozenTrial]) -> list[tuple[dict, dict]]:
@@ -165,11 +170,10 @@ class Objective:
                    teacher_fingerprint=ctx.teacher.fingerprint, device=str(ctx.device), curve={}, train_steps=0,
                    worker=worker_id())
             student = pipeline.init_student(ctx, arch, cfg)                                       # build
-            costs = student_costs(student, ctx.threads, ctx.spec.max_len)                        # cost
+            costs = student_costs(student, ctx.threads, ctx.spec.max_len, s.runtime)             # cost
             record(trial, params=costs["params"], params_parts=costs["params_parts"], flops=costs["flops"],
                    flops_ref_len=costs["flops_ref_len"], seq_len=ctx.spec.max_len, latency_ms=costs["latency"],
-                   latency_device=costs["latency_device"],
-                   latency_threads=costs["latency_threads"])
+                   **{k: costs[k] for k in LATENCY_RECORD})
             self.reject_if_over(trial, costs)
             checkpoints = Checkpoints(trial, "none" if rung else s.pruning_mode, costs, s.objectives[1:],
                                       s.opts.pruning_warmup,

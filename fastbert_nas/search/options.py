@@ -8,7 +8,17 @@ import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from fastbert_nas.config import DEFAULT_TRIAL_BUDGET, ENV_ATTR, DistillConfig, RunEnv, StudentArch, UserError, at_least
+from fastbert_nas.config import (
+    DEFAULT_TRIAL_BUDGET,
+    ENV_ATTR,
+    TORCH_FP32,
+    DistillConfig,
+    RunEnv,
+    Runtime,
+    StudentArch,
+    UserError,
+    at_least,
+)
 from fastbert_nas.core import pipeline
 from fastbert_nas.core.cost import analytic_flops
 from fastbert_nas.core.tasks import resolve_task
@@ -56,6 +66,8 @@ class SearchOptions:
     max_flops: float | None = None
     max_params: float | None = None
     max_latency_ms: float | None = None
+    latency_backend: str | None = None  # what latency is timed in (core/runtime.py); None: the study's, else torch
+    precision: str | None = None        # fp32 or int8 (ONNX Runtime); None: the study's, else fp32
     baselines: bool = True
     enqueue: tuple[str, ...] = ()      # students to try first in a new study: ARCH or ARCH@HINTS
     seed: int = 0
@@ -122,6 +134,7 @@ class Search:
     students: tuple[StudentArch, ...] = ()   # --enqueue, parsed (checked against the space once the teacher is known)
     rungs: int = 1                 # rungs a student may climb (search/rungs.py); 1: every trial at cfg's budget
     hint_scheme: str = DEFAULT_SCHEME  # how trials' params encode the hints (hints.py); a resumed study's own
+    runtime: Runtime = TORCH_FP32  # what trials' latency is timed in; a resumed study's own
 
     @classmethod
     def from_options(cls, opts: SearchOptions) -> "Search":
@@ -156,8 +169,9 @@ class Search:
                             "between processes; give a file (sqlite:///path.db) or a server")
         students = tuple(parse_student(text) for text in opts.enqueue)
         rungs = space_rungs(space, opts.budget, opts.rungs)
+        runtime = Runtime(opts.latency_backend or TORCH_FP32.backend, opts.precision or TORCH_FP32.precision).check()
         return cls(opts, space, cfg, objectives, limits, spec.metric, spec.name, name, url, spec.max_len, students,
-                   rungs)
+                   rungs, runtime=runtime)
 
     @property
     def directions(self) -> list[str]:
@@ -183,7 +197,8 @@ class Search:
         """What a study is created with and must be reopened with."""
         return {"task": self.task, "space": self.space.name, "space_path": self.space.path,
                 "space_fingerprint": space_fingerprint(self.space), "objectives": ",".join(self.objectives),
-                "sampler": self.opts.sampler, "rungs": self.rungs, HINT_SCHEME_ATTR: self.hint_scheme}
+                "sampler": self.opts.sampler, "rungs": self.rungs, HINT_SCHEME_ATTR: self.hint_scheme,
+                "latency_backend": self.runtime.backend, "latency_precision": self.runtime.precision}
 
     def prepare(self) -> pipeline.Context:
         return pipeline.prepare(self.opts.env, self.cfg.examples, augment=self.cfg.augment)
@@ -196,10 +211,11 @@ class Search:
         search = self
         if self.opts.rungs is None:  # the study's own; one made before rungs existed had one
             search = replace(search, rungs=attrs.get("rungs", 1))
-        search = replace(search, hint_scheme=attrs.get(HINT_SCHEME_ATTR, UNRECORDED_SCHEME))
+        search = replace(search, hint_scheme=attrs.get(HINT_SCHEME_ATTR, UNRECORDED_SCHEME),
+                         runtime=recorded_runtime(search, attrs))
         if ENV_ATTR in attrs:  # else a study made before the environment was recorded
             env = self.opts.env.adopt(RunEnv.from_dict(attrs[ENV_ATTR]), f"study {self.study_name!r}")
-            search = replace(self, opts=replace(self.opts, env=env), seq_len=env.max_len or self.seq_len)
+            search = replace(search, opts=replace(search.opts, env=env), seq_len=env.max_len or search.seq_len)
         if attrs.get("seq_len", search.seq_len) != search.seq_len:  # an older version's costs, at 128 tokens
             raise UserError(f"study {self.study_name!r} measured its costs at {attrs['seq_len']} tokens, and this run "
                             f"measures them at the task's {search.seq_len}: start another study with --study NEW_NAME")
@@ -222,6 +238,19 @@ def check_compatible(search: Search, attrs: dict) -> None:
                 had, now = f"{option} {attrs.get(key)}", f"{option} {want[key]}"
             raise UserError(f"{where} was created with {had}; this run asks for {now}: "
                             "run with the same settings to resume it, or start another with --study NEW_NAME")
+
+
+def recorded_runtime(search: Search, attrs: dict) -> Runtime:
+    """The runtime the study times latency in (PyTorch fp32 for one made before runtimes were recorded);
+    UserError when --latency-backend or --precision asks for another."""
+    recorded = Runtime.of(attrs)
+    opts = search.opts
+    asked = Runtime(opts.latency_backend or recorded.backend, opts.precision or recorded.precision)
+    if asked != recorded:
+        raise UserError(f"study {search.study_name!r} in {search.storage_url} times latency in {recorded.label}; "
+                        f"this run asks for {asked.label}: leave --latency-backend and --precision out to resume "
+                        "it, or start another with --study NEW_NAME")
+    return recorded.check() if recorded != TORCH_FP32 else recorded
 
 
 def check_space_fits(space: SearchSpace, limits: Limits, seq_len: int) -> None:

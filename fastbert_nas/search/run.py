@@ -22,7 +22,7 @@ import numpy as np
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from fastbert_nas.config import ENV_ATTR, UserError
 from fastbert_nas.core import pipeline
@@ -85,7 +85,7 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
                  "teacher_params": count_params(ctx.teacher.model)["total"],
                  "teacher_flops": count_flops(ctx.teacher.model, ctx.spec.max_len),
                  "teacher_flops_ref_len": count_flops(ctx.teacher.model), "ref_seq_len": REF_SEQ_LEN,
-                 **teacher_reference(ctx, search.cfg.eval_examples),
+                 **teacher_reference(ctx, search.cfg.eval_examples, search.runtime),
                  "data_fingerprint": ctx.data.fingerprint(), "seq_len": ctx.spec.max_len,
                  "flops_unit": "FLOPs, 2 per multiply-add", LAST_ATTR: search.opts.seed}
         try:
@@ -103,11 +103,11 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
     return study, created
 
 
-def trials_left(study: optuna.Study, trials: int) -> int:
-    """--trials minus the rung-0 trials used and those running now (in other workers)."""
-    all_trials = study.get_trials(deepcopy=False)
-    running = sum(1 for t in all_trials if t.state == TrialState.RUNNING and rung_of(t) == 0)
-    return trials - trials_used(all_trials) - running
+def trials_left(trials: list[FrozenTrial], budget: int) -> int:
+    """--trials (`budget`) minus the rung-0 trials of the study's `trials` used and those running now (in
+    other workers)."""
+    running = sum(1 for t in trials if t.state == TrialState.RUNNING and rung_of(t) == 0)
+    return budget - trials_used(trials) - running
 
 
 def promotion_cost(search: Search) -> str:
@@ -124,22 +124,22 @@ def optimize(study: optuna.Study, search: Search, ctx: pipeline.Context, log: Ca
     while a worker of the study lives."""
     objective = Objective(search, ctx, show_progress)
     callbacks = [ProgressLine(search.metric, log)]
+    attrs = study.user_attrs  # fixed once the study is made
     waiting = False
     while True:
-        due = due_promotion(study.get_trials(deepcopy=False), search.rungs, promotion_cost(search), study.user_attrs)
+        trials = study.get_trials(deepcopy=False)
+        due = due_promotion(trials, search.rungs, promotion_cost(search), attrs)
         if due is not None:
             enqueue_promotion(study, *due)
-        if (due is not None or promotions_waiting(study.get_trials(deepcopy=False))
-                or trials_left(study, search.opts.trials) > 0):
+        if due is not None or promotions_waiting(trials) or trials_left(trials, search.opts.trials) > 0:
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True, callbacks=callbacks)
             continue
-        for line in fail_stale_trials(study):
+        stale = fail_stale_trials(study)
+        for line in stale:
             log(line)
-        trials = study.get_trials(deepcopy=False)
-        running = sum(1 for t in trials if t.state == TrialState.RUNNING)
-        if (trials_left(study, search.opts.trials) > 0 or promotions_waiting(trials)
-                or due_promotion(trials, search.rungs, promotion_cost(search), study.user_attrs)):
+        if stale:  # their retries are queued: run them
             continue
+        running = sum(1 for t in trials if t.state == TrialState.RUNNING)
         if not running:
             return
         if not waiting:
@@ -207,7 +207,7 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
             f"({study.user_attrs['teacher_fingerprint']} -> {ctx.teacher.fingerprint}); trials record which")
     log(f"study {search.study_name} ({'new' if created else 'resumed'}) in {search.storage_url}: "
         f"objectives {','.join(search.objectives)}, space {search.space.name}, budget {opts.budget}, "
-        f"sampler {opts.sampler}, pruning {search.pruning_mode}, rungs "
+        f"sampler {opts.sampler}, pruning {search.pruning_mode}, latency in {search.runtime.label}, rungs "
         + " -> ".join(str(search.rung_config(r).kd_steps) for r in range(search.rungs)) + " KD steps")
     room = opts.trials
     if created and opts.baselines:
@@ -219,7 +219,7 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
     for line in fail_stale_trials(study):
         log(line)
     started = datetime.now()
-    left = trials_left(study, opts.trials)
+    left = trials_left(study.get_trials(deepcopy=False), opts.trials)
     workers = max(1, min(opts.workers, left))
     if left > 0:
         log(f"{opts.trials - left} of {opts.trials} trials used or running; running {left} more"

@@ -49,12 +49,17 @@ def top_rung_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     judged by that rung."""
     top: dict[int, FrozenTrial] = {}
     for t in trials:
-        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get("prune_reason") == DUPLICATE:
-            continue
-        held = top.get(student_of(t))
-        if held is None or rung_of(t) > rung_of(held):
-            top[student_of(t)] = t
+        hold_top_rung(top, t)
     return sorted(top.values(), key=lambda t: t.number)
+
+
+def hold_top_rung(top: dict[int, FrozenTrial], t: FrozenTrial) -> None:
+    """Update `top` (student -> its trial at the highest finished rung so far) with trial `t`."""
+    if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get("prune_reason") == DUPLICATE:
+        return
+    held = top.get(student_of(t))
+    if held is None or rung_of(t) > rung_of(held):
+        top[student_of(t)] = t
 
 
 def trials_used(trials: list[FrozenTrial]) -> int:
