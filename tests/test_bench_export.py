@@ -271,3 +271,53 @@ def test_help_names_every_option():
     for option in ("--study", "--tasks", "--shares", "--budget", "--kd-steps", "--seeds", "--other-seeds", "--rounds",
                    "--data-dir", "--results", "--threads", "--device"):
         assert option in r.output, option
+
+
+# ---------------------------------------------------------------------------
+# bench deploy: the same exports and their teachers in every runtime
+
+def test_bench_deploy_scores_and_times_every_export_and_teacher_in_every_runtime(bench, data_dir, tmp_path,
+                                                                                 monkeypatch):
+    """Each seed-0 export and its task's teacher in PyTorch fp32, ONNX Runtime fp32 and int8: sizes, val and
+    dev metrics (PyTorch fp32 = the export's own dev figure), ROUNDS timings, speed-ups; a missing task's
+    exports listed, not made; the search overhead per runtime; goals judged (not measured here: no 25%/10%
+    SST-2 rows); the CPU's flags."""
+    import fastbert_nas.bench.deploy as bd
+
+    results = tmp_path / "results"
+    shutil.copytree(bench["results"], results)
+    quick_timings(monkeypatch)
+    shares = ",".join(map(str, bench["shares"]))
+    r = invoke("bench", "deploy", "--tasks", "sst2,cola,amazon", "--shares", shares, "--study", SMOKE_STUDY,
+               "--rounds", 1, "--data-dir", data_dir, "--results", results, "--threads", 1)
+    assert r.exit_code == 0, r.output
+    report = json.loads((results / "benchmarks" / "deploy.json").read_text())
+    labels = [rt.label for rt in bd.DEPLOY_RUNTIMES]
+    students = [row for row in report["rows"] if row["share"] is not None]
+    teachers = [row for row in report["rows"] if row["share"] is None]
+    assert {(s["task"], s["share"]) for s in students} == {(t, s) for t in ("sst2", "cola") for s in bench["shares"]}
+    assert [t["model"] for t in teachers] == ["teacher sst2", "teacher cola"]
+    assert report["missing"] == [str(bx.export_dir(results, "amazon", s)) for s in bench["shares"]]
+    assert "no finished export in" in r.output
+    for row in report["rows"]:
+        assert list(row["runtimes"]) == labels
+        x = row["runtimes"]
+        assert all(x[label]["ms"] > 0 and len(x[label]["ms_rounds"]) == 1 for label in labels)
+        assert x[bd.INT8]["size_mb"] < x["ONNX Runtime fp32"]["size_mb"] / 2
+        assert {"val", "dev"} <= x[bd.INT8].keys()
+    for s in students:
+        own = json.loads((Path(s["folder"]) / "export.json").read_text())
+        assert s["runtimes"]["PyTorch fp32"]["dev"] == pytest.approx(own["dev"])
+        teacher = next(t for t in teachers if t["task"] == s["task"])["runtimes"]
+        for label in labels:
+            got = s["runtimes"][label]
+            assert got["speedup_vs_teacher_same_runtime"] == pytest.approx(teacher[label]["ms"] / got["ms"])
+            assert got["speedup_vs_teacher_pytorch_fp32"] == pytest.approx(teacher["PyTorch fp32"]["ms"] / got["ms"])
+    o = report["search_overhead"]
+    assert set(o["seconds"]) == set(labels) and all(len(v) == len(students) for v in o["seconds"].values())
+    assert o["extra_share"]["PyTorch fp32"] == 0 and o["trial_wall_s"] > 0
+    assert [g["met"] for g in report["goals"][:3]] == [None, None, None]
+    assert report["goals"][3]["met"] in (True, False)
+    assert set(report["cpu_flags"]) == set(bd.runtime.CPU_FLAGS)
+    md = (results / "benchmarks" / "deploy.md").read_text()
+    assert "| SST-2 | teacher sst2 | ONNX Runtime int8 |" in md and "not measured" in md
