@@ -45,10 +45,14 @@ def onnx_logits(path, batch) -> np.ndarray:
     return sess.run(["logits"], {k: batch[k].numpy() for k in runtime_mod.INPUTS})[0]
 
 
-def test_fp32_and_int8_onnx_round_trip_against_pytorch(fitted, tmp_path):
-    """fp32 ONNX gives PyTorch's logits within ONNX_TOLERANCE on real dev rows; int8 is a quarter of the size
-    or less and predicts as PyTorch does on at least INT8_AGREEMENT of them."""
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_fp32_and_int8_onnx_round_trip_against_pytorch(fitted, tmp_path, monkeypatch, exporter):
+    """By either exporter, fp32 ONNX gives PyTorch's logits within ONNX_TOLERANCE on real dev rows (padded,
+    of several lengths); int8 is a third of the size or less and predicts as PyTorch does on at least
+    INT8_AGREEMENT of them; the model keeps its own attention."""
+    monkeypatch.setattr(runtime_mod, "ONNX_EXPORTER", exporter)
     model, batch = fitted
+    attention = model.config._attn_implementation
     with torch.inference_mode():
         expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy()
     assert (expected.argmax(1) == batch["labels"].numpy()).mean() > 0.55  # it learned something to agree on
@@ -58,6 +62,7 @@ def test_fp32_and_int8_onnx_round_trip_against_pytorch(fitted, tmp_path):
     assert int8.name == runtime_mod.INT8_FILE and int8.stat().st_size < fp32.stat().st_size / 3
     agree = (onnx_logits(int8, batch).argmax(1) == expected.argmax(1)).mean()
     assert agree >= INT8_AGREEMENT, agree
+    assert model.config._attn_implementation == attention and not model.training
 
 
 @pytest.mark.parametrize("runtime", [TORCH_FP32, Runtime("onnxruntime", "fp32"), Runtime("onnxruntime", "int8")])

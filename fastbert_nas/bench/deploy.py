@@ -125,7 +125,7 @@ def goals(rows: list[dict], overhead: dict) -> list[dict]:
         s = row["runtimes"][INT8] if row else None
         fp32 = row["runtimes"][TORCH_FP32.label]["dev"]["metric"] if row else None
         out.append({"goal": f"{GOAL_TASK} <= {share:.0%} student, int8 ONNX: >= {speedup:g}x the PyTorch fp32 "
-                            f"teacher, dev within {drop * 100:g} points of its fp32 figure",
+                            f"teacher, dev within {drop * 100:g} point{'s' if drop != 0.01 else ''} of its fp32 figure",
                     "speedup": s["speedup_vs_teacher_pytorch_fp32"] if s else None,
                     "dev_change": s["dev"]["metric"] - fp32 if s else None,
                     "met": (s["speedup_vs_teacher_pytorch_fp32"] >= speedup and fp32 - s["dev"]["metric"] <= drop)
