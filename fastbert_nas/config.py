@@ -317,16 +317,26 @@ class DistillConfig:
     hint_weight: float = 0.0       # weight of the hint loss kept during stage 2 (0 = off)
     init: str = "teacher"          # "teacher" (pruned teacher weights) or "random"
     seed: int = 0
-    augment: int = 0               # word-replaced copies of each sentence-like train example (augment.py; 0 = none)
+    augment: int = 0               # word-replaced copies of each augmentable train example (augment.py; 0 = none)
+    augment_min_tokens: int = 16   # word pieces ([CLS], [SEP] included) an example needs to be augmented: 16 copies
+                                   # sentence-like ones only; 3, every example with a word
+    augment_examples: int = 0      # 0: `augment` copies; else as many (up to augment.AUGMENT_MAX_COPIES) as make
+                                   # about this many augmented examples: small training sets get more
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DistillConfig":
-        """The config a record holds; keys this version does not know (from another version) are left out."""
+        """The config a record holds; keys this version does not know (from another version) are left out, and
+        those it lacks take their defaults (each added with the default that does what ran before it)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def added_fields(cls, d: dict) -> dict:
+        """The fields a recorded config `d` (of an earlier version) lacks, at their defaults: what it ran with."""
+        return {f.name: f.default for f in fields(cls) if f.name not in d}
 
 
 # The recipe every trial trains with unless its space samples it (search/space.py). Sampled learning
@@ -417,6 +427,8 @@ def budget_config(budget: str, **overrides) -> DistillConfig:
     if budget not in BUDGETS:
         raise UserError(f"--budget {budget!r}: unknown; choose one of {', '.join(BUDGETS)}")
     given = {k: v for k, v in overrides.items() if v is not None}
+    at_least(0, augment=given.get("augment"), augment_examples=given.get("augment_examples"))
+    at_least(1, augment_min_tokens=given.get("augment_min_tokens"))
     return DistillConfig(**{**BUDGETS[budget], **given})
 
 

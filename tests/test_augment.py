@@ -4,8 +4,17 @@ distillation on augmented examples (their hard label is the teacher's prediction
 import numpy as np
 import torch
 
-from fastbert_nas.config import StudentArch, budget_config
-from fastbert_nas.core.augment import AUGMENT_MIN_TOKENS, AUGMENTED_LABEL, augment, concat, neighbours, word_ids
+from fastbert_nas.config import DistillConfig, StudentArch, budget_config
+from fastbert_nas.core.augment import (
+    AUGMENT_MAX_COPIES,
+    AUGMENT_MIN_TOKENS,
+    AUGMENTED_LABEL,
+    augment,
+    concat,
+    copies_for,
+    neighbours,
+    word_ids,
+)
 from fastbert_nas.core.distill import LiveTeacher, distill
 from fastbert_nas.core.pipeline import augmented_examples
 from fastbert_nas.core.student import build_student
@@ -72,7 +81,7 @@ def test_distill_on_augmented_real_rows_uses_the_teachers_predictions(tiny_teach
     hard label is the teacher's prediction: a batch of augmented rows only gives the same loss as the
     same rows labelled with the teacher's argmax."""
     train = encode(sst2_data.train.subset(np.arange(200)), tiny_teacher.tokenizer, 64)
-    both = augmented_examples(train, tiny_teacher, copies=2)
+    both = augmented_examples(train, tiny_teacher, DistillConfig(augment=2))
     added = both.ids[len(train):]
     long = [ids for ids in train.ids if len(ids) >= AUGMENT_MIN_TOKENS]  # the sentence-like rows: copied twice
     assert len(long) > 0 and len(added) == 2 * len(long) and len(both) == len(train) + len(added)
@@ -101,3 +110,30 @@ def test_distill_on_augmented_real_rows_uses_the_teachers_predictions(tiny_teach
         weights.append(torch.cat([p.detach().flatten() for p in s.parameters()]))
     assert torch.equal(weights[0], weights[1])       # trained exactly as on the teacher's labels
     assert not torch.equal(weights[0], weights[2])   # (and the labels do matter)
+
+
+def test_copies_scale_with_the_training_set_within_their_bounds():
+    """With a target, a small set gets more copies (at most AUGMENT_MAX_COPIES), a large one at least
+    `copies`; examples too short to augment do not count; without a target, `copies` as given."""
+    short, long = ids("[CLS]", "bad", "[SEP]"), ids("[CLS]", "good", "bad", "play", "##ing", ".", "good", "[SEP]")
+    enc = Encoded([long] * 100 + [short] * 900, np.zeros(1000, dtype=np.int64))
+    assert copies_for(enc, 2) == 2 and copies_for(enc, 2, min_tokens=5, target=0) == 2
+    assert copies_for(enc, 0, min_tokens=5, target=1000) == 10            # 100 long examples x 10
+    assert copies_for(enc, 0, min_tokens=3, target=1000) == 1             # every example counts
+    assert copies_for(enc, 0, min_tokens=5, target=10**6) == AUGMENT_MAX_COPIES
+    assert copies_for(enc, 4, min_tokens=3, target=1000) == 4             # never below `copies`
+    assert copies_for(Encoded([short], np.zeros(1, dtype=np.int64)), 2, min_tokens=5, target=100) == 0
+
+
+def test_short_rows_are_augmented_when_the_config_says_so(tiny_teacher, sst2_data):
+    """augment_min_tokens 3: every real row with a whole word is copied, short ones included; with
+    augment_examples the copies make about that many new rows."""
+    train = encode(sst2_data.train.subset(np.arange(200)), tiny_teacher.tokenizer, 64)
+    default = augmented_examples(train, tiny_teacher, DistillConfig(augment=1))
+    every = augmented_examples(train, tiny_teacher, DistillConfig(augment=1, augment_min_tokens=3))
+    short = sum(1 for x in train.ids if len(x) < AUGMENT_MIN_TOKENS)
+    assert short > 0 and len(every) - len(train) == len(train) > len(default) - len(train)
+    assert len(default) - len(train) == len(train) - short
+    scaled = augmented_examples(train, tiny_teacher, DistillConfig(augment_examples=1000, augment_min_tokens=3))
+    assert len(scaled) - len(train) == 5 * len(train)  # 1000 / 200 rows
+    assert augmented_examples(train, tiny_teacher, DistillConfig()) is train

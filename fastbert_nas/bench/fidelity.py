@@ -128,8 +128,7 @@ def rung_runs(opts: FidelityOptions, study, trials: list, rungs: int, runs: Runs
     for t, rung in todo:
         cfg = rung_config(trial_config(t), rung, rungs)
         if cfg.augment not in contexts:  # one study: every trial the same examples
-            contexts[cfg.augment] = pipeline.prepare(env, cfg.examples, augment=cfg.augment,
-                                                     cache_split=TOP_RUNG_CACHE if cfg.augment else None)
+            contexts[cfg.augment] = pipeline.prepare(env, cfg, cache_split=TOP_RUNG_CACHE if cfg.augment else None)
         ctx, arch = contexts[cfg.augment], StudentArch.from_dict(t.user_attrs["arch"])
         log(f"trial {t.number} {arch.name}: rung {rung} ({cfg.kd_steps} KD steps"
             + (f", {cfg.augment} augmented copies" if cfg.augment else "") + ") ...")

@@ -255,7 +255,7 @@ def bench_speed(env: RunEnv, students: list[str] | None = None, repeats: int = R
     if profile_steps < 0:
         raise UserError(f"--profile-steps {profile_steps}: must be 0 (no profile) or more")
     trial = space_budget(load_space(space), budget)
-    ctx = prepare(env, trial.examples)
+    ctx = prepare(env, trial)
     layers = ctx.teacher.layers
     archs = [parse_student(s).with_default_hints(layers).validate(layers)
              for s in (students or [f"{a}@{h}" for a, h in STUDENTS])]

@@ -93,6 +93,14 @@ def distill(task: Task,
                 "(TinyBERT-style, neighbours in the teacher's word embeddings), taught by the teacher's "
                 "outputs; 0 turns it off \\[default: the budget's: 2 for small, standard and full, "
                 "0 for smoke].")] = None,
+            augment_min_tokens: Annotated[Optional[int], typer.Option(
+                "--augment-min-tokens", help="Override: word pieces ([CLS] and [SEP] included) a train example "
+                "needs to be augmented: 16 (the default) copies sentence-like examples only, 3 every example "
+                "with a word (small tasks of short sentences, as CoLA).")] = None,
+            augment_examples: Annotated[Optional[int], typer.Option(
+                "--augment-examples", help="Override: instead of a fixed --augment, as many copies per example "
+                "(at least --augment, at most 20) as make about this many augmented examples: more for small "
+                "training sets.")] = None,
             no_cache: NoCache = False,
             seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
             data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,
@@ -106,7 +114,8 @@ def distill(task: Task,
     from fastbert_nas.core import pipeline
 
     overrides = dict(hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, temperature=temperature,
-                     kd_alpha=kd_alpha, hint_weight=hint_weight, lr=lr, augment=augment)
+                     kd_alpha=kd_alpha, hint_weight=hint_weight, lr=lr, augment=augment,
+                     augment_min_tokens=augment_min_tokens, augment_examples=augment_examples)
     env = run_env(task, data_dir, text_column, label_column, max_len, teacher, base, device, threads, results,
                   no_cache)
     r = pipeline.distill_one(env, arch=arch, hints=hints, init=init, budget=budget, seed=seed, overrides=overrides)

@@ -17,13 +17,16 @@ import re
 
 import numpy as np
 
+from fastbert_nas.config import DistillConfig
 from fastbert_nas.core.tasks import Encoded
 
 AUGMENTED_LABEL = -1       # label of an augmented example: "whatever the teacher predicts"
-AUGMENT_MIN_TOKENS = 16    # word pieces, [CLS] and [SEP] included: only sentence-like examples are copied
+AUGMENT_MIN_TOKENS = DistillConfig.augment_min_tokens  # word pieces, [CLS] and [SEP] included (16: only
+                                                       # sentence-like examples are copied)
 AUGMENT_P = 0.4            # probability of replacing each whole word (TinyBERT's p_t)
 AUGMENT_NEIGHBOURS = 15    # candidates per word: its nearest neighbours by cosine (TinyBERT's K)
 AUGMENT_SEED = 0           # fixed: the augmented set, and so its teacher cache, is the same every run
+AUGMENT_MAX_COPIES = 20    # copies per example at most: TinyBERT's for small tasks
 NEIGHBOUR_CHUNK = 2048     # words per similarity matmul (bounds memory to chunk x vocabulary floats)
 
 WORD = re.compile(r"^[a-z]+$")  # a whole, lower-case word piece: not "##ing", punctuation or [unused0]
@@ -48,6 +51,16 @@ def neighbours(embeddings: np.ndarray, words: np.ndarray, queries: np.ndarray, k
         top = np.argpartition(-sims, k, axis=1)[:, :k]                                      # (Q, k), unordered
         out.update(zip(q.tolist(), words[top]))
     return out
+
+
+def copies_for(enc: Encoded, copies: int, min_tokens: int = AUGMENT_MIN_TOKENS, target: int = 0) -> int:
+    """Copies per augmentable example (one of at least `min_tokens` ids): `copies`, or with `target` > 0 as
+    many as make about `target` augmented examples, at least `copies` and at most AUGMENT_MAX_COPIES: small
+    training sets get more."""
+    if target <= 0:
+        return copies
+    n = sum(1 for ids in enc.ids if len(ids) >= min_tokens)
+    return min(AUGMENT_MAX_COPIES, max(copies, round(target / n))) if n else 0
 
 
 def augment(enc: Encoded, vocab: list[str], embeddings: np.ndarray, copies: int,

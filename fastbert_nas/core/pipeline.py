@@ -65,14 +65,16 @@ def distill_examples(data: TaskData, tokenizer, n: int) -> Encoded:
     return encode_for(data.spec, distill_rows(data, n), tokenizer)
 
 
-def augmented_examples(train: Encoded, t: Teacher, copies: int) -> Encoded:
-    """`train` and, after it, `copies` word-replaced variants of each of its sentence-like examples
-    (augment.py), made with the teacher's own word embeddings; `train` itself when copies is 0."""
+def augmented_examples(train: Encoded, t: Teacher, cfg: DistillConfig) -> Encoded:
+    """`train` and, after it, word-replaced variants of each of its examples of at least cfg.augment_min_tokens
+    word pieces (augment.py; aug.copies_for says how many), made with the teacher's own word embeddings;
+    `train` itself when there are none."""
+    copies = aug.copies_for(train, cfg.augment, cfg.augment_min_tokens, cfg.augment_examples)
     if not copies:
         return train
     vocab = t.tokenizer.convert_ids_to_tokens(list(range(len(t.tokenizer))))
     embeddings = t.model.get_input_embeddings().weight.detach().float().cpu().numpy()  # (V, H)
-    return aug.concat(train, aug.augment(train, vocab, embeddings, copies))
+    return aug.concat(train, aug.augment(train, vocab, embeddings, copies, min_tokens=cfg.augment_min_tokens))
 
 
 def teacher_dev_metrics(t: Teacher, data: TaskData, device) -> dict:
@@ -107,16 +109,21 @@ class Context:
         return Path(self.env.results)
 
 
-def prepare(env: RunEnv, examples: int, augment: int = 0, cache_split: str | None = None) -> Context:
-    """Load the task, get (or fine-tune) the teacher, encode the examples (and `augment` word-replaced
-    copies of the sentence-like ones), open the teacher cache (`cache_split`: its name, so that sets of
-    other sizes keep caches of their own; default "distill", or "augmented" with augmentation)."""
+def prepare(env: RunEnv, cfg: DistillConfig, cache_split: str | None = None) -> Context:
+    """Load the task, get (or fine-tune) the teacher, encode cfg.examples examples (and the word-replaced
+    copies cfg asks for: augmented_examples), open the teacher cache (`cache_split`: its name, so that sets
+    of other sizes keep caches of their own; default "distill", or "augmented" with augmentation, with
+    "-min<N>" for another augment_min_tokens than the default)."""
     env, data, dev, threads = load_for(env)
     spec, results = data.spec, Path(env.results)
     t = get_teacher(data, results, dev, env.teacher)
-    train = augmented_examples(distill_examples(data, t.tokenizer, examples), t, augment)
+    base = distill_examples(data, t.tokenizer, cfg.examples)
+    train = augmented_examples(base, t, cfg)
     start = time.perf_counter()
-    split = cache_split or ("augmented" if augment else "distill")  # a cache of its own: none replaces another
+    augmented = len(train) > len(base)
+    split = cache_split or ("augmented" if augmented else "distill")  # a cache of its own: none replaces another
+    if augmented and cfg.augment_min_tokens != aug.AUGMENT_MIN_TOKENS:
+        split += f"-min{cfg.augment_min_tokens}"
     outputs = teacher_outputs(t, train, spec.name, split, spec.max_len, results, dev) if env.use_cache else None
     return Context(env, spec, data, dev, threads, t, env.teacher.id(spec.name), train,
                    encode_for(spec, data.val, t.tokenizer), outputs, time.perf_counter() - start)
@@ -201,13 +208,16 @@ def distill_one(env: RunEnv, arch: str, hints: str | None, init: str, budget: st
     """One FitNets distillation of one student, scored on the official dev set too;
     the result is written under results/distill/."""
     cfg = budget_config(budget, init=init, seed=seed, **(overrides or {}))
-    ctx = prepare(env, cfg.examples, augment=cfg.augment)
+    ctx = prepare(env, cfg)
     layers = ctx.teacher.layers
     student_arch = StudentArch.parse(arch, hints).with_default_hints(layers).validate(layers)
     student, report = run_student(ctx, student_arch, cfg, latency=latency, show_progress=show_progress)
     score_on_dev(ctx, student, report)
     report["budget"] = budget
-    aug_tag = f"-aug{cfg.augment}" if cfg.augment else ""
+    aug_tag = (f"-aug{cfg.augment}" if cfg.augment else "") + (f"-augx{cfg.augment_examples}" if cfg.augment_examples
+                                                                else "")
+    if aug_tag and cfg.augment_min_tokens != aug.AUGMENT_MIN_TOKENS:
+        aug_tag += f"-min{cfg.augment_min_tokens}"
     name = f"{ctx.spec.name}-{student_arch.name}-{cfg.init}-{budget}{aug_tag}{tag}.json"
     out = unused_path(ctx.results / "distill" / name)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from fastbert_nas.config import UserError
+from fastbert_nas.config import DistillConfig, UserError
 
 CHECKPOINT_DIR = ".checkpoint"
 PLAN_FILE = "plan.json"
@@ -69,7 +69,10 @@ class FileCheckpoint:
         path = self.folder / PLAN_FILE
         if not path.exists():
             return
-        changed = differences(json.loads(path.read_text()), json.loads(json.dumps(plan)))
+        recorded = json.loads(path.read_text())
+        if isinstance(recorded.get("config"), dict):  # a checkpoint made before a config field existed ran its default
+            recorded["config"] = {**DistillConfig.added_fields(recorded["config"]), **recorded["config"]}
+        changed = differences(recorded, json.loads(json.dumps(plan)))
         if changed:
             raise UserError(f"{self.folder} is the checkpoint of another export ({'; '.join(changed[:4])}): "
                             f"run that export's command to finish it, or remove {self.folder} to start this one")

@@ -60,7 +60,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     log(f"exporting trial {plan.trial} ({plan.state}) of study {plan.study}: {plan.arch.name} hints "
         f"{plan.arch.hints_str}; {cfg.hint_steps} hint + {cfg.kd_steps} KD steps of {cfg.batch_size} examples")
 
-    ctx = pipeline.prepare(plan.env, cfg.examples, augment=cfg.augment)
+    ctx = pipeline.prepare(plan.env, cfg)
     studied = study.user_attrs.get("teacher_fingerprint")
     if same_task(plan.env.task, study.user_attrs.get("task")) and studied not in (None, ctx.teacher.fingerprint):
         log(f"note: the teacher's weights differ from the study's ({studied} -> {ctx.teacher.fingerprint}): "

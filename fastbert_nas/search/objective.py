@@ -153,7 +153,7 @@ class Objective:
         """The Context of trials with `augment` copies: the search's, or (the top rung's augmented examples)
         prepared once per process, its teacher cache named apart from the exports' (TOP_RUNG_CACHE)."""
         if augment not in self.contexts:
-            self.contexts[augment] = pipeline.prepare(self.search.opts.env, self.search.cfg.examples, augment=augment,
+            self.contexts[augment] = pipeline.prepare(self.search.opts.env, replace(self.search.cfg, augment=augment),
                                                       cache_split=TOP_RUNG_CACHE)
         return self.contexts[augment]
 

@@ -201,7 +201,7 @@ class Search:
                 "latency_backend": self.runtime.backend, "latency_precision": self.runtime.precision}
 
     def prepare(self) -> pipeline.Context:
-        return pipeline.prepare(self.opts.env, self.cfg.examples, augment=self.cfg.augment)
+        return pipeline.prepare(self.opts.env, self.cfg)
 
     def resumed(self, attrs: dict) -> "Search":
         """This search on the study with these attrs: UserError when the study was made for another task,
