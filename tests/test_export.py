@@ -244,6 +244,20 @@ def test_an_interrupted_export_resumes_from_its_checkpoint(study_dir, data_dir, 
     assert report["dev"] == exported.report["dev"]
 
 
+def test_a_checkpoint_made_before_a_config_field_existed_resumes_at_its_default(tmp_path):
+    """A plan.json without augment_min_tokens (written before it existed) ran the default: the same export;
+    another value is another export."""
+    from fastbert_nas.config import DistillConfig
+
+    ckpt = checkpoint_mod.FileCheckpoint(tmp_path / ".checkpoint", every=1, log=lambda line: None)
+    now = DistillConfig(augment=2).to_dict()
+    ckpt.claim({"trial": 1, "config": {k: v for k, v in now.items() if k not in ("augment_min_tokens",
+                                                                               "augment_examples")}})
+    ckpt.check({"trial": 1, "config": now})
+    with pytest.raises(UserError, match=r"config\.augment_min_tokens: 16 -> 3"):
+        ckpt.check({"trial": 1, "config": {**now, "augment_min_tokens": 3}})
+
+
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     ckpt = checkpoint_mod.FileCheckpoint(tmp_path / ".checkpoint", every=1, log=lambda line: None)
     ckpt.claim({"trial": 1, "config": {"kd_steps": 8, "lr": 0.1}})
