@@ -315,6 +315,7 @@ class DistillConfig:
     temperature: float = 2.0       # KD softmax temperature (Hinton et al. 2015)
     kd_alpha: float = 0.9          # weight of KD loss against the hard-label cross-entropy
     hint_weight: float = 0.0       # weight of the hint loss kept during stage 2 (0 = off)
+    relation_weight: float = 0.0   # weight of MiniLM-v2's self-attention relation loss in stage 2 (0 = off)
     init: str = "teacher"          # "teacher" (pruned teacher weights) or "random"
     seed: int = 0
     augment: int = 0               # word-replaced copies of each augmentable train example (augment.py; 0 = none)

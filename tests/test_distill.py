@@ -416,3 +416,85 @@ def test_log_progress_eta_counts_only_this_runs_pace(monkeypatch, capsys):
     task = log.add_task("stage 2: KD", total=1000, completed=600)
     log.update(task, advance=100, info="loss 0.1")
     assert capsys.readouterr().err.strip() == "stage 2: KD: 700/1000 loss 0.1 elapsed 1.0 min, eta 3.0 min"
+
+
+# ---------------------------------------------------------------------------
+# The relation loss (MiniLM-v2)
+
+def qkv(batch=2, tokens=5, hidden=8, seed=0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(batch, tokens, hidden, generator=g) for _ in range(3))
+
+
+def test_relation_loss_is_zero_for_equal_relations_and_positive_otherwise():
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    a, b = qkv(seed=0), qkv(seed=1)
+    assert distill_mod.relation_loss(a, a, mask, 4).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill_mod.relation_loss(a, b, mask, 4).item() > 0.01
+    # only relations count: a teacher twice as wide with the same relations per head (each head's
+    # features repeated, scaled by 2^-1/4 to keep X Xᵀ/√d) gives the student a loss of zero
+    wide = tuple(torch.cat([x.view(2, 5, 4, 2), x.view(2, 5, 4, 2)], -1).view(2, 5, 16) / 2 ** 0.25 for x in a)
+    assert distill_mod.relation_loss(a, wide, mask, 4).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_relation_loss_ignores_padding_and_keeps_finite_gradients():
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    s, t = qkv(seed=0), qkv(seed=1)
+    other = tuple(x.clone() for x in s)
+    for x in other:
+        x[0, 3:] = 100.0  # what the padding positions hold does not matter
+    assert distill_mod.relation_loss(other, t, mask, 2).item() == pytest.approx(
+        distill_mod.relation_loss(s, t, mask, 2).item(), rel=1e-6)
+    leaf = tuple(x.clone().requires_grad_() for x in s)
+    distill_mod.relation_loss(leaf, t, mask, 2).backward()
+    assert all(torch.isfinite(x.grad).all() for x in leaf)
+
+
+def test_relation_heads_divide_both_widths():
+    assert distill_mod.relation_heads(320, 384) == 16 and distill_mod.relation_heads(24, 48) == 12
+    assert distill_mod.relation_heads(192, 384) == 16 and distill_mod.relation_heads(36, 48) == 12
+
+
+def test_the_teachers_relation_inputs_give_its_own_queries_keys_and_values(tiny_teacher, rows):
+    """From the input of its teacher layer (what the source returns last), Relation.teacher_qkv computes the
+    queries, keys and values the teacher's own forward pass computes in that layer."""
+    train, _ = rows
+    arch = StudentArch.parse("L2-H32-A4-I64", "1:1,2:3").validate(tiny_teacher.layers)
+    rel = distill_mod.teacher_relation(tiny_teacher.model, arch)
+    assert rel.student_layer == 2 and rel.heads == 16
+    batch = collate(train, np.arange(8))
+    with distill_mod.captured([rel.teacher_attention.query, rel.teacher_attention.key,
+                               rel.teacher_attention.value]) as seen, torch.no_grad():
+        out = tiny_teacher.model.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                        output_hidden_states=True)
+    mine = rel.teacher_qkv(out.hidden_states[2])  # the input of teacher layer 3
+    assert all(torch.allclose(m, s, atol=1e-5) for m, s in zip(mine, seen))
+
+
+def test_distill_with_the_relation_loss_adds_it_to_stage_two(tiny_teacher, sst2_data, rows):
+    """relation_weight > 0: stage 2 asks the teacher for hidden states (the relation layer's input), its loss
+    is the KD loss plus the weighted relation loss, and a run trains end to end; without the relation's
+    layers it is refused."""
+    train, val = rows
+    arch = StudentArch.parse("L2-H32-A4-I64", "1:1,2:3").validate(tiny_teacher.layers)
+    student = build_student(arch, tiny_teacher.model, "teacher", collate(train, np.arange(16)))
+    rel = distill_mod.teacher_relation(tiny_teacher.model, arch)
+    cfg = budget_config("smoke", relation_weight=2.0)
+    source = LiveTeacher(tiny_teacher.model, [1, 3, 2])  # the hints' teacher layers, then layer 3's input
+    batch = collate(train, np.arange(8))
+    t_logits, t_hidden = source(np.arange(8), batch, True)
+    regressors = distill_mod.make_regressors(arch, 48, CPU)
+    student.eval()  # no dropout: the three forward passes see the same student
+    with torch.no_grad():
+        plain = distill_mod.step_loss(2, student, regressors, [1, 2], batch, t_logits, t_hidden,
+                                      budget_config("smoke"), rel)
+        both = distill_mod.step_loss(2, student, regressors, [1, 2], batch, t_logits, t_hidden, cfg, rel)
+        with distill_mod.captured(rel.student_qkv(student)) as s_qkv:
+            student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        relation = distill_mod.relation_loss(tuple(s_qkv), rel.teacher_qkv(t_hidden[:, -1]),
+                                             batch["attention_mask"], rel.heads)
+    assert relation.item() > 0 and both.item() == pytest.approx(plain.item() + 2.0 * relation.item(), rel=1e-5)
+    r = distill(student, arch, source, 48, train, val, sst2_data.spec, cfg, CPU, show_progress=False, relation=rel)
+    assert r.kd_steps == cfg.kd_steps and 0.0 <= r.metrics["metric"] <= 1.0
+    with pytest.raises(ValueError, match="relation"):
+        distill(student, arch, source, 48, train, val, sst2_data.spec, cfg, CPU, show_progress=False)

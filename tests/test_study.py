@@ -140,6 +140,24 @@ def test_a_gaussian_process_study_models_past_its_random_start(data_dir, tiny_te
     assert isinstance(search_run.make_sampler(0, 0, 0, "gp"), optuna.samplers.GPSampler)
 
 
+def test_a_space_that_lists_relation_weight_trains_trials_with_the_relation_loss(data_dir, tiny_teacher_dir,
+                                                                                  tmp_path):
+    """A space file's relation_weight choices are sampled like the other recipe keys; trials train with the
+    relation loss from the teacher cache (the relation layer's input read from it) and finish."""
+    from fastbert_nas.search.space import load_space
+
+    space = tmp_path / "relation.yaml"
+    space.write_text(Path(load_space("tiny").path).read_text() + "relation_weight: [1.0, 2.0]\n")
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines",
+                            **{"--space": space, "--trials": 3, "--study": "relation"}))
+    assert r.exit_code == 0, r.output
+    study = optuna.load_study(study_name="relation", storage=f"sqlite:///{tmp_path}/relation.db")
+    trials = study.get_trials()
+    assert len(trials) == 3 and TrialState.FAIL not in {t.state for t in trials}, r.output
+    assert all(t.params["relation_weight"] == t.user_attrs["config"]["relation_weight"] in (1.0, 2.0)
+               for t in trials)
+
+
 def test_a_study_keeps_its_hint_scheme_rungs_and_runtime_and_an_older_one_resumes_with_the_old_ones():
     """Resumed without the options, a study keeps what it was made with, its recorded environment included;
     a study made before hint slots, rungs and runtimes were recorded resumes sorted, with one rung, in

@@ -87,6 +87,9 @@ def distill(task: Task,
                                                               "against the hard-label loss (0..1).")] = None,
             hint_weight: Annotated[Optional[float], typer.Option("--hint-weight", help="Override: hint loss "
                                                                  "weight kept in stage 2.")] = None,
+            relation_weight: Annotated[Optional[float], typer.Option(
+                "--relation-weight", help="Override: weight of MiniLM-v2's self-attention relation loss in stage "
+                "2, between the last hint pair's layers (queries, keys and values; 0 = off).")] = None,
             lr: Annotated[Optional[float], typer.Option("--lr", help="Override: stage-2 learning rate.")] = None,
             augment: Annotated[Optional[int], typer.Option(
                 "--augment", help="Override: add N word-replaced copies of every sentence-like train example "
@@ -114,7 +117,8 @@ def distill(task: Task,
     from fastbert_nas.core import pipeline
 
     overrides = dict(hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, temperature=temperature,
-                     kd_alpha=kd_alpha, hint_weight=hint_weight, lr=lr, augment=augment,
+                     kd_alpha=kd_alpha, hint_weight=hint_weight, relation_weight=relation_weight, lr=lr,
+                     augment=augment,
                      augment_min_tokens=augment_min_tokens, augment_examples=augment_examples)
     env = run_env(task, data_dir, text_column, label_column, max_len, teacher, base, device, threads, results,
                   no_cache)

@@ -3,7 +3,8 @@
 Stage 1 (hints): the student, cut after its last hinted layer, learns to make a
 linear regressor of its hidden states match the teacher's (real tokens only).
 Stage 2 (KD): the whole student learns the teacher's softened logits, mixed
-with the hard labels, optionally keeping the hint loss. Every `eval_every`
+with the hard labels, optionally keeping the hint loss and adding MiniLM-v2's
+self-attention relation loss (`relation_weight`) on the last hint pair's layers. Every `eval_every`
 stage-2 steps the student is scored on the validation split and a callback may
 stop the run (the hook the search uses for pruning). An optional `Checkpointer`
 keeps the run's whole state every so many steps, and a later run resumes from it.
@@ -52,6 +53,44 @@ def hint_loss(student_h: torch.Tensor, teacher_h: torch.Tensor, regressor: torch
     """
     real = mask.bool()
     return F.mse_loss(regressor(student_h[real]), teacher_h[real])  # (N, Ht) vs (N, Ht)
+
+
+RELATION_MASK = -1e4     # added to the relation scores of padding keys: softmax weight 0, gradients finite
+RELATION_HEADS_MAX = 16  # relation heads of the relation loss at most (MiniLM-v2 uses 12 to 64)
+
+
+def relation_heads(student_hidden: int, teacher_hidden: int) -> int:
+    """The most relation heads (at most RELATION_HEADS_MAX) that divide both widths."""
+    common = math.gcd(student_hidden, teacher_hidden)
+    return max(r for r in range(1, RELATION_HEADS_MAX + 1) if common % r == 0)
+
+
+def _log_relations(x: torch.Tensor, heads: int, bias: torch.Tensor) -> torch.Tensor:
+    """log softmax(X_r X_rᵀ / √d) per relation head r. x: (B, T, H); bias: (B, 1, 1, T) -> (B, R, T, T)."""
+    b, t, h = x.shape
+    d = h // heads
+    xr = x.float().view(b, t, heads, d).transpose(1, 2)  # (B, R, T, d)
+    return F.log_softmax(xr @ xr.transpose(-1, -2) / math.sqrt(d) + bias, dim=-1)
+
+
+def relation_loss(student_qkv: tuple[torch.Tensor, ...], teacher_qkv: tuple[torch.Tensor, ...], mask: torch.Tensor,
+                  heads: int) -> torch.Tensor:
+    """MiniLM-v2's multi-head self-attention relation loss (Wang et al. 2021): the queries, keys and values of
+    a student layer and a teacher layer, each split into `heads` relation heads, give relations
+    softmax(X Xᵀ/√d) over the real tokens; KL(teacher || student) per real query, averaged over queries, heads,
+    and the three. Widths may differ (no regressor): `heads` must divide both.
+
+    student_qkv: 3 x (B, T, Hs); teacher_qkv: 3 x (B, T, Ht); mask: (B, T), 1 for real tokens -> scalar, 0 when
+    the relations are equal."""
+    real = mask.bool()
+    bias = torch.zeros(real.shape, device=mask.device).masked_fill(~real, RELATION_MASK)[:, None, None, :]
+    queries = real[:, None, :, None].expand(-1, heads, -1, 1).squeeze(-1)  # (B, R, T)
+    total = 0.0
+    for s, t in zip(student_qkv, teacher_qkv):
+        log_s, log_t = _log_relations(s, heads, bias), _log_relations(t, heads, bias)
+        kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # (B, R, T): padding keys weigh exp(-1e4) = 0
+        total = total + kl[queries].mean()
+    return total / len(student_qkv)
 
 
 # ---------------------------------------------------------------------------
@@ -151,17 +190,34 @@ class Stage:
     hidden: bool          # whether it needs the teacher's hidden states
 
 
-def step_loss(stage: int, student, regressors, s_layers: list[int], batch: dict, t_logits: torch.Tensor,
-              t_hidden: torch.Tensor | None, cfg: DistillConfig) -> torch.Tensor:
-    """The loss of one step: stage 1 the mean hint loss of the (cut) student's encoder; stage 2 the
-    KD loss mixed with the hard labels' cross-entropy, plus the weighted hint loss if any.
+@contextmanager
+def captured(modules: list[torch.nn.Module]):
+    """A list that holds each module's output of the last forward pass run inside the block."""
+    outputs: list = [None] * len(modules)
+    handles = [m.register_forward_hook(lambda mod, args, out, i=i: outputs.__setitem__(i, out))
+               for i, m in enumerate(modules)]
+    try:
+        yield outputs
+    finally:
+        for h in handles:
+            h.remove()
 
-    t_logits: (B, C); t_hidden: (B, K, T, Ht), K = len(s_layers), or None -> scalar."""
+
+def step_loss(stage: int, student, regressors, s_layers: list[int], batch: dict, t_logits: torch.Tensor,
+              t_hidden: torch.Tensor | None, cfg: DistillConfig, relation: "Relation | None" = None) -> torch.Tensor:
+    """The loss of one step: stage 1 the mean hint loss of the (cut) student's encoder; stage 2 the
+    KD loss mixed with the hard labels' cross-entropy, plus the weighted hint loss and relation loss if any.
+
+    t_logits: (B, C); t_hidden: (B, K, T, Ht), K = len(s_layers) (and, with `relation`, one more: the input of
+    its teacher layer), or None -> scalar."""
     mask = batch["attention_mask"]  # (B, T)
     model = student.bert if stage == 1 else student
-    out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=t_hidden is not None)
+    hinting = t_hidden is not None and (stage == 1 or bool(cfg.hint_weight))
+    relating = stage == 2 and relation is not None and bool(cfg.relation_weight)
+    with captured(relation.student_qkv(student) if relating else []) as student_qkv:
+        out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=hinting)
     hints = 0.0
-    if t_hidden is not None:
+    if hinting:
         hints = sum(hint_loss(out.hidden_states[s], t_hidden[:, k], regressors[k], mask)
                     for k, s in enumerate(s_layers)) / len(s_layers)
     if stage == 1:
@@ -170,15 +226,51 @@ def step_loss(stage: int, student, regressors, s_layers: list[int], batch: dict,
     labels = torch.where(labels == AUGMENTED_LABEL, t_logits.argmax(-1), labels)
     loss = (cfg.kd_alpha * kd_loss(out.logits, t_logits, cfg.temperature)
             + (1 - cfg.kd_alpha) * F.cross_entropy(out.logits, labels))
-    return loss + cfg.hint_weight * hints if cfg.hint_weight else loss
+    if cfg.hint_weight:
+        loss = loss + cfg.hint_weight * hints
+    if relating:
+        loss = loss + cfg.relation_weight * relation_loss(tuple(student_qkv), relation.teacher_qkv(t_hidden[:, -1]),
+                                                          mask, relation.heads)
+    return loss
+
+
+@dataclass
+class Relation:
+    """The layers of the relation loss: the student's `student_layer` and the teacher's attention module of its
+    `teacher_layer` (1-based), which turns that layer's input (the teacher source's last hidden state) into
+    queries, keys and values."""
+
+    student_layer: int
+    teacher_attention: torch.nn.Module   # the teacher's BertSelfAttention of teacher_layer
+    heads: int                           # relation heads: relation_heads(student width, teacher width)
+
+    def student_qkv(self, student) -> list[torch.nn.Module]:
+        a = student.bert.encoder.layer[self.student_layer - 1].attention.self
+        return [a.query, a.key, a.value]
+
+    @torch.no_grad()
+    def teacher_qkv(self, layer_input: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B, T, Ht) -> the teacher layer's queries, keys and values, 3 x (B, T, Ht)."""
+        a, x = self.teacher_attention, layer_input.to(self.teacher_attention.query.weight.dtype)
+        return a.query(x), a.key(x), a.value(x)
+
+
+def teacher_relation(teacher, arch: StudentArch) -> Relation:
+    """The relation loss of `arch` with `teacher` (a BERT classifier): its last hint pair's layers."""
+    s_layer, t_layer = arch.hints[-1]
+    return Relation(s_layer, teacher.bert.encoder.layer[t_layer - 1].attention.self,
+                    relation_heads(arch.hidden, teacher.config.hidden_size))
 
 
 def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: int, train: Encoded,
             val: Encoded, spec: TaskSpec, cfg: DistillConfig, device: torch.device,
             on_eval: Callable[[int, dict], bool] | None = None, show_progress: bool = True,
             checkpoint: Checkpointer | None = None,
-            on_step: Callable[[int, dict], None] | None = None) -> DistillResult:
+            on_step: Callable[[int, dict], None] | None = None, relation: Relation | None = None) -> DistillResult:
     """Run stage 1 then stage 2; `on_eval(step, metrics)` returning True stops the run.
+
+    With cfg.relation_weight, `relation` gives the layers of the relation loss, and the teacher source's last
+    hidden state is its teacher layer's input.
 
     `on_step(stage, batch)` (stage 1 or 2, the step's padded batch) is called after every
     optimizer step: a hook for timers and profilers (bench speed).
@@ -186,6 +278,8 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
     With `checkpoint`, the run starts from its last saved state, if any, and saves its state
     every `checkpoint.every` steps and after the last one.
     """
+    if cfg.relation_weight and relation is None:
+        raise ValueError("relation_weight > 0 needs the relation's layers (distill(..., relation=...))")
     torch.manual_seed(cfg.seed)
     student.to(device).train()
     regressors = make_regressors(arch, teacher_hidden, device)
@@ -200,7 +294,7 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
                     list(student.parameters()) + list(regressors.parameters()), hidden=True),
               Stage(2, cfg.kd_steps, cfg.lr,
                     list(student.parameters()) + (list(regressors.parameters()) if cfg.hint_weight else []),
-                    hidden=bool(cfg.hint_weight))]
+                    hidden=bool(cfg.hint_weight or cfg.relation_weight))]
 
     with progress(show_progress) as bar:
         for stage in stages:
@@ -220,7 +314,8 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
                     idx = next(stream)
                     batch = to_device(collate(train, idx), device)
                     t_logits, t_hidden = teacher(idx, batch, stage.hidden)
-                    loss = step_loss(stage.number, student, regressors, s_layers, batch, t_logits, t_hidden, cfg)
+                    loss = step_loss(stage.number, student, regressors, s_layers, batch, t_logits, t_hidden, cfg,
+                                     relation)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(stage.params, GRAD_CLIP)
                     last = step == stage.steps

@@ -18,7 +18,7 @@ import torch
 from fastbert_nas.config import DistillConfig, RunEnv, StudentArch, TaskSpec, UserError, budget_config, retention
 from fastbert_nas.core import augment as aug
 from fastbert_nas.core.cost import REF_SEQ_LEN, cost_summary, model_costs
-from fastbert_nas.core.distill import CachedTeacher, LiveTeacher, distill
+from fastbert_nas.core.distill import CachedTeacher, LiveTeacher, distill, teacher_relation
 from fastbert_nas.core.student import build_student, importance
 from fastbert_nas.core.tasks import SPLIT_SEED, Encoded, Split, TaskData, collate, encode_for, load_task, resolve_task
 from fastbert_nas.core.teacher import DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutputs, get_teacher, teacher_outputs
@@ -150,10 +150,13 @@ def distill_student(ctx: Context, student: torch.nn.Module, arch: StudentArch, c
     checkpoint: a distill.Checkpointer to resume from and save to, or None; on_step: distill's
     per-step hook (timers, profilers)."""
     layers = [tl for _, tl in arch.hints]
+    relation = teacher_relation(ctx.teacher.model, arch) if cfg.relation_weight else None
+    if relation is not None:  # the input of the relation's teacher layer: its queries, keys and values
+        layers.append(arch.hints[-1][1] - 1)
     source = CachedTeacher(ctx.outputs, layers) if ctx.outputs is not None else LiveTeacher(ctx.teacher.model, layers)
     return distill(student, arch, source, ctx.teacher.model.config.hidden_size, ctx.train, ctx.val, ctx.spec,
                    cfg, ctx.device, on_eval=on_eval, show_progress=show_progress, checkpoint=checkpoint,
-                   on_step=on_step)
+                   on_step=on_step, relation=relation)
 
 
 def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=None, latency: bool = True,

@@ -21,11 +21,12 @@ a name always has the same distribution within a study):
     temperature     float [min, max]                     KD softmax temperature
     kd_alpha        float [min, max]                     weight of KD against hard labels
     hint_weight     cat   hint_weight choices            hint loss kept in stage 2 (0 = off)
+    relation_weight cat   relation_weight choices        MiniLM-v2 attention relation loss in stage 2 (0 = off)
     lr              float [min, max], log scale          stage-2 peak learning rate
 
 (Studies made before the slots draw n_hints and hint_t<k> instead, sorted; hints.py has both.)
 
-The last five (the training recipe, RECIPE_KEYS) are sampled only when the space file
+The last six (the training recipe, RECIPE_KEYS) are sampled only when the space file
 lists them: the shipped spaces search architectures and hint mappings, and train every
 student with `config.trial_recipe`, so that a trial's verdict is on the student, not on
 a learning rate it happened to draw.
@@ -65,8 +66,8 @@ BUDGET_KEYS = STEP_KEYS + ("rungs",)
 # Keys of a space file: required ones, then optional ones. The recipe keys, when given, make the
 # search sample that part of the recipe; else every student trains with config.trial_recipe's value.
 REQUIRED_KEYS = ("layers", "hidden", "heads", "ffn_ratio", "max_hints")
-RECIPE_KEYS = ("init", "temperature", "kd_alpha", "hint_weight", "lr")
-CHOICE_KEYS = ("init", "hint_weight")  # recipe keys given as lists of choices; the others are {min, max} ranges
+RECIPE_KEYS = ("init", "temperature", "kd_alpha", "hint_weight", "relation_weight", "lr")
+CHOICE_KEYS = ("init", "hint_weight", "relation_weight")  # recipe keys given as lists of choices; the others are {min, max} ranges
 OPTIONAL_KEYS = RECIPE_KEYS + ("description", "budget")
 NUMBER_LIMIT = 1e9  # largest size of any number in a space file: far past any width, step count or rate
 
@@ -87,6 +88,7 @@ class SearchSpace:
     temperature: tuple[float, float] | None = None   # (min, max) KD softmax temperature
     kd_alpha: tuple[float, float] | None = None      # (min, max) weight of KD against the hard labels, in [0, 1]
     hint_weight: tuple[float, ...] | None = None     # choices of the stage-2 hint-loss weight (0 = off)
+    relation_weight: tuple[float, ...] | None = None  # choices of the stage-2 relation-loss weight (0 = off)
     lr: tuple[float, float] | None = None            # (min, max) stage-2 peak learning rate, log scale
     description: str = ""
     budget: dict[str, dict[str, int]] = field(default_factory=dict, hash=False)  # preset -> BUDGET_KEYS
@@ -234,7 +236,8 @@ class _Checker:
             self.fail("description", "expected text")
         readers = {"init": lambda k, v: self.choices(k, v, init), "temperature": lambda k, v: self.range(k, v, pos),
                    "kd_alpha": lambda k, v: self.range(k, v, fraction),
-                   "hint_weight": lambda k, v: self.choices(k, v, nonneg), "lr": lambda k, v: self.range(k, v, pos)}
+                   "hint_weight": lambda k, v: self.choices(k, v, nonneg),
+                   "relation_weight": lambda k, v: self.choices(k, v, nonneg), "lr": lambda k, v: self.range(k, v, pos)}
         recipe = {k: readers[k](k, data[k]) for k in RECIPE_KEYS if k in data}
         return SearchSpace(
             name=self.path.stem, path=str(self.path),
@@ -316,7 +319,7 @@ def sample(space: SearchSpace, trial, teacher_layers: int,
 
     Returns (arch, overrides): a StudentArch that passes `validate(teacher_layers)`, with the hint
     mapping of `hint_scheme` (hints.py), and a dict of DistillConfig fields (init, temperature, kd_alpha,
-    hint_weight, lr) to apply with `dataclasses.replace`: sampled where the space lists them,
+    hint_weight, relation_weight, lr) to apply with `dataclasses.replace`: sampled where the space lists them,
     else config.trial_recipe's for this student.
     """
     layers = trial.suggest_int("layers", *space.layers)
