@@ -390,21 +390,6 @@ BUDGETS: dict[str, dict] = {
 
 CHECKPOINT_EVERY = 500  # optimizer steps between export's checkpoints: an interruption costs a few CPU minutes
 
-# `bench export`: which exports, and how they are timed. Here, not in bench/export.py, so that the
-# command line shows them without importing torch.
-BENCH_EXPORT_STUDY = "sst2-compact"              # the SST-2 study whose students serve every task (space
-                                                 # compact, made as results/README.md says)
-BENCH_EXPORT_TASKS = ("sst2", "cola", "amazon")
-BENCH_EXPORT_SHARES = (0.25, 0.10)               # largest shares of the teacher's FLOPs: --pick "flops<=SHARE"
-BENCH_EXPORT_BUDGET = "small"                    # 300 hint steps over all of a task's train (up to 70,000 rows)
-BENCH_EXPORT_KD_STEPS = 16000                    # KD steps per export: twice small's 8,000 (results/README.md says
-                                                 # how it was chosen)
-BENCH_EXPORT_SEEDS = 3                           # seeds of each headline row (a task with goals): mean and spread
-BENCH_EXPORT_OTHER_SEEDS = 1                     # seeds of the other tasks' rows (an Amazon export is about 2 CPU hours)
-BENCH_EXPORT_ROUNDS = 5                          # timing rounds, each timing every model once: min/median/max over them
-BENCH_FIDELITY_STUDENTS = 8                      # `bench fidelity`: students distilled at every rung and exported
-
-
 # Per-trial budgets of a search (`search --budget`), named apart from the presets above: a trial is a
 # short proxy run, without augmentation. A space's `budget:` section may change each for its students.
 TRIAL_BUDGETS: dict[str, dict] = {
@@ -431,20 +416,3 @@ def budget_config(budget: str, **overrides) -> DistillConfig:
     at_least(0, augment=given.get("augment"), augment_examples=given.get("augment_examples"))
     at_least(1, augment_min_tokens=given.get("augment_min_tokens"))
     return DistillConfig(**{**BUDGETS[budget], **given})
-
-
-@dataclass(frozen=True)
-class TeacherRecipe:
-    """Fine-tuning recipe for the teacher (per task defaults in core/teacher.py)."""
-
-    epochs: float = 1.0            # passes over the train split
-    batch_size: int = 32
-    lr: float = 1e-4               # peak AdamW learning rate
-    warmup: float = 0.06           # fraction of steps warming up
-    weight_decay: float = 0.01
-    max_minutes: float | None = None  # wall-clock cap, the schedule fitted to it; None: every planned step, so
-                                      # that the same command, seed and data give the same teacher
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -28,15 +28,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from fastbert_nas.bench.common import machine, save_report
 from fastbert_nas.bench.export import EXPORTS_DIR, export_dir, load_teacher
 from fastbert_nas.bench.export_report import TASK_TITLES
-from fastbert_nas.config import (
-    BENCH_EXPORT_ROUNDS,
-    BENCH_EXPORT_SHARES,
-    BENCH_EXPORT_STUDY,
-    BENCH_EXPORT_TASKS,
-    TORCH_FP32,
-    StudentArch,
-    at_least,
-)
+from fastbert_nas.bench.settings import BENCH_EXPORT_ROUNDS, BENCH_EXPORT_SHARES, BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS
+from fastbert_nas.config import TORCH_FP32, StudentArch, at_least
 from fastbert_nas.core import runtime
 from fastbert_nas.core.student import student_config
 from fastbert_nas.core.tasks import encode_for, load_task, resolve_task

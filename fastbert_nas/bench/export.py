@@ -36,7 +36,7 @@ from transformers import AutoModelForSequenceClassification
 
 from fastbert_nas.bench.common import machine, save_report, spread
 from fastbert_nas.bench.export_report import GOAL_TASKS, check_goals, export_markdown, over_seeds
-from fastbert_nas.config import (
+from fastbert_nas.bench.settings import (
     BENCH_EXPORT_BUDGET,
     BENCH_EXPORT_KD_STEPS,
     BENCH_EXPORT_OTHER_SEEDS,
@@ -45,12 +45,8 @@ from fastbert_nas.config import (
     BENCH_EXPORT_SHARES,
     BENCH_EXPORT_STUDY,
     BENCH_EXPORT_TASKS,
-    BUDGETS,
-    StudentArch,
-    UserError,
-    at_least,
-    retention,
 )
+from fastbert_nas.config import BUDGETS, StudentArch, UserError, at_least, retention
 from fastbert_nas.core.cost import REF_SEQ_LEN, count_flops, count_params, measure_latency
 from fastbert_nas.core.tasks import resolve_task
 from fastbert_nas.core.training import resolve_device, set_threads

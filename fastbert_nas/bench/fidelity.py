@@ -25,19 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from fastbert_nas.bench.common import kendall_tau, machine, rank_correlation, save_report
-from fastbert_nas.config import (
-    BENCH_EXPORT_BUDGET,
-    BENCH_EXPORT_KD_STEPS,
-    BENCH_FIDELITY_STUDENTS,
-    ENV_ATTR,
-    TRIAL_RUNGS,
-    DistillConfig,
-    RunEnv,
-    StudentArch,
-    UserError,
-    at_least,
-    run_env,
-)
+from fastbert_nas.bench.settings import BENCH_EXPORT_BUDGET, BENCH_EXPORT_KD_STEPS, BENCH_FIDELITY_STUDENTS
+from fastbert_nas.config import ENV_ATTR, TRIAL_RUNGS, DistillConfig, RunEnv, StudentArch, UserError, at_least, run_env
 from fastbert_nas.core import pipeline
 from fastbert_nas.export.checkpoint import REPORT_FILE
 from fastbert_nas.export.plan import ExportOptions, parse_pick, pick_row

@@ -8,9 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fastbert_nas.cli.app import INTERRUPTED_BENCH, app, handled
-from fastbert_nas.cli.options import DataDir, Device, Results, Task, TeacherOpt, Threads
-from fastbert_nas.config import (
+from fastbert_nas.bench.settings import (
     BENCH_EXPORT_BUDGET,
     BENCH_EXPORT_KD_STEPS,
     BENCH_EXPORT_OTHER_SEEDS,
@@ -20,10 +18,10 @@ from fastbert_nas.config import (
     BENCH_EXPORT_STUDY,
     BENCH_EXPORT_TASKS,
     BENCH_FIDELITY_STUDENTS,
-    DEFAULT_TRIAL_BUDGET,
-    at_least,
-    run_env,
 )
+from fastbert_nas.cli.app import INTERRUPTED_BENCH, app, handled
+from fastbert_nas.cli.options import DataDir, Device, Results, Task, TeacherOpt, Threads
+from fastbert_nas.config import DEFAULT_TRIAL_BUDGET, at_least, run_env
 from fastbert_nas.search.space import DEFAULT_SPACE
 
 

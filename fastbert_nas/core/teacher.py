@@ -10,14 +10,14 @@ import importlib.util
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from fastbert_nas.config import DEFAULT_BASE, TeacherRecipe, TeacherRef, UserError
+from fastbert_nas.config import DEFAULT_BASE, TeacherRef, UserError
 from fastbert_nas.core.tasks import Encoded, TaskData, collate, encode_for, eval_batches
 from fastbert_nas.core.training import (
     batch_stream,
@@ -31,6 +31,23 @@ from fastbert_nas.core.training import (
 
 CACHE_BATCH = 64                      # examples per teacher forward when filling the output cache
 TIME_PROBE_STEPS = 50                 # steps between re-fits of the plan to --max-minutes
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """Fine-tuning recipe for the teacher (per-task defaults: RECIPES)."""
+
+    epochs: float = 1.0            # passes over the train split
+    batch_size: int = 32
+    lr: float = 1e-4               # peak AdamW learning rate
+    warmup: float = 0.06           # fraction of steps warming up
+    weight_decay: float = 0.01
+    max_minutes: float | None = None  # wall-clock cap, the schedule fitted to it; None: every planned step, so
+                                      # that the same command, seed and data give the same teacher
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
 
 # Per-task fine-tuning recipes for the default base on a 2-core CPU (results/README.md gives their figures).
 RECIPES: dict[str, TeacherRecipe] = {

@@ -1,0 +1,15 @@
+"""The benchmarks' fixed settings (no torch): the command line shows them as defaults without loading a model.
+"""
+
+# `bench export`: which exports, and how they are timed (`bench deploy` and `bench fidelity` take the same).
+BENCH_EXPORT_STUDY = "sst2-compact"              # the SST-2 study whose students serve every task (space
+                                                 # compact, made as results/README.md says)
+BENCH_EXPORT_TASKS = ("sst2", "cola", "amazon")
+BENCH_EXPORT_SHARES = (0.25, 0.10)               # largest shares of the teacher's FLOPs: --pick "flops<=SHARE"
+BENCH_EXPORT_BUDGET = "small"                    # 300 hint steps over all of a task's train (up to 70,000 rows)
+BENCH_EXPORT_KD_STEPS = 16000                    # KD steps per export: twice small's 8,000 (results/README.md says
+                                                 # how it was chosen)
+BENCH_EXPORT_SEEDS = 3                           # seeds of each headline row (a task with goals): mean and spread
+BENCH_EXPORT_OTHER_SEEDS = 1                     # seeds of the other tasks' rows (an Amazon export is about 2 CPU hours)
+BENCH_EXPORT_ROUNDS = 5                          # timing rounds, each timing every model once: min/median/max over them
+BENCH_FIDELITY_STUDENTS = 8                      # `bench fidelity`: students distilled at every rung and exported
