@@ -186,3 +186,27 @@ def test_the_same_fine_tune_twice_gives_the_same_teacher(task_dir, base_dir, tmp
         assert manifest["steps"] == manifest["planned_steps"] > 10 and manifest["recipe"]["max_minutes"] is None
         made.append((manifest["fingerprint"], (results / "teachers" / TASK_NAME / "model.safetensors").read_bytes()))
     assert made[0] == made[1]
+
+
+def test_teacher_seeds_keep_the_best_on_validation_and_score_only_it_on_dev(task_dir, base_dir, tmp_path):
+    """--seeds 3: three fine-tunes (seeds 0-2), each scored on validation; the kept teacher is the one with the
+    best validation metric (its weights, its seed in the recipe), and dev scores it alone."""
+    r = invoke("teacher", "--task", task_dir, "--text-column", "text", "--base", base_dir, "--max-len", MAX_LEN,
+               "--results", tmp_path, "--threads", 1, "--epochs", 1, "--seeds", 3)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "teachers" / TASK_NAME / "manifest.json").read_text())
+    candidates = manifest["candidates"]
+    assert [c["seed"] for c in candidates] == [0, 1, 2] and all("dev" not in c for c in candidates)
+    best = max(candidates, key=lambda c: c["val"]["metric"])
+    assert manifest["recipe"]["seed"] == best["seed"] and manifest["val"] == best["val"]
+    assert len({c["val"]["metric"] for c in candidates}) > 1 or best["seed"] == 0  # ties keep the first
+    again = invoke("teacher", "--task", task_dir, "--text-column", "text", "--base", base_dir, "--max-len", MAX_LEN,
+                   "--results", tmp_path / "one", "--threads", 1, "--epochs", 1)
+    one = json.loads((tmp_path / "one" / "teachers" / TASK_NAME / "manifest.json").read_text())
+    assert again.exit_code == 0 and one["candidates"] == [] and one["val"] == candidates[0]["val"]
+    if best["seed"] == 0:
+        assert one["fingerprint"] == manifest["fingerprint"]
+    else:
+        assert one["fingerprint"] != manifest["fingerprint"]
+    assert_user_error(invoke("teacher", "--task", task_dir, "--text-column", "text", "--base", base_dir,
+                             "--results", tmp_path / "x", "--seeds", 0), "--seeds 0: must be at least 1")

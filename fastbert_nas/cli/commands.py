@@ -52,15 +52,19 @@ def teacher(task: Task, data_dir: DataDir = None, text_column: TextColumn = None
                 "teacher then depends on the machine's speed \\[default: none: every planned step, the same "
                 "teacher on every run].")] = None,
             epochs: Annotated[Optional[float], typer.Option("--epochs", help="Passes over the train split.")] = None,
-            lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None):
+            lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
+            seeds: Annotated[Optional[int], typer.Option(
+                "--seeds", help="Fine-tune this many seeds (0, 1, ...) and keep the best on the validation split; "
+                "only the kept one is scored on dev \\[default: 1].")] = None):
     """Fine-tune the teacher for a task and cache it under RESULTS/teachers/<task>/."""
     from fastbert_nas.core import pipeline
 
     env = run_env(task, data_dir, text_column, label_column, max_len, base=base, device=device, threads=threads,
                   results=results)
-    manifest = pipeline.fine_tune_teacher(env, force=force, max_minutes=max_minutes, epochs=epochs, lr=lr)
-    typer.echo(json.dumps({k: manifest[k] for k in ("task", "base", "minutes", "steps", "dev", "val")
-                           if k in manifest}, indent=2))
+    manifest = pipeline.fine_tune_teacher(env, force=force, max_minutes=max_minutes, epochs=epochs, lr=lr,
+                                          seeds=seeds)
+    typer.echo(json.dumps({k: manifest[k] for k in ("task", "base", "minutes", "steps", "dev", "val", "candidates")
+                           if manifest.get(k) not in (None, [])}, indent=2))
 
 
 def retention_text(report: dict) -> str:

@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastbert_nas.config import DistillConfig, RunEnv, StudentArch, TaskSpec, UserError, budget_config, retention
+from fastbert_nas.config import (
+    DistillConfig,
+    RunEnv,
+    StudentArch,
+    TaskSpec,
+    UserError,
+    at_least,
+    budget_config,
+    retention,
+)
 from fastbert_nas.core import augment as aug
 from fastbert_nas.core.cost import REF_SEQ_LEN, cost_summary, model_costs
 from fastbert_nas.core.distill import CachedTeacher, LiveTeacher, distill, teacher_relation
@@ -41,12 +50,14 @@ def load_for(env: RunEnv):
 
 
 def fine_tune_teacher(env: RunEnv, force: bool = False, max_minutes: float | None = None,
-                      epochs: float | None = None, lr: float | None = None) -> dict:
-    """Fine-tune the base into the task's cached teacher (replacing one only with `force`); its manifest."""
+                      epochs: float | None = None, lr: float | None = None, seeds: int | None = None) -> dict:
+    """Fine-tune the base into the task's cached teacher (replacing one only with `force`; with `seeds`, the
+    best of that many on validation); its manifest."""
+    at_least(1, seeds=seeds)
     env, data, dev, _ = load_for(env)
     recipe = RECIPES.get(data.spec.name, DEFAULT_RECIPE)
-    recipe = replace(recipe, **{k: v for k, v in dict(max_minutes=max_minutes, epochs=epochs, lr=lr).items()
-                                if v is not None})
+    recipe = replace(recipe, **{k: v for k, v in dict(max_minutes=max_minutes, epochs=epochs, lr=lr,
+                                                      seeds=seeds).items() if v is not None})
     t = get_teacher(data, env.results, dev, env.teacher, recipe=recipe, force=force)
     return t.manifest
 

@@ -10,7 +10,7 @@ import importlib.util
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ class TeacherRecipe:
     max_minutes: float | None = None  # wall-clock cap, the schedule fitted to it; None: every planned step, so
                                       # that the same command, seed and data give the same teacher
     seed: int = 0
+    seeds: int = 1                 # seeds fine-tuned (seed, seed + 1, ...): the best on validation is kept
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,7 +136,44 @@ def get_teacher(data: TaskData, results: Path, device: torch.device, ref: Teache
 
 
 def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, recipe: TeacherRecipe) -> Teacher:
-    """Fine-tune `base` on the task's train split; pick nothing on dev; save atomically."""
+    """Fine-tune `base` on the task's train split with each of recipe.seeds seeds, keep the best on the
+    validation split (dev chooses nothing: only the kept one is scored there); save atomically."""
+    spec = data.spec
+    candidates, best = [], None
+    for seed in range(recipe.seed, recipe.seed + recipe.seeds):
+        model, tok, steps, planned, minutes = _fine_tune_once(data, device, base, replace(recipe, seed=seed))
+        val = evaluate(model, spec, encode_for(spec, data.val, tok), device)
+        candidates.append({"seed": seed, "val": val, "steps": steps, "minutes": round(minutes, 2)})
+        if best is None or val["metric"] > best[0]["val"]["metric"]:
+            best = (candidates[-1], model, tok, planned)
+        else:
+            del model
+    chosen, model, tok, planned = best
+    dev = evaluate(model, spec, encode_for(spec, data.dev, tok), device)
+    manifest = {
+        "task": spec.name, "base": base, "data_source": data.source, "data_fingerprint": data.fingerprint(),
+        "max_len": spec.max_len, "tail_tokens": spec.tail_tokens,
+        "recipe": replace(recipe, seed=chosen["seed"]).to_dict(),
+        "steps": chosen["steps"], "planned_steps": planned, "train_examples": len(data.train),
+        "minutes": round(sum(c["minutes"] for c in candidates), 2), "device": str(device),
+        "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "val": chosen["val"],
+        "dev": dev, "fingerprint": weights_fingerprint(model),
+        "candidates": candidates if len(candidates) > 1 else [],  # chosen on validation; dev scored the kept one only
+    }
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    # the figures and recipe, small enough to publish beside the (ignored) model folder
+    (folder.parent.parent / f"teacher-{spec.name}.json").write_text(json.dumps(manifest, indent=2))
+    return Teacher(model, tok, manifest, manifest["fingerprint"])
+
+
+def _fine_tune_once(data: TaskData, device: torch.device, base: str, recipe: TeacherRecipe):
+    """One fine-tune of `base` with recipe.seed: (model in eval mode, tokenizer, steps, planned steps, minutes)."""
     spec = data.spec
     torch.manual_seed(recipe.seed)
     model, tok = load_classifier(base_path(base), num_labels=len(spec.labels))
@@ -149,7 +187,7 @@ def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, rec
     start = time.perf_counter()
     step = 0
     with progress() as bar:
-        task = bar.add_task(f"fine-tuning teacher on {spec.name}", total=steps, info="")
+        task = bar.add_task(f"fine-tuning teacher on {spec.name}, seed {recipe.seed}", total=steps, info="")
         while step < planned:
             for group in opt.param_groups:
                 group["lr"] = learning_rate(step, recipe.lr, planned, recipe.warmup)
@@ -167,28 +205,7 @@ def fine_tune(data: TaskData, folder: Path, device: torch.device, base: str, rec
             bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
             if cap_s is not None and time.perf_counter() - start > cap_s:  # hard cap if the machine slowed
                 break
-    minutes = (time.perf_counter() - start) / 60
-    model.eval()
-    val = evaluate(model, spec, encode_for(spec, data.val, tok), device)
-    dev = evaluate(model, spec, encode_for(spec, data.dev, tok), device)
-    manifest = {
-        "task": spec.name, "base": base, "data_source": data.source, "data_fingerprint": data.fingerprint(),
-        "max_len": spec.max_len, "tail_tokens": spec.tail_tokens, "recipe": recipe.to_dict(), "steps": step,
-        "planned_steps": steps,
-        "train_examples": len(train), "minutes": round(minutes, 2), "device": str(device),
-        "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "val": val, "dev": dev,
-        "fingerprint": weights_fingerprint(model),
-    }
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    # the figures and recipe, small enough to publish beside the (ignored) model folder
-    (folder.parent.parent / f"teacher-{spec.name}.json").write_text(json.dumps(manifest, indent=2))
-    return Teacher(model, tok, manifest, manifest["fingerprint"])
+    return model.eval(), tok, step, steps, (time.perf_counter() - start) / 60
 
 
 # ---------------------------------------------------------------------------
