@@ -202,6 +202,8 @@ def test_distill_end_to_end(tiny_teacher, sst2_data, rows):
     assert r.curve[-1][1] == r.metrics["metric"]
     assert r.train_seconds > 0 and r.examples_per_s > 0
     assert source.calls == [True] * cfg.hint_steps + [False] * cfg.kd_steps  # hint_weight 0: no hiddens
+    # the hint loss as it was read: the first step and the last (LOG_EVERY apart in between)
+    assert [s for s, _ in r.hint_curve] == [1, cfg.hint_steps] and all(v > 0 for _, v in r.hint_curve)
 
     # stage 1 trains the embeddings and layers 1..2 only (layer 3, pooler, classifier untouched)
     mid = source.after_hints

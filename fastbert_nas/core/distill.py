@@ -134,6 +134,7 @@ class LiveTeacher:
 class DistillResult:
     metrics: dict                          # final validation metrics ("metric" is the task's)
     curve: list = field(default_factory=list)   # [(kd_step, metric), ...]
+    hint_curve: list = field(default_factory=list)  # [(hint_step, hint loss), ...] at the steps the loss is read
     hint_steps: int = 0
     kd_steps: int = 0
     train_seconds: float = 0.0             # optimizer steps only, evaluation excluded
@@ -331,6 +332,8 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
                                 f"non-finite loss ({value}) after {result.hint_steps} hint and {result.kd_steps} "
                                 "KD steps: training diverged (learning rate too high?)")
                         bar.update(task, info=f"{'hint' if stage.number == 1 else 'loss'} {value:.4f}")
+                        if stage.number == 1:
+                            result.hint_curve.append((step, value))
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                     seen += len(batch["labels"])
