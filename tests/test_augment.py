@@ -122,6 +122,7 @@ def test_copies_scale_with_the_training_set_within_their_bounds():
     assert copies_for(enc, 0, min_tokens=3, target=1000) == 1             # every example counts
     assert copies_for(enc, 0, min_tokens=5, target=10**6) == AUGMENT_MAX_COPIES
     assert copies_for(enc, 4, min_tokens=3, target=1000) == 4             # never below `copies`
+    assert copies_for(enc, 30, min_tokens=5, target=1000) == 30           # even above the cap
     assert copies_for(Encoded([short], np.zeros(1, dtype=np.int64)), 2, min_tokens=5, target=100) == 0
 
 

@@ -11,7 +11,8 @@ from conftest import assert_user_error, invoke, quick_timings, search_args
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 import fastbert_nas.core.runtime as runtime_mod
-from fastbert_nas.config import TORCH_FP32, Runtime, UserError
+from fastbert_nas.config import UserError
+from fastbert_nas.core.backends import TORCH_FP32, Runtime, asked_runtime
 from fastbert_nas.core.tasks import collate, encode
 from fastbert_nas.export.onnx import ONNX_TOLERANCE
 
@@ -82,6 +83,11 @@ def test_runtimes_are_checked_and_labelled():
         Runtime("torch", "int8").check()
     with pytest.raises(UserError, match="choose one of torch, onnxruntime"):
         Runtime("tvm").check()
+    # what options leave out comes from the recorded runtime; another backend alone means fp32
+    ort8 = Runtime("onnxruntime", "int8")
+    assert asked_runtime(ort8, None, None) == ort8 and asked_runtime(ort8, None, "int8") == ort8
+    assert asked_runtime(ort8, "torch", None) == TORCH_FP32
+    assert asked_runtime(TORCH_FP32, "onnxruntime", None) == Runtime("onnxruntime", "fp32")
 
 
 def test_a_search_timed_in_onnx_runtime_records_it_and_resumes_in_it(data_dir, tiny_teacher_dir, tmp_path,
@@ -101,11 +107,12 @@ def test_a_search_timed_in_onnx_runtime_records_it_and_resumes_in_it(data_dir, t
     trials = [t for t in study.get_trials() if "latency_ms" in t.user_attrs]
     assert trials and all((t.user_attrs["latency_backend"], t.user_attrs["latency_precision"])
                           == ("onnxruntime", "int8") and t.user_attrs["latency_ms"] > 0 for t in trials)
-    again = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", **{"--trials": 2}))
+    again = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", "--precision", "int8",
+                                **{"--trials": 2}))  # the study's backend fills in what is left out
     assert again.exit_code == 0 and "latency in ONNX Runtime int8" in again.output, again.output
     assert_user_error(invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines",
                                           "--latency-backend", "torch", **{"--trials": 2})),
-                      "times latency in ONNX Runtime int8; this run asks for PyTorch int8")
+                      "times latency in ONNX Runtime int8; this run asks for PyTorch fp32")
     show = invoke("show", "--study", "sst2-tiny", "--results", tmp_path, "--format", "json")
     assert show.exit_code == 0, show.output
     assert_user_error(invoke("plot", "--study", "sst2-tiny", "--results", tmp_path, "--latency-backend", "torch"),

@@ -341,3 +341,13 @@ def test_studies_made_before_the_slots_keep_their_sorted_hints():
                                                          "hint_t4": 6}
     short = sample_hints(optuna.trial.FixedTrial(params), 2, 4, TEACHER_LAYERS, scheme="sorted")
     assert short == ((1, 1), (2, 5))  # n_hints clipped to the depth
+
+
+def test_the_shipped_spaces_keep_the_fingerprints_their_studies_recorded():
+    """A key added to SearchSpace later (relation_weight) must not change the fingerprint of a space that does
+    not set it, else every study made before is refused on resume. These are the fingerprints that
+    results/sst2-compact.db and results/sst2-thin-deep.db recorded."""
+    from fastbert_nas.search.options import space_fingerprint
+
+    assert space_fingerprint(load_space("compact")) == "8e284d495ce114ac"
+    assert space_fingerprint(load_space("thin-deep")) == "9f37d929f9a827c0"

@@ -36,7 +36,8 @@ import fastbert_nas.search.options as options_mod
 import fastbert_nas.search.run as search_run
 import fastbert_nas.search.storage as storage_mod
 import fastbert_nas.search.trials as trials_mod
-from fastbert_nas.config import ENV_ATTR, TORCH_FP32, RunEnv, Runtime, StudentArch, UserError, trial_recipe
+from fastbert_nas.config import ENV_ATTR, RunEnv, StudentArch, UserError, trial_recipe
+from fastbert_nas.core.backends import TORCH_FP32, Runtime
 from fastbert_nas.search.promotion import enqueue_promotion
 from fastbert_nas.search.pruning import PRUNE_MARGIN
 from fastbert_nas.search.space import load_space

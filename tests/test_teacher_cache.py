@@ -101,6 +101,17 @@ def test_cache_is_reused_then_rebuilt_when_teacher_or_data_change(tiny_teacher, 
     assert len(third) == 30
 
 
+def test_a_stale_cache_is_removed_but_not_a_split_whose_name_extends_its_own(tiny_teacher, enc, sst2_data,
+                                                                             tmp_path):
+    """"augmented" rebuilt for other examples removes its stale folder, not "augmented-min3"'s."""
+    first = cache(tiny_teacher, enc, tmp_path, split="augmented")
+    longer = cache(tiny_teacher, enc, tmp_path, split="augmented-min3")
+    other = encode(sst2_data.train.subset(np.arange(40, 60)), tiny_teacher.tokenizer, MAX_LEN)
+    rebuilt = cache(tiny_teacher, other, tmp_path, split="augmented")
+    assert not first.folder.exists() and longer.folder.exists() and rebuilt.folder.exists()
+    assert cache_dirs(tmp_path) == sorted([longer.folder.name, rebuilt.folder.name])
+
+
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_no_half_written_cache(tiny_teacher, enc, tmp_path, monkeypatch, exc):
     real_fill = teacher_mod._fill_cache

@@ -29,8 +29,9 @@ from fastbert_nas.bench.common import machine, save_report
 from fastbert_nas.bench.export import EXPORTS_DIR, export_dir, load_teacher
 from fastbert_nas.bench.export_report import TASK_TITLES
 from fastbert_nas.bench.settings import BENCH_EXPORT_ROUNDS, BENCH_EXPORT_SHARES, BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS
-from fastbert_nas.config import TORCH_FP32, StudentArch, at_least
+from fastbert_nas.config import StudentArch, UserError, at_least
 from fastbert_nas.core import runtime
+from fastbert_nas.core.backends import TORCH_FP32, Runtime
 from fastbert_nas.core.student import student_config
 from fastbert_nas.core.tasks import encode_for, load_task, resolve_task
 from fastbert_nas.core.training import set_threads
@@ -65,7 +66,7 @@ class DeployBenchOptions:
         for task in self.tasks:
             resolve_task(task)
         at_least(1, rounds=self.rounds)
-        runtime.Runtime("onnxruntime", "int8").check()
+        Runtime("onnxruntime", "int8").check()
         return self
 
 
@@ -107,6 +108,8 @@ def trial_wall_s(study_name: str, results: Path) -> float:
     study = find_study(study_name, None, results)
     walls = [t.user_attrs["wall_s"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
              if "wall_s" in t.user_attrs and not t.user_attrs.get("rung")]
+    if not walls:
+        raise UserError(f"--study {study_name}: no completed trial to compare a trial's latency timing with")
     return statistics.median(walls)
 
 

@@ -48,9 +48,9 @@ def teacher(task: Task, data_dir: DataDir = None, text_column: TextColumn = None
                 "(without it a cached teacher is never replaced: one made from another base, data or --max-len "
                 "is refused).")] = False,
             max_minutes: Annotated[Optional[float], typer.Option(
-                "--max-minutes", help="Wall-clock cap on fine-tuning; the schedule is fitted to it as it runs, so the "
-                "teacher then depends on the machine's speed \\[default: none: every planned step, the same "
-                "teacher on every run].")] = None,
+                "--max-minutes", help="Wall-clock cap on fine-tuning (per seed with --seeds); the schedule is "
+                "fitted to it as it runs, so the teacher then depends on the machine's speed \\[default: none: "
+                "every planned step, the same teacher on every run].")] = None,
             epochs: Annotated[Optional[float], typer.Option("--epochs", help="Passes over the train split.")] = None,
             lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
             seeds: Annotated[Optional[int], typer.Option(

@@ -60,7 +60,7 @@ def copies_for(enc: Encoded, copies: int, min_tokens: int = AUGMENT_MIN_TOKENS, 
     if target <= 0:
         return copies
     n = sum(1 for ids in enc.ids if len(ids) >= min_tokens)
-    return min(AUGMENT_MAX_COPIES, max(copies, round(target / n))) if n else 0
+    return max(copies, min(AUGMENT_MAX_COPIES, round(target / n))) if n else 0
 
 
 def augment(enc: Encoded, vocab: list[str], embeddings: np.ndarray, copies: int,

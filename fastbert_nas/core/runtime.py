@@ -1,6 +1,6 @@
 """Where a classifier runs, and how fast: PyTorch eager or ONNX Runtime, fp32 or int8.
 
-A Runtime (config.py) names a backend and a precision. `latency` times a model in it at batch B and S tokens, with a
+A Runtime (core/backends.py) names a backend and a precision. `latency` times a model in it at batch B and S tokens, with a
 fixed thread count, warm-up and repeats (torch.utils.benchmark's blocked_autorange), and returns a record
 that names both. For ONNX Runtime the model is exported (`write_onnx`: batch and length free) into a
 temporary folder and, for int8, quantized there by ONNX Runtime's dynamic quantization (`quantize`: int8
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.benchmark import Timer
 
-from fastbert_nas.config import Runtime
+from fastbert_nas.core.backends import Runtime
 from fastbert_nas.core.cost import LATENCY_MIN_RUN_S, REF_SEQ_LEN, measure_latency
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model-int8.onnx"

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -41,7 +42,7 @@ class TeacherRecipe:
     lr: float = 1e-4               # peak AdamW learning rate
     warmup: float = 0.06           # fraction of steps warming up
     weight_decay: float = 0.01
-    max_minutes: float | None = None  # wall-clock cap, the schedule fitted to it; None: every planned step, so
+    max_minutes: float | None = None  # wall-clock cap per seed, the schedule fitted to it; None: every planned step, so
                                       # that the same command, seed and data give the same teacher
     seed: int = 0
     seeds: int = 1                 # seeds fine-tuned (seed, seed + 1, ...): the best on validation is kept
@@ -265,8 +266,9 @@ def teacher_outputs(teacher: Teacher, enc: Encoded, task: str, split: str, max_l
     folder = root / f"{task}-{split}-{cache_key(teacher, enc, task, split, max_len)}"
     if folder.exists():
         return TeacherOutputs(folder)
-    for old in root.glob(f"{task}-{split}-*"):
-        shutil.rmtree(old, ignore_errors=True)
+    for old in root.glob(f"{task}-{split}-*"):  # this task and split's stale cache, not another split's
+        if re.fullmatch(rf"{re.escape(task)}-{re.escape(split)}-[0-9a-f]{{16}}", old.name):
+            shutil.rmtree(old, ignore_errors=True)
     tmp = root / f".tmp-{folder.name}-{time.time_ns()}"
     tmp.mkdir(parents=True)
     try:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastbert_nas.config import check_onnx_installed
 from fastbert_nas.core import runtime
+from fastbert_nas.core.backends import check_onnx_installed
 from fastbert_nas.core.cost import REF_SEQ_LEN, measure_latency
 from fastbert_nas.core.runtime import INPUTS, ONNX_FILE
 from fastbert_nas.core.tasks import Encoded, collate, eval_batches

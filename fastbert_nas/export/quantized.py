@@ -23,8 +23,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fastbert_nas.config import TORCH_FP32, Runtime, TaskSpec
+from fastbert_nas.config import TaskSpec
 from fastbert_nas.core import runtime
+from fastbert_nas.core.backends import TORCH_FP32, Runtime
 from fastbert_nas.core.cost import LATENCY_MIN_RUN_S, measure_latency
 from fastbert_nas.core.tasks import Encoded, collate, eval_batches, score
 from fastbert_nas.core.training import EVAL_BATCH, evaluate

@@ -21,7 +21,8 @@ import optuna
 import torch
 from transformers import AutoConfig, BertForSequenceClassification
 
-from fastbert_nas.config import CACHED_TEACHER_ID, Runtime, StudentArch, UserError
+from fastbert_nas.config import CACHED_TEACHER_ID, StudentArch, UserError
+from fastbert_nas.core.backends import Runtime, asked_runtime
 from fastbert_nas.core.cost import REF_SEQ_LEN
 from fastbert_nas.core.runtime import latency
 from fastbert_nas.core.student import student_config
@@ -57,8 +58,10 @@ def teacher_config(study: optuna.Study, results: Path):
 
 
 def to_remeasure(data: StudyData) -> list[dict]:
-    """Rows on either plotted front, and the completed baselines, in trial order."""
-    picked = {r["trial"]: r for cost in PLOTTED_COSTS for r in pareto_front(data.rows, COST_ATTRS[cost])}
+    """Rows on either plotted front by the trials' own figures (not an earlier re-measurement's, which may be
+    of another runtime), and the completed baselines, in trial order."""
+    own = [{**r, "latency_ms": r["latency_ms_trial"]} for r in data.rows]
+    picked = {r["trial"]: r for cost in PLOTTED_COSTS for r in pareto_front(own, COST_ATTRS[cost])}
     picked.update({r["trial"]: r for r in data.rows if r["baseline"] and r["state"] == "COMPLETE"})
     return [picked[n] for n in sorted(picked)]
 
@@ -78,8 +81,7 @@ def remeasure(study: optuna.Study, data: StudyData, results: Path, log: Callable
     """Time the teacher and the front's students now, one after the other, in `backend` and `precision`
     (None: the study's), and keep the figures in the study's user attr report.REMEASURED (replacing an earlier
     re-measurement). Returns how many students."""
-    recorded = Runtime.of(study.user_attrs)
-    runtime = Runtime(backend or recorded.backend, precision or recorded.precision).check()
+    runtime = asked_runtime(Runtime.of(study.user_attrs), backend, precision).check()
     rows = to_remeasure(data)
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     device, threads = timing_setup([by_number[r["trial"]] for r in rows])

@@ -29,7 +29,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from fastbert_nas.config import ENV_ATTR, REF_SEQ_LEN, RunEnv, Runtime, UserError, retention
+from fastbert_nas.config import ENV_ATTR, REF_SEQ_LEN, RunEnv, UserError, retention
+from fastbert_nas.core.backends import Runtime
 from fastbert_nas.search.pruning import front_hypervolume
 from fastbert_nas.search.storage import make_storage, sqlite_path
 from fastbert_nas.search.trials import front_rows, hold_top_rung, rung_of, state_counts, top_rung_trials, trial_metric

@@ -31,8 +31,8 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from fastbert_nas.config import Runtime
 from fastbert_nas.core import pipeline
+from fastbert_nas.core.backends import Runtime
 from fastbert_nas.core.cost import count_flops, count_params
 from fastbert_nas.core.runtime import latency
 from fastbert_nas.core.tasks import majority_score

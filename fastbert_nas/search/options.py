@@ -8,18 +8,9 @@ import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from fastbert_nas.config import (
-    DEFAULT_TRIAL_BUDGET,
-    ENV_ATTR,
-    TORCH_FP32,
-    DistillConfig,
-    RunEnv,
-    Runtime,
-    StudentArch,
-    UserError,
-    at_least,
-)
+from fastbert_nas.config import DEFAULT_TRIAL_BUDGET, ENV_ATTR, DistillConfig, RunEnv, StudentArch, UserError, at_least
 from fastbert_nas.core import pipeline
+from fastbert_nas.core.backends import TORCH_FP32, Runtime, asked_runtime
 from fastbert_nas.core.cost import analytic_flops
 from fastbert_nas.core.tasks import resolve_task
 from fastbert_nas.search.baselines import parse_student
@@ -169,7 +160,8 @@ class Search:
                             "between processes; give a file (sqlite:///path.db) or a server")
         students = tuple(parse_student(text) for text in opts.enqueue)
         rungs = space_rungs(space, opts.budget, opts.rungs)
-        runtime = Runtime(opts.latency_backend or TORCH_FP32.backend, opts.precision or TORCH_FP32.precision).check()
+        # checked whole once it is known whether the study exists (a resumed one fills in what is left out)
+        runtime = asked_runtime(TORCH_FP32, opts.latency_backend, opts.precision).check_names()
         return cls(opts, space, cfg, objectives, limits, spec.metric, spec.name, name, url, spec.max_len, students,
                    rungs, runtime=runtime)
 
@@ -244,8 +236,7 @@ def recorded_runtime(search: Search, attrs: dict) -> Runtime:
     """The runtime the study times latency in (PyTorch fp32 for one made before runtimes were recorded);
     UserError when --latency-backend or --precision asks for another."""
     recorded = Runtime.of(attrs)
-    opts = search.opts
-    asked = Runtime(opts.latency_backend or recorded.backend, opts.precision or recorded.precision)
+    asked = asked_runtime(recorded, search.opts.latency_backend, search.opts.precision)
     if asked != recorded:
         raise UserError(f"study {search.study_name!r} in {search.storage_url} times latency in {recorded.label}; "
                         f"this run asks for {asked.label}: leave --latency-backend and --precision out to resume "
@@ -266,9 +257,15 @@ def check_space_fits(space: SearchSpace, limits: Limits, seq_len: int) -> None:
                         f"{smallest.name}, has {flops:.4g} FLOPs in its encoder alone")
 
 
+ADDED_SPACE_KEYS = ("relation_weight",)  # space keys added after studies were made: hashed only when set
+
+
 def space_fingerprint(space: SearchSpace) -> str:
     """Hash of what a space lets trials sample (not its path, description or step budgets)."""
     d = asdict(space)
     for key in ("name", "path", "description", "budget"):
         d.pop(key)
+    for key in ADDED_SPACE_KEYS:  # unset: the fingerprint of a space made before the key existed
+        if d[key] is None:
+            d.pop(key)
     return hashlib.sha256(repr(sorted(d.items())).encode()).hexdigest()[:16]

@@ -198,6 +198,8 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
     attrs = existing_attrs(storage, search.study_name) if storage is not None else None
     if attrs is not None:  # before the teacher is loaded: refusing costs nothing
         search = search.resumed(attrs)
+    else:
+        search.runtime.check()  # a new study's runtime, whole
     opts = search.opts
     ctx = search.prepare()  # bad data or teacher files fail here, before a new study file is made
     queued = enqueued_params(search.space, search.students, ctx.teacher.model.config.num_hidden_layers)
