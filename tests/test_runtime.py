@@ -129,3 +129,31 @@ def test_a_search_timed_in_onnx_runtime_records_it_and_resumes_in_it(data_dir, t
     assert "PyTorch fp32" in data.latency_note
     assert all((r["latency_ms"] is not None) == r["remeasured"] for r in data.rows)
     assert data.teacher["latency_ms"] == re["latency_remeasured"]["teacher_ms"]
+
+
+def test_a_run_that_loses_the_race_to_create_the_study_takes_the_studys_runtime(data_dir, tiny_teacher_dir,
+                                                                               tmp_path, monkeypatch):
+    """Two machines start at once: the one whose create_study finds the study made a moment before by the other
+    resumes it, and runs with its runtime (the options it left out come from the study)."""
+    import fastbert_nas.search.options as options_mod
+    import fastbert_nas.search.run as search_run
+    from fastbert_nas.config import run_env
+    from fastbert_nas.search.storage import make_storage
+
+    quick_timings(monkeypatch)
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, tmp_path, "--no-baselines", "--latency-backend",
+                            "onnxruntime", **{"--trials": 1}))
+    assert r.exit_code == 0, r.output
+    env = run_env("sst2", str(data_dir), teacher=str(tiny_teacher_dir), threads=1, results=tmp_path)
+    search = options_mod.Search.from_options(options_mod.SearchOptions(env=env, space="tiny", budget="smoke"))
+    assert search.runtime == TORCH_FP32
+    names, calls = search_run.optuna.study.get_all_study_names, []
+
+    def not_yet(storage):  # open_study's own look does not see the study; later ones do
+        calls.append(1)
+        return [] if len(calls) == 1 else names(storage)
+
+    monkeypatch.setattr(search_run.optuna.study, "get_all_study_names", not_yet)
+    storage = make_storage(search.storage_url)
+    _, created, joined = search_run.open_study(search, storage, search.prepare())
+    assert not created and joined.runtime == Runtime("onnxruntime", "fp32")

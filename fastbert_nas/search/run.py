@@ -72,8 +72,10 @@ def make_pruner(search: Search) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank: int = 0) -> tuple[optuna.Study, bool]:
-    """Create the study (with its identifying attrs) or load it; returns (study, created)."""
+def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context,
+               rank: int = 0) -> tuple[optuna.Study, bool, Search]:
+    """Create the study (with its identifying attrs) or load it; returns (study, created, the search on it:
+    `search`, or resumed on the study another machine created a moment before)."""
     n_before = 0
     created = False
     if search.study_name in optuna.study.get_all_study_names(storage):
@@ -95,12 +97,12 @@ def open_study(search: Search, storage: RDBStorage, ctx: pipeline.Context, rank:
                 study.set_user_attr(key, value)
             created = True
         except optuna.exceptions.DuplicatedStudyError:  # another machine created it a moment ago
-            search.resumed(existing_attrs(storage, search.study_name) or {})  # refuses an incompatible one
+            search = search.resumed(existing_attrs(storage, search.study_name) or {})  # refuses an incompatible one
     study = optuna.load_study(study_name=search.study_name, storage=storage,
                               sampler=make_sampler(search.opts.seed, rank, n_before, search.opts.sampler,
                                                    joined=not created),
                               pruner=make_pruner(search))
-    return study, created
+    return study, created, search
 
 
 def trials_left(trials: list[FrozenTrial], budget: int) -> int:
@@ -184,7 +186,7 @@ def _worker(opts: SearchOptions, rank: int) -> None:
         attrs = existing_attrs(storage, search.study_name)
         search = search.resumed(attrs) if attrs is not None else search
         ctx = search.prepare()
-        study, _ = open_study(search, storage, ctx, rank)
+        study, _, search = open_study(search, storage, ctx, rank)
         optimize(study, search, ctx, log)
 
     in_process(f"worker {rank}", work)
@@ -203,7 +205,7 @@ def run_search(opts: SearchOptions, log: Callable[[str], None] = print) -> dict:
     opts = search.opts
     ctx = search.prepare()  # bad data or teacher files fail here, before a new study file is made
     queued = enqueued_params(search.space, search.students, ctx.teacher.model.config.num_hidden_layers)
-    study, created = open_study(search, storage or make_storage(search.storage_url), ctx)
+    study, created, search = open_study(search, storage or make_storage(search.storage_url), ctx)
     if not created and study.user_attrs.get("teacher_fingerprint") not in (None, ctx.teacher.fingerprint):
         log(f"note: the teacher's weights differ from those the study started with "
             f"({study.user_attrs['teacher_fingerprint']} -> {ctx.teacher.fingerprint}); trials record which")
