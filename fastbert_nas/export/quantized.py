@@ -30,7 +30,6 @@ from fastbert_nas.core.cost import LATENCY_MIN_RUN_S, measure_latency
 from fastbert_nas.core.tasks import Encoded, collate, eval_batches, score
 from fastbert_nas.core.training import EVAL_BATCH, evaluate
 
-QUANTIZE = ("int8",)             # what --quantize takes
 DEPLOY_ROUNDS = 3                # timing rounds of the side-by-side table
 DEPLOY_RUNTIMES = (TORCH_FP32, Runtime("onnxruntime", "fp32"), Runtime("onnxruntime", "int8"))
 MODEL_FILES = {TORCH_FP32.label: "model.safetensors", DEPLOY_RUNTIMES[1].label: runtime.ONNX_FILE,
@@ -84,6 +83,15 @@ def side_by_side(models: dict[str, tuple[torch.nn.Module, Path]], threads: int, 
             for name, (_, folder) in models.items()}
 
 
+def against_teacher(by_runtime: dict, teacher: dict, metrics: dict | None = None) -> dict:
+    """A model's side_by_side timings with their speed-ups against the teacher's (`teacher`, its side_by_side
+    timings) in PyTorch fp32 and in the same runtime, and its `metrics` per runtime (scores') when given."""
+    base = teacher[TORCH_FP32.label]["ms"]
+    return {label: {**x, **(metrics or {}).get(label, {}), "speedup_vs_teacher_pytorch_fp32": base / x["ms"],
+                    "speedup_vs_teacher_same_runtime": teacher[label]["ms"] / x["ms"]}
+            for label, x in by_runtime.items()}
+
+
 def export_int8(student, teacher, out: Path, spec: TaskSpec, splits: dict[str, Encoded], threads: int,
                 log: Callable[[str], None] = print) -> dict:
     """Quantize out/model.onnx into out/INT8_FILE, score the student in every runtime on `splits` (val, dev),
@@ -100,13 +108,8 @@ def export_int8(student, teacher, out: Path, spec: TaskSpec, splits: dict[str, E
             f"{DEPLOY_ROUNDS} rounds ...")
         timed = side_by_side({"student": (student, out), "teacher": (teacher, teacher_dir)}, threads,
                              spec.max_len, DEPLOY_ROUNDS, log)
-    base = timed["teacher"][TORCH_FP32.label]["ms"]
-    for name, by_runtime in timed.items():
-        for label, row in by_runtime.items():
-            row["speedup_vs_teacher_pytorch_fp32"] = base / row["ms"]
-            row["speedup_vs_teacher_same_runtime"] = timed["teacher"][label]["ms"] / row["ms"]
-            if name == "student":
-                row.update(metrics[label])
+    timed = {"student": against_teacher(timed["student"], timed["teacher"], metrics),
+             "teacher": against_teacher(timed["teacher"], timed["teacher"])}
     fp32 = metrics[TORCH_FP32.label]
     int8 = metrics[DEPLOY_RUNTIMES[2].label]
     return {"batch": 1, "seq_len": spec.max_len, "threads": threads, "device": "cpu", "rounds": DEPLOY_ROUNDS,

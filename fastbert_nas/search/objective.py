@@ -45,7 +45,7 @@ from fastbert_nas.search.trials import COST_ATTRS, DUPLICATE, is_duplicate, rung
 
 TOP_RUNG_CACHE = "rung-augmented"  # teacher-cache name of the top rung's augmented examples (the exports' is
                                    # "augmented": each keeps its own)
-LATENCY_RECORD = ("latency_device", "latency_threads", "latency_backend", "latency_precision")  # with latency_ms
+LATENCY_KEYS = ("device", "threads", "backend", "precision")  # recorded with every latency figure
 TRIAL_LATENCY_RUN_S = 0.5  # seconds of timed batch-1 runs per trial (re-measure the front side by side)
 
 
@@ -58,9 +58,12 @@ def teacher_reference(ctx: pipeline.Context, eval_examples: int, runtime: Runtim
                     min_run_time=TRIAL_LATENCY_RUN_S)
     return {"teacher_val": val, "teacher_val_rows": min(eval_examples, len(ctx.val)),
             "majority_val": majority_metric(ctx, eval_examples),
-            "teacher_latency_ms": timed["median_ms"], "teacher_latency_device": timed["device"],
-            "teacher_latency_threads": timed["threads"], "teacher_latency_backend": timed["backend"],
-            "teacher_latency_precision": timed["precision"]}
+            **latency_attrs(timed, "teacher_latency_")}
+
+
+def latency_attrs(timed: dict, prefix: str) -> dict:
+    """runtime.latency's record as user attrs: <prefix>ms, and <prefix><key> for each of LATENCY_KEYS."""
+    return {f"{prefix}ms": timed["median_ms"], **{f"{prefix}{k}": timed[k] for k in LATENCY_KEYS}}
 
 
 def majority_metric(ctx: pipeline.Context, eval_examples: int) -> float:
@@ -86,9 +89,7 @@ def student_costs(student, threads: int, seq_len: int, runtime: Runtime) -> dict
     params = count_params(student)
     timed = latency(student, runtime, 1, seq_len, threads=threads, min_run_time=TRIAL_LATENCY_RUN_S)
     return {"params": params["total"], "params_parts": params, "flops": count_flops(student, seq_len),
-            "flops_ref_len": count_flops(student), "latency": timed["median_ms"], "latency_device": timed["device"],
-            "latency_threads": timed["threads"], "latency_backend": timed["backend"],
-            "latency_precision": timed["precision"]}
+            "flops_ref_len": count_flops(student), "latency": timed["median_ms"], **latency_attrs(timed, "latency_")}
 
 
 def finished_costs(trials: list[FrozenTrial]) -> list[tuple[dict, dict]]:
@@ -172,8 +173,8 @@ class Objective:
             student = pipeline.init_student(ctx, arch, cfg)                                       # build
             costs = student_costs(student, ctx.threads, ctx.spec.max_len, s.runtime)             # cost
             record(trial, params=costs["params"], params_parts=costs["params_parts"], flops=costs["flops"],
-                   flops_ref_len=costs["flops_ref_len"], seq_len=ctx.spec.max_len, latency_ms=costs["latency"],
-                   **{k: costs[k] for k in LATENCY_RECORD})
+                   flops_ref_len=costs["flops_ref_len"], seq_len=ctx.spec.max_len,
+                   **{k: v for k, v in costs.items() if k.startswith("latency_")})
             self.reject_if_over(trial, costs)
             checkpoints = Checkpoints(trial, "none" if rung else s.pruning_mode, costs, s.objectives[1:],
                                       s.opts.pruning_warmup,
