@@ -36,7 +36,7 @@ from fastbert_nas.core.student import student_config
 from fastbert_nas.core.tasks import encode_for, load_task, resolve_task
 from fastbert_nas.core.training import set_threads
 from fastbert_nas.export.checkpoint import REPORT_FILE
-from fastbert_nas.export.quantized import DEPLOY_RUNTIMES, scores, side_by_side
+from fastbert_nas.export.quantized import DEPLOY_RUNTIMES, against_teacher, scores, side_by_side
 from fastbert_nas.report.rows import find_study
 from fastbert_nas.search.objective import TRIAL_LATENCY_RUN_S
 
@@ -88,12 +88,15 @@ def staged(model, folder: Path):
     return model, folder
 
 
-def search_overhead(archs: list[StudentArch], teacher_config, seq_len: int, threads: int, trial_s: float) -> dict:
-    """Seconds a trial spends timing its student in each runtime (export and quantization included), for
-    each student's shape, and the median extra share of a trial's wall time `trial_s` over PyTorch fp32."""
+def search_overhead(archs: list[tuple[str, StudentArch]], teacher_configs: dict, threads: int,
+                    trial_s: float) -> dict:
+    """Seconds a trial spends timing its student in each runtime (export and quantization included), for each
+    (task, student shape) of `archs`, built from that task's teacher config and timed at its length, and the
+    median extra share of a trial's wall time `trial_s` over PyTorch fp32."""
     seconds = {}
-    for arch in archs:
-        model = BertForSequenceClassification(student_config(arch, teacher_config))
+    for task, arch in archs:
+        seq_len = resolve_task(task).max_len
+        model = BertForSequenceClassification(student_config(arch, teacher_configs[task]))
         for rt in DEPLOY_RUNTIMES:
             start = time.perf_counter()
             runtime.latency(model, rt, 1, seq_len, threads=threads, min_run_time=TRIAL_LATENCY_RUN_S)
@@ -145,14 +148,16 @@ def bench_deploy(opts: DeployBenchOptions, log: Callable[[str], None] = print) -
     have, missing = found_exports(opts)
     for folder in missing:
         log(f"note: no finished export in {folder}/ (bench export makes it): left out")
-    rows, models, teachers = [], {}, {}
+    rows, models, teachers, data, archs = [], {}, {}, {}, []
     with tempfile.TemporaryDirectory(prefix="fastbert-nas-deploy-") as tmp:
         for task, share, folder in have:
             spec = resolve_task(task)
             report = json.loads((folder / REPORT_FILE).read_text())
-            data = load_task(spec, opts.data_dir)
+            archs.append((task, StudentArch.from_dict(report["arch"])))
+            if task not in data:
+                data[task] = load_task(spec, opts.data_dir)
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            splits = {"val": encode_for(spec, data.val, tokenizer), "dev": encode_for(spec, data.dev, tokenizer)}
+            splits = {name: encode_for(spec, getattr(data[task], name), tokenizer) for name in ("val", "dev")}
             if task not in teachers:
                 teacher = load_teacher(report, opts.results).eval()
                 teachers[task] = staged(teacher, Path(tmp) / f"teacher-{task}")
@@ -172,19 +177,12 @@ def bench_deploy(opts: DeployBenchOptions, log: Callable[[str], None] = print) -
             timed.update(side_by_side(group, threads, resolve_task(task).max_len, opts.rounds, log))
     for r in rows:
         key = r["folder"] if r["share"] is not None else r["model"]
-        base = timed[f"teacher {r['task']}"]
-        r["runtimes"] = {label: {**x, **r["scores"][label],
-                                 "speedup_vs_teacher_pytorch_fp32": base[TORCH_FP32.label]["ms"] / x["ms"],
-                                 "speedup_vs_teacher_same_runtime": base[label]["ms"] / x["ms"]}
-                         for label, x in timed[key].items()}
-        del r["scores"]
+        r["runtimes"] = against_teacher(timed[key], timed[f"teacher {r['task']}"], r.pop("scores"))
     overhead = None
     if have:
-        archs = [StudentArch.from_dict(json.loads((f / REPORT_FILE).read_text())["arch"])
-                 for _, _, f in have]
         log(f"timing {len(archs)} students' shapes as a trial does, in every runtime ...")
-        overhead = search_overhead(archs, teachers[have[0][0]][0].config, resolve_task(have[0][0]).max_len,
-                                   threads, trial_s)
+        overhead = search_overhead(archs, {task: teacher.config for task, (teacher, _) in teachers.items()}, threads,
+                                   trial_s)
     report = {"study": opts.study, "tasks": list(opts.tasks), "shares": list(opts.shares), "rounds": opts.rounds,
               "threads": threads, "batch": 1, "device": "cpu", "cpu_flags": runtime.cpu_flags(), "machine": machine(),
               "quantization": "onnxruntime dynamic, int8 weights (QInt8), uint8 activations", "rows": rows,
