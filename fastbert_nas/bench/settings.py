@@ -13,3 +13,13 @@ BENCH_EXPORT_SEEDS = 3                           # seeds of each headline row (a
 BENCH_EXPORT_OTHER_SEEDS = 1                     # seeds of the other tasks' rows (an Amazon export is about 2 CPU hours)
 BENCH_EXPORT_ROUNDS = 5                          # timing rounds, each timing every model once: min/median/max over them
 BENCH_FIDELITY_STUDENTS = 8                      # `bench fidelity`: students distilled at every rung and exported
+
+# `bench depth`: students of equal FLOPs from shallow-wide to thin-deep, each distilled three ways.
+DEPTH_TASKS = ("sst2", "cola")
+DEPTH_SHARES = (0.10, 0.25)                      # of the teacher's FLOPs at the task's length
+DEPTH_LADDER = (2, 4, 8, 12)                     # student layers, shallow-wide to thin-deep
+DEPTH_METHODS = ("fitnets", "kd", "random-hints")  # bench/depth.py's METHODS
+DEPTH_SEEDS = 3
+DEPTH_HINT_STEPS = 2000                          # stage-1 steps of 32 examples for the methods with hints (FitNets
+                                                 # trains the guided layers until they fit: each run's flat step
+                                                 # says whether this was long enough)

@@ -18,6 +18,12 @@ from fastbert_nas.bench.settings import (
     BENCH_EXPORT_STUDY,
     BENCH_EXPORT_TASKS,
     BENCH_FIDELITY_STUDENTS,
+    DEPTH_HINT_STEPS,
+    DEPTH_LADDER,
+    DEPTH_METHODS,
+    DEPTH_SEEDS,
+    DEPTH_SHARES,
+    DEPTH_TASKS,
 )
 from fastbert_nas.cli.app import INTERRUPTED_BENCH, app, handled
 from fastbert_nas.cli.options import DataDir, Device, Results, Task, TeacherOpt, Threads
@@ -266,4 +272,46 @@ def bench_speed(task: Task = "sst2", data_dir: DataDir = None, teacher: TeacherO
                           profile_steps=profile_steps, space=space, budget=budget, peak_size=peak_size,
                           log=typer.echo)
     typer.echo(speed.speed_markdown(r))
+    bench_written(r["path"], results)
+
+
+@bench_app.command("depth")
+@handled("interrupted: run the same command to resume; finished runs are kept in RESULTS/depth/runs.json, an "
+         "unfinished one resumes from its checkpoint")
+def bench_depth(tasks: Annotated[str, typer.Option(
+                    "--tasks", help="Comma-separated tasks, each distilled from its own cached teacher.")
+                ] = ",".join(DEPTH_TASKS),
+                shares: Annotated[str, typer.Option(
+                    "--shares", help="Comma-separated FLOPs shares of the teacher (at the task's length): one "
+                    "ladder of equal-FLOPs students per share.")] = ",".join(f"{x:.2f}" for x in DEPTH_SHARES),
+                depths: Annotated[str, typer.Option(
+                    "--depths", help="Comma-separated student depths of each ladder; each one's width holds its "
+                    "FLOPs within 5% of the share.")] = ",".join(map(str, DEPTH_LADDER)),
+                methods: Annotated[str, typer.Option(
+                    "--methods", help="Comma-separated: fitnets (teacher init, hint stage, KD), kd (teacher init, "
+                    "KD only), random-hints (random init, hint stage, KD).")] = ",".join(DEPTH_METHODS),
+                seeds: Annotated[int, typer.Option("--seeds", help="Seeds 0 to SEEDS-1 of every run.")] = DEPTH_SEEDS,
+                budget: Annotated[str, typer.Option(
+                    "--budget", help="Step budget (examples, augmentation, batch) of every run.")
+                ] = BENCH_EXPORT_BUDGET,
+                kd_steps: Annotated[int, typer.Option("--kd-steps", help="KD steps of every run.")
+                                    ] = BENCH_EXPORT_KD_STEPS,
+                hint_steps: Annotated[int, typer.Option(
+                    "--hint-steps", help="Hint-stage steps of the methods with hints.")] = DEPTH_HINT_STEPS,
+                data_dir: DataDir = None, device: Device = "auto", threads: Threads = None,
+                results: Results = Path("results")):
+    """Thinner-deeper with FitNets hints against shallower-wider at equal FLOPs: a ladder of students of equal
+    FLOPs per share, each distilled by every method and seed; validation and dev metrics with their spread,
+    where each hint stage's loss flattened, and a plot of dev metric against depth. Runs are kept in
+    RESULTS/depth/runs.json (the same command resumes, a shorter --kd-steps keeps runs of its own); writes
+    RESULTS/benchmarks/depth.json, .md and depth/metric_vs_depth.png.
+    """
+    from fastbert_nas.bench import depth as bd
+    from fastbert_nas.bench.export import parse_shares, parse_tasks
+
+    opts = bd.DepthOptions(tasks=parse_tasks(tasks), shares=parse_shares(shares), depths=bd.parse_depths(depths),
+                           methods=parse_tasks(methods), seeds=seeds, budget=budget, kd_steps=kd_steps,
+                           hint_steps=hint_steps, data_dir=data_dir, results=results, threads=threads, device=device)
+    r = bd.bench_depth(opts, log=typer.echo)
+    typer.echo(bd.depth_markdown(r))
     bench_written(r["path"], results)

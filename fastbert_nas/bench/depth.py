@@ -1,0 +1,264 @@
+"""`fastbert-nas bench depth`: thinner and deeper with FitNets hints, or shallower and wider, at equal FLOPs?
+
+    for each task and FLOPs share of the teacher (at the task's length):
+      a ladder of students of equal FLOPs, one per depth (equal_flops_arch: the width that holds the
+      encoder's FLOPs within LADDER_TOLERANCE of the share), hinted on every layer the teacher has one for
+    -> each distilled at the export budget three ways (METHODS), seeds 0..N-1:
+         fitnets       teacher init, a long hint stage (stage 1), then KD
+         kd            teacher init, no hint stage: KD only
+         random-hints  random init, the same hint stage, then KD
+    -> validation and dev metric of every run, mean and spread over seeds; the step where each hint
+       stage's loss flattened (flat_step)
+    -> RESULTS/benchmarks/depth.json, depth.md and depth/metric_vs_depth.png (bench/depth_report.py)
+
+Every run is kept as it finishes in RESULTS/depth/runs.json (small: commit it), keyed by its task, share,
+student, method, seed and step counts, so the same command resumes, on this machine or a fresh one;
+a run in progress checkpoints into RESULTS/depth/<run>/.checkpoint/ every CHECKPOINT_EVERY steps.
+Nothing is chosen here: the ladder and the methods are fixed, the validation metric is what a user
+would choose on, dev reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from fastbert_nas.bench import settings
+from fastbert_nas.bench.common import machine, save_report, seed_stats
+from fastbert_nas.bench.depth_report import depth_markdown, write_plot
+from fastbert_nas.config import CHECKPOINT_EVERY, StudentArch, UserError, at_least, budget_config, run_env, trial_recipe
+from fastbert_nas.core import pipeline
+from fastbert_nas.core.cost import analytic_flops, count_flops
+from fastbert_nas.core.tasks import encode_for, resolve_task
+from fastbert_nas.core.training import evaluate
+from fastbert_nas.export.checkpoint import FileCheckpoint
+from fastbert_nas.search.hints import hint_student_layers
+
+BENCH_FILE = "depth"
+RUNS_DIR = "depth"                # RESULTS/depth/: runs.json and the checkpoints of runs in progress
+RUNS_FILE = "runs.json"
+LADDER_TOLERANCE = 0.05           # a rung's encoder FLOPs within 5% of its share of the teacher's
+FFN_RATIOS = (1, 4)               # FFN width / hidden width allowed; BERT's 4 preferred
+FLAT_TOLERANCE = 0.02             # flat_step: the smoothed loss never falls more than 2% below it afterwards
+FLAT_WINDOW = 5                   # loss readings (LOG_EVERY steps apart) in flat_step's moving average
+
+# Each method's DistillConfig fields, over the trial recipe of the student (config.trial_recipe).
+METHODS: dict[str, dict] = {  # DEPTH_METHODS, in that order
+    "fitnets": {"init": "teacher"},
+    "kd": {"init": "teacher", "hint_steps": 0},
+    "random-hints": {"init": "random"},
+}
+
+
+# ---------------------------------------------------------------------------
+# The ladder (plain numbers)
+
+def ladder_hints(layers: int, teacher_layers: int) -> tuple[tuple[int, int], ...]:
+    """min(layers, T) hints on student layers spread evenly (the last on the last), the i-th of n guided by
+    teacher layer ceil(i * T / n). (2, 6) -> 1:3,2:6; (4, 6) -> 1:2,2:3,3:5,4:6; (12, 6) -> 2:1,4:2,...,12:6."""
+    n = min(layers, teacher_layers)
+    teacher = (math.ceil(i * teacher_layers / n - 1e-9) for i in range(1, n + 1))
+    return tuple(zip(hint_student_layers(layers, n), teacher))
+
+
+def equal_flops_arch(layers: int, target: float, seq_len: int, head_dim: int, teacher_layers: int,
+                     max_hidden: int, tolerance: float = LADDER_TOLERANCE) -> StudentArch:
+    """The `layers`-deep student whose encoder FLOPs (cost.analytic_flops at seq_len) are within `tolerance`
+    of `target`: hidden and FFN widths multiples of the teacher's head width (heads of the teacher's
+    size), FFN between FFN_RATIOS times hidden, the FFN ratio nearest BERT's 4 first, then the nearest
+    FLOPs. UserError when no width fits."""
+    best, best_key = None, None
+    for hidden in range(head_dim, max_hidden + 1, head_dim):
+        for ffn in range(FFN_RATIOS[0] * hidden, FFN_RATIOS[1] * hidden + 1, head_dim):
+            arch = StudentArch(layers, hidden, hidden // head_dim, ffn, ladder_hints(layers, teacher_layers))
+            off = analytic_flops(arch, seq_len) / target - 1
+            key = (abs(ffn / hidden - FFN_RATIOS[1]), abs(off))
+            if abs(off) <= tolerance and (best_key is None or key < best_key):
+                best, best_key = arch, key
+    if best is None:
+        raise UserError(f"no {layers}-layer student within {tolerance:.0%} of {target:.3g} FLOPs at {seq_len} tokens "
+                        f"(widths multiples of {head_dim} up to {max_hidden}): leave that depth out of --depths")
+    return best
+
+
+def ladder(teacher_config, share: float, depths: tuple[int, ...], seq_len: int) -> list[StudentArch]:
+    """One student per depth at `share` of the teacher's encoder FLOPs (equal_flops_arch)."""
+    tc = teacher_config
+    head_dim = tc.hidden_size // tc.num_attention_heads
+    teacher = StudentArch(tc.num_hidden_layers, tc.hidden_size, tc.num_attention_heads, tc.intermediate_size)
+    target = share * analytic_flops(teacher, seq_len)
+    return [equal_flops_arch(d, target, seq_len, head_dim, tc.num_hidden_layers, 2 * tc.hidden_size) for d in depths]
+
+
+def flat_step(curve: list, tolerance: float = FLAT_TOLERANCE, window: int = FLAT_WINDOW) -> int | None:
+    """The first step of a loss curve [(step, loss), ...] from which its moving average (over `window`
+    readings) never falls more than `tolerance` below its value there; None when that is only the last
+    window's (the loss was still falling when the stage ended) or the curve is too short."""
+    if len(curve) < 2 * window:
+        return None
+    steps = [s for s, _ in curve][window - 1:]
+    losses = [v for _, v in curve]
+    avg = [sum(losses[i - window + 1:i + 1]) / window for i in range(window - 1, len(losses))]
+    for i, value in enumerate(avg[:-window]):
+        if min(avg[i:]) >= value * (1 - tolerance):
+            return steps[i]
+    return None
+
+
+def parse_depths(text: str) -> tuple[int, ...]:
+    """'2,4,8,12' -> (2, 4, 8, 12)."""
+    try:
+        return tuple(int(d) for d in text.split(",") if d.strip())
+    except ValueError:
+        raise UserError(f"--depths {text!r}: expected student layers, e.g. 2,4,8,12") from None
+
+
+# ---------------------------------------------------------------------------
+# The runs
+
+@dataclass(frozen=True)
+class DepthOptions:
+    """What `fastbert-nas bench depth` takes; field names are its option names."""
+
+    tasks: tuple[str, ...] = settings.DEPTH_TASKS
+    shares: tuple[float, ...] = settings.DEPTH_SHARES
+    depths: tuple[int, ...] = settings.DEPTH_LADDER
+    methods: tuple[str, ...] = settings.DEPTH_METHODS
+    seeds: int = settings.DEPTH_SEEDS
+    budget: str = settings.BENCH_EXPORT_BUDGET
+    kd_steps: int = settings.BENCH_EXPORT_KD_STEPS
+    hint_steps: int = settings.DEPTH_HINT_STEPS
+    data_dir: str | None = None
+    results: Path = Path("results")
+    threads: int | None = None
+    device: str = "auto"
+
+    def check(self) -> "DepthOptions":
+        at_least(1, seeds=self.seeds, kd_steps=self.kd_steps, hint_steps=self.hint_steps)
+        if any(d < 1 for d in self.depths):
+            raise UserError(f"--depths {','.join(map(str, self.depths))}: student layers, each at least 1")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise UserError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        if not self.tasks or not self.shares or not self.depths or not self.methods:
+            raise UserError("--tasks, --shares, --depths and --methods each need at least one value")
+        bad = [s for s in self.shares if not 0 < s <= 1]
+        if bad:
+            raise UserError(f"--shares {bad[0]}: a share of the teacher's FLOPs, above 0 and at most 1")
+        for task in self.tasks:
+            resolve_task(task)
+        budget_config(self.budget)
+        return self
+
+
+def run_key(task: str, share: float, arch: StudentArch, method: str, seed: int, opts: DepthOptions,
+            teacher: str) -> str:
+    """A run's name in runs.json: everything that makes it this run (the step counts too: a shorter benchmark
+    keeps runs of its own; and the teacher's weights fingerprint: runs of another teacher are kept, not used)."""
+    return (f"{task}/{share:g}/{arch.name}/{method}/seed{seed}/{opts.budget}-hint{opts.hint_steps}-"
+            f"kd{opts.kd_steps}/teacher-{teacher}")
+
+
+class Runs:
+    """RESULTS/depth/runs.json: {run_key: record}, written after every run."""
+
+    def __init__(self, results: Path):
+        self.path = Path(results) / RUNS_DIR / RUNS_FILE
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def put(self, key: str, record: dict) -> None:
+        self.data[key] = record
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=1))
+
+
+def one_run(ctx: pipeline.Context, arch: StudentArch, method: str, seed: int, opts: DepthOptions, folder: Path,
+            log: Callable[[str], None]) -> dict:
+    """Distill one student one way (checkpointed in `folder`), scored on validation and dev."""
+    base = budget_config(opts.budget, kd_steps=opts.kd_steps, hint_steps=opts.hint_steps)
+    cfg = replace(base, **(trial_recipe(arch) | METHODS[method]), seed=seed)
+    checkpoint = FileCheckpoint(folder / ".checkpoint", CHECKPOINT_EVERY, log=log)
+    checkpoint.claim({"arch": arch.to_dict(), "config": cfg.to_dict(), "teacher": ctx.teacher.fingerprint,
+                      "task": ctx.spec.name})
+    start = time.perf_counter()
+    student = pipeline.init_student(ctx, arch, cfg)
+    result = pipeline.distill_student(ctx, student, arch, cfg, checkpoint=checkpoint)
+    dev = evaluate(student, ctx.spec, encode_for(ctx.spec, ctx.data.dev, ctx.teacher.tokenizer), ctx.device)
+    record = {"task": ctx.spec.name, "arch": arch.to_dict(), "name": arch.name, "hints": arch.hints_str,
+              "method": method, "seed": seed, "config": cfg.to_dict(),
+              "flops": count_flops(student, ctx.spec.max_len), "val": result.metrics["metric"],
+              "dev": dev["metric"], "kd_curve": result.curve, "hint_curve": result.hint_curve,
+              "flat_step": flat_step(result.hint_curve), "teacher_fingerprint": ctx.teacher.fingerprint,
+              "minutes": (time.perf_counter() - start) / 60, "resumed_from": checkpoint.resumed_from,
+              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    checkpoint.remove()
+    return record
+
+
+def task_runs(task: str, opts: DepthOptions, runs: Runs, log: Callable[[str], None]) -> dict:
+    """Every run of one task not yet on record (seed 0 of every student and method first); the task's
+    teacher figures and its ladders."""
+    env = run_env(task, opts.data_dir, device=opts.device, threads=opts.threads, results=opts.results)
+    ctx = pipeline.prepare(env, budget_config(opts.budget, kd_steps=opts.kd_steps, hint_steps=opts.hint_steps))
+    seq_len = ctx.spec.max_len
+    ladders = {share: ladder(ctx.teacher.model.config, share, opts.depths, seq_len) for share in opts.shares}
+    for seed in range(opts.seeds):
+        for share, archs in ladders.items():
+            for arch in archs:
+                for method in opts.methods:
+                    key = run_key(task, share, arch, method, seed, opts, ctx.teacher.fingerprint)
+                    if key in runs.data:
+                        continue
+                    log(f"{key} ({arch.hints_str}) ...")
+                    folder = runs.path.parent / key.replace("/", "-")
+                    runs.put(key, one_run(ctx, arch, method, seed, opts, folder, log) | {"share": share})
+    teacher_flops = count_flops(ctx.teacher.model, seq_len)
+    return {"task": ctx.spec.name, "metric": ctx.spec.metric, "seq_len": seq_len, "teacher_flops": teacher_flops,
+            "teacher_fingerprint": ctx.teacher.fingerprint,
+            "teacher_dev": pipeline.teacher_dev_metrics(ctx.teacher, ctx.data, ctx.device)["metric"],
+            "ladders": {f"{share:g}": [a.to_dict() | {"name": a.name, "flops_share": analytic_flops(a, seq_len) /
+                                                      teacher_flops} for a in archs]
+                        for share, archs in ladders.items()}}
+
+
+def summarize(task: dict, runs: Runs, opts: DepthOptions) -> list[dict]:
+    """One row per (share, depth, method): validation and dev over seeds, the hint stages' flat steps."""
+    rows = []
+    for share, archs in task["ladders"].items():
+        for a in archs:
+            arch = StudentArch.from_dict(a)
+            for method in opts.methods:
+                got = [runs.data[k] for seed in range(opts.seeds)
+                       if (k := run_key(task["task"], float(share), arch, method, seed, opts,
+                                        task["teacher_fingerprint"])) in runs.data]
+                if not got:
+                    continue
+                rows.append({"task": task["task"], "share": float(share), "depth": arch.layers, "student": arch.name,
+                             "hints": arch.hints_str, "method": method, "flops_share": got[0]["flops"] /
+                             task["teacher_flops"], "val": seed_stats([r["val"] for r in got]),
+                             "dev": seed_stats([r["dev"] for r in got]),
+                             "retention": seed_stats([r["dev"] / task["teacher_dev"] for r in got]),
+                             "flat_steps": [r["flat_step"] for r in got], "minutes": sum(r["minutes"] for r in got)})
+    return rows
+
+
+def bench_depth(opts: DepthOptions, log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) every run of the benchmark; write its report and plot."""
+    opts.check()
+    runs = Runs(opts.results)
+    tasks = [task_runs(task, opts, runs, log) for task in opts.tasks]
+    report = {"tasks": tasks, "rows": [row for t in tasks for row in summarize(t, runs, opts)],
+              "settings": {"budget": opts.budget, "hint_steps": opts.hint_steps, "kd_steps": opts.kd_steps,
+                           "seeds": opts.seeds, "depths": list(opts.depths), "shares": list(opts.shares),
+                           "methods": list(opts.methods), "ladder_tolerance": LADDER_TOLERANCE,
+                           "flat_tolerance": FLAT_TOLERANCE},
+              "chosen_on": "nothing (fixed ladder and methods; validation is what a user would choose on)",
+              "reported_on": "dev", "runs_file": str(runs.path), "machine": machine(),
+              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    report["plot"] = write_plot(report, Path(opts.results) / "benchmarks" / BENCH_FILE, log)
+    return save_report(report, opts.results, BENCH_FILE, depth_markdown)

@@ -1,0 +1,113 @@
+"""`fastbert-nas bench depth` (fastbert_nas.bench.depth): the equal-FLOPs ladder on plain numbers and on the
+real base's shape, where a hint loss flattens, and the benchmark end to end on a tiny teacher (resumed, and
+a shorter run kept apart)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import cache_tiny_teacher, invoke, quick_timings
+from transformers import AutoConfig
+
+import fastbert_nas.bench.depth as bd
+from fastbert_nas.core.cost import analytic_flops
+from fastbert_nas.core.teacher import DEFAULT_BASE, base_path
+
+
+def test_ladder_hints_spread_over_the_student_and_the_teacher():
+    assert bd.ladder_hints(2, 6) == ((1, 3), (2, 6))
+    assert bd.ladder_hints(4, 6) == ((1, 2), (2, 3), (3, 5), (4, 6))
+    assert bd.ladder_hints(12, 6) == tuple((2 * k, k) for k in range(1, 7))
+    assert bd.ladder_hints(6, 6) == tuple((k, k) for k in range(1, 7))
+    assert bd.ladder_hints(1, 6) == ((1, 6),)
+
+
+@pytest.mark.parametrize("share", [0.10, 0.25])
+def test_ladder_of_the_base_holds_its_flops_within_tolerance(share):
+    """The default base's shape (MiniLM-L6-H384-A12, head width 32) at SST-2's 64 tokens: every depth from 1 to
+    12 gets a student of the share's FLOPs within 5%, of heads the teacher's width, hinted on its last layer."""
+    config = AutoConfig.from_pretrained(base_path(DEFAULT_BASE))
+    teacher = bd.StudentArch(6, 384, 12, 1536)
+    depths = (1, 2, 3, 4, 6, 8, 12)
+    archs = bd.ladder(config, share, depths, 64)
+    assert [a.layers for a in archs] == list(depths)
+    for a in archs:
+        a.validate(6)
+        assert abs(analytic_flops(a, 64) / (share * analytic_flops(teacher, 64)) - 1) <= bd.LADDER_TOLERANCE
+        assert a.hidden // a.heads == 32 and a.hidden % 32 == 0 and a.ffn % 32 == 0
+        assert bd.FFN_RATIOS[0] <= a.ffn / a.hidden <= bd.FFN_RATIOS[1]
+        assert a.hints[-1] == (a.layers, 6)
+    widths = [a.hidden for a in archs]
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1]  # deeper is thinner
+
+
+def test_equal_flops_arch_refuses_a_depth_no_width_fits():
+    teacher = bd.StudentArch(6, 384, 12, 1536)
+    with pytest.raises(bd.UserError, match="no 40-layer student"):
+        bd.equal_flops_arch(40, 0.02 * analytic_flops(teacher, 64), 64, 32, 6, 768)
+
+
+def test_flat_step_on_plain_curves():
+    decaying = [(20 * i, 1.0 + 4.0 * 0.7 ** i) for i in range(60)]
+    step = bd.flat_step(decaying)
+    assert step is not None and 100 <= step <= 600
+    loss = dict(decaying)  # there the loss is within about 2% of where it ends, a few readings before it was not
+    assert loss[step] <= 1.03 * loss[1180] and loss[step - 20 * bd.FLAT_WINDOW] > 1.02 * loss[1180]
+    falling = [(20 * i, 10.0 - 0.1 * i) for i in range(60)]
+    assert bd.flat_step(falling) is None          # still falling when the stage ends
+    assert bd.flat_step(decaying[:6]) is None     # too short to say
+    assert bd.flat_step([(20 * i, 2.0) for i in range(20)]) == 20 * (bd.FLAT_WINDOW - 1)  # flat from the start
+
+
+def test_options_refuse_bad_values():
+    for over, fragment in [({"methods": ("fitnets", "nope")}, "--methods: unknown nope"),
+                           ({"depths": (2, 0)}, "--depths"), ({"shares": (1.5,)}, "--shares 1.5"),
+                           ({"seeds": 0}, "--seeds 0"), ({"tasks": ("mnli",)}, "mnli")]:
+        with pytest.raises(bd.UserError, match=fragment):
+            bd.DepthOptions(**over).check()
+
+
+def bench_args(data_dir, results, **over) -> list[str]:
+    opts = {"--tasks": "sst2", "--shares": "0.5", "--depths": "1,2", "--seeds": 1, "--budget": "smoke",
+            "--kd-steps": 8, "--hint-steps": 40, "--data-dir": data_dir, "--results": results, "--threads": 1, **over}
+    return ["bench", "depth", *[str(x) for k, v in opts.items() for x in (k, v)]]
+
+
+def test_bench_depth_runs_every_student_and_method_and_resumes(tmp_path, data_dir, monkeypatch, restore_threads):
+    fingerprint = cache_tiny_teacher(tmp_path, "sst2", data_dir, seed=0)
+    quick_timings(monkeypatch)
+    r = invoke(*bench_args(data_dir, tmp_path))
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "benchmarks" / "depth.json").read_text())
+    runs = json.loads((tmp_path / "depth" / "runs.json").read_text())
+    assert len(runs) == 2 * len(bd.METHODS) and all(k.endswith(f"/teacher-{fingerprint}") for k in runs)
+    by_method = {}
+    for record in runs.values():
+        by_method.setdefault(record["method"], []).append(record)
+        assert 0 <= record["val"] <= 1 and 0 <= record["dev"] <= 1 and record["config"]["kd_steps"] == 8
+    assert all(r["config"]["hint_steps"] == 0 and not r["hint_curve"] for r in by_method["kd"])
+    assert all(r["config"]["hint_steps"] == 40 and r["hint_curve"] for r in by_method["fitnets"])
+    assert {r["config"]["init"] for r in by_method["random-hints"]} == {"random"}
+    (ladder,) = report["tasks"][0]["ladders"].values()
+    assert [a["layers"] for a in ladder] == [1, 2]
+    assert len(report["rows"]) == 6 and {row["method"] for row in report["rows"]} == set(bd.METHODS)
+    assert all(row["dev"]["n"] == 1 and abs(row["flops_share"] - 0.5) < 0.1 for row in report["rows"])
+    assert not list((tmp_path / "depth").glob("*/.checkpoint"))  # finished runs leave no checkpoint
+    assert (tmp_path / "benchmarks" / "depth" / "metric_vs_depth.png").exists()
+    assert "# Depth at equal FLOPs" in (tmp_path / "benchmarks" / "depth.md").read_text()
+
+    r = invoke(*bench_args(data_dir, tmp_path))  # the same command: every run is on record
+    assert r.exit_code == 0 and ") ..." not in r.output, r.output
+    assert json.loads((tmp_path / "depth" / "runs.json").read_text()) == runs
+
+    r = invoke(*bench_args(data_dir, tmp_path, **{"--kd-steps": 4, "--methods": "kd"}))  # other steps: runs of its own
+    assert r.exit_code == 0, r.output
+    after = json.loads((tmp_path / "depth" / "runs.json").read_text())
+    assert len(after) == len(runs) + 2 and all(after[k] == v for k, v in runs.items())
+    assert len(json.loads((tmp_path / "benchmarks" / "depth.json").read_text())["rows"]) == 2
+
+
+def test_bench_depth_bad_input_is_one_line(tmp_path, data_dir):
+    r = invoke(*bench_args(data_dir, tmp_path, **{"--depths": "2,x"}))
+    assert r.exit_code == 2 and "--depths '2,x'" in r.output and "Traceback" not in r.output
