@@ -11,7 +11,6 @@ import json
 import math
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -24,7 +23,6 @@ import fastbert_nas.core.cost as cost
 import fastbert_nas.export.plan as plan_mod
 import fastbert_nas.export.run as export_run
 from fastbert_nas.bench.common import machine
-from fastbert_nas.config import StudentArch
 from fastbert_nas.export.checkpoint import differences
 from fastbert_nas.report.rows import gather
 
@@ -176,6 +174,34 @@ def test_an_export_of_other_settings_is_refused_before_any_work(bench, data_dir)
     assert sorted(p.name for p in (results / "exports").iterdir()) == folders
 
 
+def test_without_the_study_missing_rows_are_exported_again_from_seed_0(bench, data_dir, tmp_path, monkeypatch,
+                                                                       restore_threads):
+    """The study's database is not committed: on a fresh machine the benchmark takes each share's student
+    from its seed-0 export (export --again) and makes the same exports as with the study."""
+    results = tmp_path / "results"
+    shutil.copytree(bench["results"], results)
+    (results / f"{SMOKE_STUDY}.db").unlink()
+    small = bench["shares"][1]
+    gone = [bx.export_dir(results, "sst2", small, seed=1), bx.export_dir(results, "cola", bench["shares"][0])]
+    before = {f: json.loads((f / "export.json").read_text()) for f in gone}
+    for f in gone:
+        shutil.rmtree(f)
+    quick_timings(monkeypatch)
+    r = invoke(*bench_args(data_dir, results, bench["shares"]))
+    assert r.exit_code == 0, r.output
+    assert f"study {SMOKE_STUDY} not here" in r.output
+    for folder, old in before.items():
+        new = json.loads((folder / "export.json").read_text())
+        seed0 = bx.export_dir(results, "sst2", small if "sst2" in folder.name else bench["shares"][0])
+        assert new["again"] == str(seed0) and new["trial"] == old["trial"] and new["name"] == old["name"]
+        assert (new["pick"], new["study"], new["config"], new["teacher"]["fingerprint"]) == (
+            old["pick"], old["study"], old["config"], old["teacher"]["fingerprint"])
+        assert new["val"] == old["val"] and new["dev"] == old["dev"]  # same inputs, same result
+    shutil.rmtree(bx.export_dir(results, "sst2", small))  # a seed-0 export gone too: nothing to take it from
+    r = invoke(*bench_args(data_dir, results, bench["shares"]))
+    assert_user_error(r, f"--study {SMOKE_STUDY}", "not found")
+
+
 @pytest.mark.parametrize("over, fragments", [
     ({"--shares": "0.25,x"}, ["--shares '0.25,x'"]),
     ({"--shares": "0.25,0"}, ["--shares: 0 is not a positive share"]),
@@ -203,8 +229,7 @@ def test_folder_names_and_picks_of_shares(tmp_path):
     assert bx.found(made, want) == want
     # a study of the same name, re-made since, whose pick is another trial or student: not this export
     for number, arch in ((3, "L2-H64-A2-I128"), (5, "L2-H64-A2-I128"), (3, "L3-H64-A2-I128")):
-        picked = SimpleNamespace(number=number, user_attrs={"arch": StudentArch.parse(arch, "1:6").to_dict()})
-        want = bx.expected(bx.ExportBenchOptions(study="s"), "sst2", 0.1, 1, picked)
+        want = bx.expected(bx.ExportBenchOptions(study="s"), "sst2", 0.1, 1, (number, arch))
         changed = differences(bx.found(made, want), want)
         assert changed == [f"trial: 3 -> {number}"] * (number != 3) + [f"student: L2-H64-A2-I128 -> {arch}"] * (
             arch != "L2-H64-A2-I128")

@@ -398,8 +398,9 @@ def test_pick_that_matches_nothing_is_one_error_line(tmp_path):
 
 
 @pytest.mark.parametrize("over, fragments", [
-    ({"--pick": "flops<=0.5"}, ["exactly one of --trial N and --pick RULE"]),
-    ({"--trial": None}, ["exactly one of --trial N and --pick RULE"]),
+    ({"--pick": "flops<=0.5"}, ["exactly one of --trial N, --pick RULE"]),
+    ({"--trial": None}, ["exactly one of --trial N, --pick RULE", "--again EXPORT_DIR"]),
+    ({"--trial": None, "--again": "nowhere"}, ["--again nowhere: no export.json there"]),
     ({"--trial": 99}, ["--trial 99", "no such trial (trials 0-2)"]),
     ({"--trial": None, "--pick": "flops<=0.0001"}, ["no completed student has at most 0.0%"]),
     ({"--trial": None, "--pick": "speed<=2"}, ["expected [LOW<]COST<=SHARE"]),

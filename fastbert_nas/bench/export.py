@@ -11,7 +11,9 @@ picked on the study's validation metric by `--pick "LOWER<flops<=SHARE"` (LOWER:
 of the benchmark, so that each row is its own student; the smallest share from 0); `export --task T` distills each from
 task T's own fine-tuned teacher. A missing or unfinished export folder is exported (resumed) here by
 export.run_export with the same options as `fastbert-nas export --study S --pick "LOWER<flops<=SHARE" --task T
---budget B --kd-steps N --seed K --out RESULTS/exports/<task>-<NN>[-seed<K>]`. A task with goals (SST-2)
+--budget B --kd-steps N --seed K --out RESULTS/exports/<task>-<NN>[-seed<K>]`; where the study's database is not
+here (it is not committed), with `--again` the share's seed-0 export of the first task: its student and trial
+recipe, as that export.json records them. A task with goals (SST-2)
 is exported with --seeds seeds, 0 to N-1, the others with --other-seeds; the goals are judged on the mean
 retention over a row's seeds.
 
@@ -26,12 +28,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from optuna.trial import FrozenTrial
 from transformers import AutoModelForSequenceClassification
 
 from fastbert_nas.bench.common import machine, save_report, spread
@@ -146,16 +147,39 @@ class Row:
     figures: dict = field(default_factory=dict)
 
 
-def expected(opts: ExportBenchOptions, task: str, share: float, seed: int, picked: FrozenTrial | None = None) -> dict:
+def expected(opts: ExportBenchOptions, task: str, share: float, seed: int, picked: tuple[int, str] | None = None
+             ) -> dict:
     """What a row's export.json must say to be this benchmark's export; with `picked` (the trial the pick
-    chooses in the study now), its trial and student too, so that an export of a study since re-made is
+    chooses in the study now, and its student), those too, so that an export of a study since re-made is
     not taken for one of this study."""
     kd = opts.kd_steps if opts.kd_steps is not None else BUDGETS[opts.budget]["kd_steps"]
     want = {"study": opts.study, "task": resolve_task(task).name, "pick": pick_rule(share, opts.shares),
             "budget": opts.budget, "kd_steps": kd, "seed": seed}
     if picked is not None:
-        want |= {"trial": picked.number, "student": StudentArch.from_dict(picked.user_attrs["arch"]).name}
+        want |= {"trial": picked[0], "student": picked[1]}
     return want
+
+
+def picks(opts: ExportBenchOptions, log: Callable[[str], None]) -> dict[float, tuple[int, str, Path | None]]:
+    """Per share: (trial, student, None) as the pick chooses them in the study; where the study's database is
+    not here (it is not committed), (trial, student, folder) of the share's seed-0 export of the first task,
+    whose student the missing rows are exported again from (export --again)."""
+    first = opts.tasks[0]
+    try:
+        study = find_study(opts.study, None, opts.results)
+    except UserError:
+        folders = {share: export_dir(opts.results, first, share) for share in opts.shares}
+        missing = [str(f) for f in folders.values() if not (f / REPORT_FILE).exists()]
+        if missing:
+            raise
+        log(f"study {opts.study} not here: each share's student is taken from its seed-0 export "
+            f"({', '.join(f.name for f in folders.values())}/export.json)")
+        reports = {share: json.loads((f / REPORT_FILE).read_text()) for share, f in folders.items()}
+        return {share: (r["trial"], r["name"], folders[share]) for share, r in reports.items()}
+    # the pick depends on the share alone: one study serves every task and seed
+    chosen = {share: chosen_trial(study, export_options(opts, first, share, 0, export_dir(opts.results, first, share)))
+              for share in opts.shares}
+    return {share: (t.number, StudentArch.from_dict(t.user_attrs["arch"]).name, None) for share, t in chosen.items()}
 
 
 def found(report: dict, want: dict) -> dict:
@@ -184,21 +208,19 @@ def gather_exports(opts: ExportBenchOptions, log: Callable[[str], None] = print)
     every share first, so that an interrupted benchmark has whole tables of seeds. Rows in (task, share, seed)
     order."""
     rows: list[Row] = []
-    study = find_study(opts.study, None, opts.results)
-    # the pick depends on the share alone: one study serves every task and seed
-    first = opts.tasks[0]
-    picked = {share: chosen_trial(study, export_options(opts, first, share, 0, export_dir(opts.results, first, share)))
-              for share in opts.shares}
+    picked = picks(opts, log)
     for task in opts.tasks:
         for seed in opts.seeds_of(task):
             for share in opts.shares:
                 folder = export_dir(opts.results, task, share, seed)
-                want = expected(opts, task, share, seed, picked[share])
+                trial, student, again = picked[share]
+                want = expected(opts, task, share, seed, (trial, student))
                 if (folder / REPORT_FILE).exists():
                     rows.append(Row(task, share, seed, folder, read_export(folder, want), "found"))
                     continue
                 log(f"exporting {pick_rule(share, opts.shares)} for {task}, seed {seed}, into {folder}/ ...")
-                run_export(export_options(opts, task, share, seed, folder), log=log)
+                export = export_options(opts, task, share, seed, folder)
+                run_export(export if again is None else replace(export, pick=None, again=again), log=log)
                 rows.append(Row(task, share, seed, folder, read_export(folder, want), "exported"))
     return sorted(rows, key=lambda r: (opts.tasks.index(r.task), opts.shares.index(r.share), r.seed))
 

@@ -315,3 +315,21 @@ def bench_depth(tasks: Annotated[str, typer.Option(
     r = bd.bench_depth(opts, log=typer.echo)
     typer.echo(bd.depth_markdown(r))
     bench_written(r["path"], results)
+
+
+@bench_app.command("throughput")
+@handled()
+def bench_throughput(tasks: Annotated[str, typer.Option(
+                         "--tasks", help="Comma-separated tasks; each needs its cached teacher.")] = "sst2",
+                     data_dir: DataDir = None, results: Results = Path("results")):
+    """The fastText-style table: accuracy (validation and dev) and inference speed (examples per second at the
+    dev examples' real lengths, batch 1 and batched, one thread and all) of each task's teacher, its exported
+    students (one per FLOPs share in RESULTS/exports/) and a fastText classifier trained on the same rows.
+    Writes RESULTS/benchmarks/throughput.json and .md.
+    """
+    from fastbert_nas.bench import throughput as bt
+    from fastbert_nas.bench.export import parse_tasks
+
+    r = bt.bench_throughput(parse_tasks(tasks), results, data_dir, log=typer.echo)
+    typer.echo(bt.throughput_markdown(r))
+    bench_written(r["path"], results)

@@ -324,6 +324,10 @@ def export(out: Annotated[Path, typer.Option(
                "--pick", help="Instead of --trial: 'flops<=0.25' takes the completed student with the best metric "
                "among those with at most 25% of the teacher's FLOPs; '0.1<flops<=0.25' among those with more "
                "than 10% and at most 25%; 'latency<=0.5' likewise with batch-1 latency.")] = None,
+           again: Annotated[Optional[Path], typer.Option(
+               "--again", help="Instead of --trial or --pick: the student of an earlier export's folder (its "
+               "export.json: study, trial, student and the trial's recipe) distilled again, e.g. with another "
+               "--seed; the study's database need not be here.")] = None,
            study: Annotated[Optional[str], typer.Option(
                "--study", help="Study of the trial \\[default: the newest in the newest RESULTS/*.db].")] = None,
            storage: StudyStorage = None,
@@ -366,7 +370,7 @@ def export(out: Annotated[Path, typer.Option(
     from fastbert_nas.export.onnx import OnnxMismatch
 
     opts = plan_mod.ExportOptions(
-        out=out, trial=trial, pick=pick, study=study, storage=storage, results=results, budget=budget,
+        out=out, trial=trial, pick=pick, again=again, study=study, storage=storage, results=results, budget=budget,
         hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, seed=seed, onnx=onnx, quantize=quantize,
         checkpoint_every=checkpoint_every, task=task, data_dir=data_dir, text_column=text_column,
         label_column=label_column, max_len=max_len, teacher=teacher, base=base, no_cache=no_cache, device=device, threads=threads)

@@ -43,6 +43,7 @@ class ExportOptions:
     out: Path
     trial: int | None = None
     pick: str | None = None
+    again: Path | None = None        # an earlier export's folder: its student and trial recipe, the study not needed
     study: str | None = None
     storage: str | None = None
     results: Path = Path("results")
@@ -67,8 +68,11 @@ class ExportOptions:
 
     def check(self) -> "ExportOptions":
         """Refuse bad options before anything is loaded."""
-        if (self.trial is None) == (self.pick is None):
-            raise UserError("give exactly one of --trial N and --pick RULE (e.g. --pick 'flops<=0.25')")
+        if sum(x is not None for x in (self.trial, self.pick, self.again)) != 1:
+            raise UserError("give exactly one of --trial N, --pick RULE (e.g. --pick 'flops<=0.25') and "
+                            "--again EXPORT_DIR")
+        if self.again is not None and not (Path(self.again) / "export.json").exists():
+            raise UserError(f"--again {self.again}: no export.json there (give the folder of a finished export)")
         if self.pick is not None:
             parse_pick(self.pick)
         at_least(1, checkpoint_every=self.checkpoint_every, kd_steps=self.kd_steps, examples=self.examples)
@@ -171,6 +175,25 @@ class Plan:
         """What a checkpoint must match to be resumed (no paths, nothing about the machine)."""
         return {"study": self.study, "trial": self.trial, "task": self.env.task, "teacher": self.teacher_id,
                 "arch": self.arch.to_dict(), "config": self.cfg.to_dict()}
+
+
+def again_plan(report: dict, opts: ExportOptions) -> Plan:
+    """The plan of --again: the student and trial recipe an earlier export's export.json records, with this
+    export's budget, seed and task, in the earlier export's environment for its task (as export_plan does
+    for the study's). The study's database need not be here."""
+    recorded = RunEnv.from_dict(report["env"])
+    task = opts.task or recorded.task
+    env = run_env(task, opts.data_dir, opts.text_column, opts.label_column, opts.max_len, opts.teacher, opts.base,
+                  opts.device, opts.threads, opts.results, opts.no_cache)
+    if same_task(task, recorded.task):
+        env = env.adopt(recorded, f"export {opts.again}")
+    spec = resolve_task(env.task, env.text_column, env.label_column, env.max_len)
+    budget = budget_config(opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps, examples=opts.examples)
+    cfg = replace(DistillConfig.from_dict(report["config"]), **{k: getattr(budget, k) for k in BUDGETS[opts.budget]})
+    if opts.seed is not None:
+        cfg = replace(cfg, seed=opts.seed)
+    return Plan(report["study"], report["trial"], report["trial_state"], env, env.teacher.id(spec.name),
+                StudentArch.from_dict(report["arch"]), cfg, report["trial_val_metric"])
 
 
 def same_task(a: str, b: str | None) -> bool:

@@ -18,7 +18,7 @@ from fastbert_nas.core import pipeline
 from fastbert_nas.core.tasks import encode_for
 from fastbert_nas.export.card import CARD_FILE, card_example, model_card
 from fastbert_nas.export.checkpoint import CHECKPOINT_DIR, REPORT_FILE, FileCheckpoint, check_out_dir, write_atomically
-from fastbert_nas.export.plan import ExportOptions, chosen_trial, command_line, export_plan, same_task
+from fastbert_nas.export.plan import ExportOptions, again_plan, chosen_trial, command_line, export_plan, same_task
 from fastbert_nas.report.rows import find_study
 
 # Class names in class-id order, from the data sets' own descriptions (GLUE SST-2 and CoLA;
@@ -49,9 +49,15 @@ def save_model(student, tokenizer, labels: tuple[str, ...], out: Path) -> None:
 def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Exported:
     """Choose the trial, distill its student on the budget (resuming a checkpoint), save, check, describe."""
     opts.check()
-    study = find_study(opts.study, opts.storage, opts.results)
-    trial = chosen_trial(study, opts)
-    plan = export_plan(study, trial, opts)
+    if opts.again is not None:  # the student of an earlier export: its export.json stands for the study
+        earlier = json.loads((Path(opts.again) / REPORT_FILE).read_text())
+        plan, pick = again_plan(earlier, opts), earlier["pick"]
+        studied = earlier["teacher"]["fingerprint"] if same_task(plan.env.task, earlier["task"]) else None
+    else:
+        study = find_study(opts.study, opts.storage, opts.results)
+        plan, pick = export_plan(study, chosen_trial(study, opts), opts), opts.pick
+        studied = study.user_attrs.get("teacher_fingerprint") if same_task(plan.env.task,
+                                                                           study.user_attrs.get("task")) else None
     out = Path(opts.out)
     check_out_dir(out)
     checkpoint = FileCheckpoint(out / CHECKPOINT_DIR, opts.checkpoint_every, log)
@@ -61,10 +67,9 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         f"{plan.arch.hints_str}; {cfg.hint_steps} hint + {cfg.kd_steps} KD steps of {cfg.batch_size} examples")
 
     ctx = pipeline.prepare(plan.env, cfg)
-    studied = study.user_attrs.get("teacher_fingerprint")
-    if same_task(plan.env.task, study.user_attrs.get("task")) and studied not in (None, ctx.teacher.fingerprint):
-        log(f"note: the teacher's weights differ from the study's ({studied} -> {ctx.teacher.fingerprint}): "
-            "the student is distilled from the teacher there is now")
+    if studied not in (None, ctx.teacher.fingerprint):
+        log(f"note: the teacher's weights differ from the {'earlier export' if opts.again else 'study'}'s "
+            f"({studied} -> {ctx.teacher.fingerprint}): the student is distilled from the teacher there is now")
     checkpoint.claim({**plan.identity(), "teacher_fingerprint": ctx.teacher.fingerprint,
                       "data_fingerprint": ctx.data.fingerprint(), "examples_used": len(ctx.train)})
     arch = plan.arch.validate(ctx.teacher.layers)
@@ -73,7 +78,8 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     labels = label_names(ctx.spec)
     report.update({
         "study": plan.study, "trial": plan.trial, "trial_state": plan.state, "trial_val_metric": plan.metric,
-        "pick": opts.pick, "budget": opts.budget, "metric": ctx.spec.metric, "max_len": ctx.spec.max_len,
+        "pick": pick, "again": str(opts.again) if opts.again else None, "budget": opts.budget,
+        "metric": ctx.spec.metric, "max_len": ctx.spec.max_len,
         "tail_tokens": ctx.spec.tail_tokens, "strip_html": ctx.spec.strip_html,
         "examples_used": len(ctx.train), "labels": list(labels), "example": card_example(ctx.data.dev.texts),
         "resumed_from": checkpoint.resumed_from,
