@@ -52,11 +52,13 @@ def test_flat_step_on_plain_curves():
     decaying = [(20 * i, 1.0 + 4.0 * 0.7 ** i) for i in range(60)]
     step = bd.flat_step(decaying)
     assert step is not None and 100 <= step <= 600
-    loss = dict(decaying)  # there the loss is within about 2% of where it ends, a few readings before it was not
-    assert loss[step] <= 1.03 * loss[1180] and loss[step - 20 * bd.FLAT_WINDOW] > 1.02 * loss[1180]
+    loss = dict(decaying)  # there the loss is within about 5% of where it ends, a window before it was not
+    assert loss[step] <= 1.05 * loss[1180] and loss[step - 20 * bd.FLAT_WINDOW] > 1.05 * loss[1180]
+    noisy = [(s, v * (1.1 if i % 2 else 0.9)) for i, (s, v) in enumerate(decaying)]  # minibatch noise of +-10%
+    assert bd.flat_step(noisy) is not None and abs(bd.flat_step(noisy) - step) <= 20 * bd.FLAT_WINDOW
     falling = [(20 * i, 10.0 - 0.1 * i) for i in range(60)]
     assert bd.flat_step(falling) is None          # still falling when the stage ends
-    assert bd.flat_step(decaying[:6]) is None     # too short to say
+    assert bd.flat_step(decaying[:2 * bd.FLAT_WINDOW - 1]) is None     # too short to say
     assert bd.flat_step([(20 * i, 2.0) for i in range(20)]) == 20 * (bd.FLAT_WINDOW - 1)  # flat from the start
 
 
@@ -93,7 +95,7 @@ def test_bench_depth_runs_every_student_and_method_and_resumes(tmp_path, data_di
     assert [a["layers"] for a in ladder] == [1, 2]
     assert len(report["rows"]) == 6 and {row["method"] for row in report["rows"]} == set(bd.METHODS)
     assert all(row["dev"]["n"] == 1 and abs(row["flops_share"] - 0.5) < 0.1 for row in report["rows"])
-    assert not list((tmp_path / "depth").glob("*/.checkpoint"))  # finished runs leave no checkpoint
+    assert [p.name for p in (tmp_path / "depth").iterdir()] == ["runs.json"]  # finished runs leave no checkpoint
     assert (tmp_path / "benchmarks" / "depth" / "metric_vs_depth.png").exists()
     assert "# Depth at equal FLOPs" in (tmp_path / "benchmarks" / "depth.md").read_text()
 

@@ -44,8 +44,8 @@ RUNS_DIR = "depth"                # RESULTS/depth/: runs.json and the checkpoint
 RUNS_FILE = "runs.json"
 LADDER_TOLERANCE = 0.05           # a rung's encoder FLOPs within 5% of its share of the teacher's
 FFN_RATIOS = (1, 4)               # FFN width / hidden width allowed; BERT's 4 preferred
-FLAT_TOLERANCE = 0.02             # flat_step: the smoothed loss never falls more than 2% below it afterwards
-FLAT_WINDOW = 5                   # loss readings (LOG_EVERY steps apart) in flat_step's moving average
+FLAT_TOLERANCE = 0.05             # flat_step: the smoothed loss stays within 5% of where it ends
+FLAT_WINDOW = 10                  # loss readings (distill.LOG_EVERY = 20 steps apart) in flat_step's moving average
 
 # Each method's DistillConfig fields, over the trial recipe of the student (config.trial_recipe).
 METHODS: dict[str, dict] = {  # DEPTH_METHODS, in that order
@@ -97,17 +97,17 @@ def ladder(teacher_config, share: float, depths: tuple[int, ...], seq_len: int) 
 
 def flat_step(curve: list, tolerance: float = FLAT_TOLERANCE, window: int = FLAT_WINDOW) -> int | None:
     """The first step of a loss curve [(step, loss), ...] from which its moving average (over `window`
-    readings) never falls more than `tolerance` below its value there; None when that is only the last
-    window's (the loss was still falling when the stage ended) or the curve is too short."""
+    readings: a minibatch loss is noisy) stays within `tolerance` of its final value; None when only the
+    last window's does (the loss was still falling when the stage ended) or the curve is too short."""
     if len(curve) < 2 * window:
         return None
     steps = [s for s, _ in curve][window - 1:]
     losses = [v for _, v in curve]
     avg = [sum(losses[i - window + 1:i + 1]) / window for i in range(window - 1, len(losses))]
-    for i, value in enumerate(avg[:-window]):
-        if min(avg[i:]) >= value * (1 - tolerance):
-            return steps[i]
-    return None
+    first = len(avg)
+    while first > 0 and abs(avg[first - 1] - avg[-1]) <= tolerance * abs(avg[-1]):
+        first -= 1
+    return steps[first] if first < len(avg) - window else None
 
 
 def parse_depths(text: str) -> tuple[int, ...]:
@@ -193,10 +193,11 @@ def one_run(ctx: pipeline.Context, arch: StudentArch, method: str, seed: int, op
               "method": method, "seed": seed, "config": cfg.to_dict(),
               "flops": count_flops(student, ctx.spec.max_len), "val": result.metrics["metric"],
               "dev": dev["metric"], "kd_curve": result.curve, "hint_curve": result.hint_curve,
-              "flat_step": flat_step(result.hint_curve), "teacher_fingerprint": ctx.teacher.fingerprint,
+              "teacher_fingerprint": ctx.teacher.fingerprint,
               "minutes": (time.perf_counter() - start) / 60, "resumed_from": checkpoint.resumed_from,
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     checkpoint.remove()
+    folder.rmdir()
     return record
 
 
@@ -243,7 +244,8 @@ def summarize(task: dict, runs: Runs, opts: DepthOptions) -> list[dict]:
                              task["teacher_flops"], "val": seed_stats([r["val"] for r in got]),
                              "dev": seed_stats([r["dev"] for r in got]),
                              "retention": seed_stats([r["dev"] / task["teacher_dev"] for r in got]),
-                             "flat_steps": [r["flat_step"] for r in got], "minutes": sum(r["minutes"] for r in got)})
+                             "flat_steps": [flat_step(r["hint_curve"]) for r in got],
+                             "minutes": sum(r["minutes"] for r in got)})
     return rows
 
 
