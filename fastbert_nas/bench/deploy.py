@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from optuna.trial import TrialState
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from fastbert_nas.bench.common import machine, save_report
 from fastbert_nas.bench.export import EXPORTS_DIR, export_dir, load_teacher
@@ -96,7 +96,7 @@ def search_overhead(archs: list[tuple[str, StudentArch]], teacher_configs: dict,
     seconds = {}
     for task, arch in archs:
         seq_len = resolve_task(task).max_len
-        model = BertForSequenceClassification(student_config(arch, teacher_configs[task]))
+        model = AutoModelForSequenceClassification.from_config(student_config(arch, teacher_configs[task]))
         for rt in DEPLOY_RUNTIMES:
             start = time.perf_counter()
             runtime.latency(model, rt, 1, seq_len, threads=threads, min_run_time=TRIAL_LATENCY_RUN_S)

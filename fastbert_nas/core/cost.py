@@ -33,10 +33,11 @@ def _inputs(model, batch_size: int, seq_len: int) -> dict:
 def count_params(model) -> dict:
     """Parameters by part: embeddings, encoder, head (pooler + classifier), total."""
     parts = {"embeddings": 0, "encoder": 0, "head": 0}
+    base = model.base_model_prefix  # "bert", "roberta", "electra"
     for name, p in model.named_parameters():  # shared tensors are listed once
-        if name.startswith("bert.embeddings."):
+        if name.startswith((f"{base}.embeddings.", f"{base}.embeddings_project.")):
             parts["embeddings"] += p.numel()
-        elif name.startswith("bert.encoder."):
+        elif name.startswith(f"{base}.encoder."):
             parts["encoder"] += p.numel()
         else:
             parts["head"] += p.numel()

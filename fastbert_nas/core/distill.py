@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from fastbert_nas.config import DistillConfig, StudentArch, TaskSpec
 from fastbert_nas.core.augment import AUGMENTED_LABEL
+from fastbert_nas.core.family import encoder_layers, set_encoder_layers
 from fastbert_nas.core.tasks import Encoded, collate
 from fastbert_nas.core.training import batch_stream, evaluate, learning_rate, make_optimizer, progress, to_device
 
@@ -149,12 +150,12 @@ class DistillResult:
 def truncated(student, layers: int):
     """The student with only its first `layers` encoder layers, for stage 1."""
     _hook_all_layers(student)
-    full = student.bert.encoder.layer
-    student.bert.encoder.layer = full[:layers]
+    full = encoder_layers(student)
+    set_encoder_layers(student, full[:layers])
     try:
         yield student
     finally:
-        student.bert.encoder.layer = full
+        set_encoder_layers(student, full)
 
 
 @torch.no_grad()
@@ -171,7 +172,7 @@ def _hook_all_layers(student) -> None:
     student.eval()  # no dropout: the training run's random stream is left as it was
     try:
         ids = torch.ones(1, 1, dtype=torch.long, device=next(student.parameters()).device)  # (1, 1)
-        student.bert(input_ids=ids, output_hidden_states=True)
+        student.base_model(input_ids=ids, output_hidden_states=True)
     finally:
         student.train(was_training)
 
@@ -212,7 +213,7 @@ def step_loss(stage: int, student, regressors, s_layers: list[int], batch: dict,
     t_logits: (B, C); t_hidden: (B, K, T, Ht), K = len(s_layers) (and, with `relation`, one more: the input of
     its teacher layer), or None -> scalar."""
     mask = batch["attention_mask"]  # (B, T)
-    model = student.bert if stage == 1 else student
+    model = student.base_model if stage == 1 else student
     hinting = t_hidden is not None and (stage == 1 or bool(cfg.hint_weight))
     relating = stage == 2 and relation is not None and bool(cfg.relation_weight)
     with captured(relation.student_qkv(student) if relating else []) as student_qkv:
@@ -242,11 +243,11 @@ class Relation:
     queries, keys and values."""
 
     student_layer: int
-    teacher_attention: torch.nn.Module   # the teacher's BertSelfAttention of teacher_layer
+    teacher_attention: torch.nn.Module   # the teacher's self-attention module of teacher_layer
     heads: int                           # relation heads: relation_heads(student width, teacher width)
 
     def student_qkv(self, student) -> list[torch.nn.Module]:
-        a = student.bert.encoder.layer[self.student_layer - 1].attention.self
+        a = encoder_layers(student)[self.student_layer - 1].attention.self
         return [a.query, a.key, a.value]
 
     @torch.no_grad()
@@ -257,9 +258,9 @@ class Relation:
 
 
 def teacher_relation(teacher, arch: StudentArch) -> Relation:
-    """The relation loss of `arch` with `teacher` (a BERT classifier): its last hint pair's layers."""
+    """The relation loss of `arch` with `teacher` (core/family.py's): its last hint pair's layers."""
     s_layer, t_layer = arch.hints[-1]
-    return Relation(s_layer, teacher.bert.encoder.layer[t_layer - 1].attention.self,
+    return Relation(s_layer, encoder_layers(teacher)[t_layer - 1].attention.self,
                     relation_heads(arch.hidden, teacher.config.hidden_size))
 
 
@@ -285,7 +286,7 @@ def distill(student, arch: StudentArch, teacher: TeacherSource, teacher_hidden: 
     student.to(device).train()
     regressors = make_regressors(arch, teacher_hidden, device)
     s_layers = [s for s, _ in arch.hints]
-    layers = student.bert.encoder.layer  # all of them, even while stage 1 cuts some off
+    layers = encoder_layers(student)  # all of them, even while stage 1 cuts some off
     stream = batch_stream(train.lengths(), cfg.batch_size, cfg.seed)
     result, seen = DistillResult(metrics={}), 0
     state = checkpoint.load() if checkpoint is not None else None

@@ -1,4 +1,4 @@
-"""StudentArch -> a BERT classifier, initialized at random or from the teacher.
+"""StudentArch -> a classifier of the teacher's family (core/family.py), initialized at random or from the teacher.
 
 Teacher init (structured pruning): every student layer takes the weights of a
 teacher layer chosen along the hint mapping; widths are cut to the student's by
@@ -12,17 +12,15 @@ import math
 
 import numpy as np
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import AutoModelForSequenceClassification
 
 from fastbert_nas.config import INITS, StudentArch, UserError
+from fastbert_nas.core.family import encoder_layers, shaped_config
 
 
-def student_config(arch: StudentArch, teacher_config: BertConfig) -> BertConfig:
-    """The teacher's config with the student's shape (vocabulary, positions, labels kept)."""
-    cfg = BertConfig.from_dict(teacher_config.to_dict())
-    cfg.num_hidden_layers, cfg.hidden_size = arch.layers, arch.hidden
-    cfg.num_attention_heads, cfg.intermediate_size = arch.heads, arch.ffn
-    return cfg
+def student_config(arch: StudentArch, teacher_config):
+    """The teacher's config (its family's class) with the student's shape (vocabulary, positions, labels kept)."""
+    return shaped_config(teacher_config, arch.layers, arch.hidden, arch.heads, arch.ffn)
 
 
 def layer_sources(arch: StudentArch, teacher_layers: int) -> list[int]:
@@ -44,16 +42,15 @@ def layer_sources(arch: StudentArch, teacher_layers: int) -> list[int]:
     return sources
 
 
-def build_student(arch: StudentArch, teacher: BertForSequenceClassification, init: str = "teacher",
-                  calibration: dict | None = None, seed: int = 0,
-                  scores: dict | None = None) -> BertForSequenceClassification:
+def build_student(arch: StudentArch, teacher, init: str = "teacher", calibration: dict | None = None, seed: int = 0,
+                  scores: dict | None = None):
     """A new student on the teacher's device; `calibration` (a padded batch) scores the pruning,
     unless `scores` (its `importance`, the same for every student) are given."""
     if init not in INITS:
         raise UserError(f"--init {init!r}: choose one of {', '.join(INITS)}")
     arch.validate(teacher.config.num_hidden_layers)
     torch.manual_seed(seed)
-    student = BertForSequenceClassification(student_config(arch, teacher.config))
+    student = AutoModelForSequenceClassification.from_config(student_config(arch, teacher.config))
     student.to(next(teacher.parameters()).device)
     if init == "teacher":
         if scores is None and calibration is None:
@@ -66,7 +63,7 @@ def build_student(arch: StudentArch, teacher: BertForSequenceClassification, ini
 # Importance scores on a calibration batch
 
 @torch.inference_mode()
-def importance(teacher: BertForSequenceClassification, batch: dict) -> dict[str, object]:
+def importance(teacher, batch: dict) -> dict[str, object]:
     """Scores of the teacher's hidden dimensions, heads and FFN neurons.
 
     hidden: (H,) mean |activation| of the residual stream over real tokens and layers.
@@ -78,7 +75,7 @@ def importance(teacher: BertForSequenceClassification, batch: dict) -> dict[str,
     mask = batch["attention_mask"].bool()  # (B, T)
     captured: dict[str, torch.Tensor] = {}
     hooks = []
-    for i, layer in enumerate(teacher.bert.encoder.layer):
+    for i, layer in enumerate(encoder_layers(teacher)):
         for name, mod in (("ctx", layer.attention.output.dense), ("act", layer.output.dense)):
             hooks.append(mod.register_forward_pre_hook(
                 lambda m, args, key=f"{name}{i}": captured.__setitem__(key, args[0][mask])))
@@ -93,7 +90,7 @@ def importance(teacher: BertForSequenceClassification, batch: dict) -> dict[str,
         teacher.train(was_training)
     hidden = torch.stack([h[mask] for h in out.hidden_states]).abs().mean((0, 1))  # (H,)
     heads, ffn = [], []
-    for i, layer in enumerate(teacher.bert.encoder.layer):
+    for i, layer in enumerate(encoder_layers(teacher)):
         ctx = captured[f"ctx{i}"]                                            # (N, H) real tokens
         w_o = layer.attention.output.dense.weight                           # (H, H)
         per_head = [(ctx[:, a * dh:(a + 1) * dh] @ w_o[:, a * dh:(a + 1) * dh].T).norm(dim=-1).mean()
@@ -135,13 +132,22 @@ def copy_from_teacher(student, teacher, arch: StudentArch, scores: dict) -> None
         copy_cut(dst.weight, src.weight, keep)
         copy_cut(dst.bias, src.bias, keep)
 
-    se, te = student.bert.embeddings, teacher.bert.embeddings
+    sb, tb = student.base_model, teacher.base_model
+    project = getattr(tb, "embeddings_project", None)  # ELECTRA embedding narrower than its width
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-        copy_cut(getattr(se, name).weight, getattr(te, name).weight, cols=keep)
-    cut_layernorm(se.LayerNorm, te.LayerNorm)
+        copy_cut(getattr(sb.embeddings, name).weight, getattr(tb.embeddings, name).weight,
+                 cols=None if project is not None else keep)
+    if project is None:
+        cut_layernorm(sb.embeddings.LayerNorm, tb.embeddings.LayerNorm)
+    else:  # the embeddings whole, their projection cut to the kept dims
+        copy_cut(sb.embeddings.LayerNorm.weight, tb.embeddings.LayerNorm.weight)
+        copy_cut(sb.embeddings.LayerNorm.bias, tb.embeddings.LayerNorm.bias)
+        if getattr(sb, "embeddings_project", None) is not None:  # (a student as wide as the embedding has
+            copy_cut(sb.embeddings_project.weight, project.weight, keep)  # none: its layers start from the
+            copy_cut(sb.embeddings_project.bias, project.bias, keep)      # embeddings unprojected)
 
     for s, t in enumerate(layer_sources(arch, tcfg.num_hidden_layers)):
-        sl, tl = student.bert.encoder.layer[s], teacher.bert.encoder.layer[t - 1]
+        sl, tl = encoder_layers(student)[s], encoder_layers(teacher)[t - 1]
         # attention: whole heads in order of importance, as many dims as the student's width
         attn = top_k(scores["heads"][t - 1].repeat_interleave(dh_t), arch.hidden)
         for name in ("query", "key", "value"):
@@ -160,7 +166,12 @@ def copy_from_teacher(student, teacher, arch: StudentArch, scores: dict) -> None
         copy_cut(sl.output.dense.bias, tl.output.dense.bias, keep)
         cut_layernorm(sl.output.LayerNorm, tl.output.LayerNorm)
 
-    copy_cut(student.bert.pooler.dense.weight, teacher.bert.pooler.dense.weight, keep, keep)
-    copy_cut(student.bert.pooler.dense.bias, teacher.bert.pooler.dense.bias, keep)
-    copy_cut(student.classifier.weight, teacher.classifier.weight, cols=keep)
-    copy_cut(student.classifier.bias, teacher.classifier.bias)
+    if getattr(tb, "pooler", None) is not None:  # BERT: the pooler, then the classifier
+        s_dense, t_dense, s_out, t_out = sb.pooler.dense, tb.pooler.dense, student.classifier, teacher.classifier
+    else:  # RoBERTa, ELECTRA: the classifier's dense layer, then its out_proj
+        s_dense, t_dense = student.classifier.dense, teacher.classifier.dense
+        s_out, t_out = student.classifier.out_proj, teacher.classifier.out_proj
+    copy_cut(s_dense.weight, t_dense.weight, keep, keep)
+    copy_cut(s_dense.bias, t_dense.bias, keep)
+    copy_cut(s_out.weight, t_out.weight, cols=keep)
+    copy_cut(s_out.bias, t_out.bias)

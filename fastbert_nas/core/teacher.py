@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from fastbert_nas.config import DEFAULT_BASE, TeacherRef, UserError
+from fastbert_nas.core.family import check_family
 from fastbert_nas.core.tasks import Encoded, TaskData, collate, encode_for, eval_batches
 from fastbert_nas.core.training import (
     batch_stream,
@@ -91,8 +92,7 @@ def load_classifier(name: str, num_labels: int | None = None):
     except OSError as exc:
         raise UserError(f"cannot load model {name!r}: not a local model folder, and the hub "
                         f"gave: {str(exc).splitlines()[0][:160]}") from None
-    if getattr(model.config, "model_type", None) != "bert":
-        raise UserError(f"model {name!r} is a {model.config.model_type}, not a BERT classifier")
+    check_family(model.config, name)
     if len(tokenizer) > model.config.vocab_size:  # ids past the embeddings would fail mid-training
         raise UserError(f"model {name!r}: its tokenizer has {len(tokenizer)} tokens, more than the "
                         f"{model.config.vocab_size} rows of its embeddings: not a tokenizer of this model")

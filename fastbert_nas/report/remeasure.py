@@ -19,7 +19,7 @@ from typing import Callable
 
 import optuna
 import torch
-from transformers import AutoConfig, BertForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from fastbert_nas.config import CACHED_TEACHER_ID, StudentArch, UserError
 from fastbert_nas.core.backends import Runtime, asked_runtime
@@ -92,7 +92,7 @@ def remeasure(study: optuna.Study, data: StudyData, results: Path, log: Callable
     timings = []
 
     def timed(cfg) -> float:
-        timings.append(latency(BertForSequenceClassification(cfg).to(device), runtime, 1, seq_len, threads=threads))
+        timings.append(latency(AutoModelForSequenceClassification.from_config(cfg).to(device), runtime, 1, seq_len, threads=threads))
         return timings[-1]["median_ms"]
 
     teacher_ms = timed(config)
