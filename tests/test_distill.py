@@ -465,8 +465,7 @@ def test_the_teachers_relation_inputs_give_its_own_queries_keys_and_values(tiny_
     rel = distill_mod.teacher_relation(tiny_teacher.model, arch)
     assert rel.student_layer == 2 and rel.heads == 16
     batch = collate(train, np.arange(8))
-    with distill_mod.captured([rel.teacher_attention.query, rel.teacher_attention.key,
-                               rel.teacher_attention.value]) as seen, torch.no_grad():
+    with distill_mod.captured(list(rel.teacher_projections)) as seen, torch.no_grad():
         out = tiny_teacher.model.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                         output_hidden_states=True)
     mine = rel.teacher_qkv(out.hidden_states[2])  # the input of teacher layer 3

@@ -34,6 +34,7 @@ from fastbert_nas.bench.depth_report import depth_markdown, write_plot
 from fastbert_nas.config import CHECKPOINT_EVERY, StudentArch, UserError, at_least, budget_config, run_env, trial_recipe
 from fastbert_nas.core import pipeline
 from fastbert_nas.core.cost import analytic_flops, count_flops
+from fastbert_nas.core.family import config_shape
 from fastbert_nas.core.tasks import encode_for, resolve_task
 from fastbert_nas.core.training import evaluate
 from fastbert_nas.export.checkpoint import FileCheckpoint
@@ -90,7 +91,7 @@ def ladder(teacher_config, share: float, depths: tuple[int, ...], seq_len: int) 
     """One student per depth at `share` of the teacher's encoder FLOPs (equal_flops_arch)."""
     tc = teacher_config
     head_dim = tc.hidden_size // tc.num_attention_heads
-    teacher = StudentArch(tc.num_hidden_layers, tc.hidden_size, tc.num_attention_heads, tc.intermediate_size)
+    teacher = StudentArch(*config_shape(tc))
     target = share * analytic_flops(teacher, seq_len)
     return [equal_flops_arch(d, target, seq_len, head_dim, tc.num_hidden_layers, 2 * tc.hidden_size) for d in depths]
 

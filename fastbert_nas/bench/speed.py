@@ -29,6 +29,7 @@ import torch
 from fastbert_nas.bench.common import machine, save_report, spread
 from fastbert_nas.config import DEFAULT_TRIAL_BUDGET, RunEnv, StudentArch, UserError, at_least
 from fastbert_nas.core.cost import REF_SEQ_LEN, analytic_flops
+from fastbert_nas.core.family import config_shape
 from fastbert_nas.core.pipeline import Context, distill_student, init_student, prepare
 from fastbert_nas.core.training import EVAL_BATCH, evaluate
 from fastbert_nas.search.space import DEFAULT_SPACE, load_space, space_budget
@@ -87,7 +88,7 @@ def matmul_peak(device: torch.device, n: int = PEAK_SIZE, products: int = PEAK_P
 
 def teacher_arch(model) -> StudentArch:
     c = model.config
-    return StudentArch(c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size)
+    return StudentArch(*config_shape(c))
 
 
 def head_flops(arch: StudentArch, batch: int, labels: int) -> int:

@@ -13,6 +13,7 @@ from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastbert_nas.config import REF_SEQ_LEN, StudentArch
+from fastbert_nas.core.family import encoder_prefix
 
 LATENCY_BATCHES = (1, 32)    # examples per forward pass: single request, and a batched figure
 LATENCY_MIN_RUN_S = 1.0      # seconds of timed runs per figure (after blocked_autorange's warm-up)
@@ -33,11 +34,11 @@ def _inputs(model, batch_size: int, seq_len: int) -> dict:
 def count_params(model) -> dict:
     """Parameters by part: embeddings, encoder, head (pooler + classifier), total."""
     parts = {"embeddings": 0, "encoder": 0, "head": 0}
-    base = model.base_model_prefix  # "bert", "roberta", "electra"
+    base, encoder = model.base_model_prefix, encoder_prefix(model)  # "bert", "bert.encoder."; ...
     for name, p in model.named_parameters():  # shared tensors are listed once
         if name.startswith((f"{base}.embeddings.", f"{base}.embeddings_project.")):
             parts["embeddings"] += p.numel()
-        elif name.startswith(f"{base}.encoder."):
+        elif name.startswith(encoder):
             parts["encoder"] += p.numel()
         else:
             parts["head"] += p.numel()

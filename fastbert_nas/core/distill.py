@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from fastbert_nas.config import DistillConfig, StudentArch, TaskSpec
 from fastbert_nas.core.augment import AUGMENTED_LABEL
-from fastbert_nas.core.family import encoder_layers, set_encoder_layers
+from fastbert_nas.core.family import encoder_layers, part, parts, set_encoder_layers
 from fastbert_nas.core.tasks import Encoded, collate
 from fastbert_nas.core.training import batch_stream, evaluate, learning_rate, make_optimizer, progress, to_device
 
@@ -238,29 +238,30 @@ def step_loss(stage: int, student, regressors, s_layers: list[int], batch: dict,
 
 @dataclass
 class Relation:
-    """The layers of the relation loss: the student's `student_layer` and the teacher's attention module of its
-    `teacher_layer` (1-based), which turns that layer's input (the teacher source's last hidden state) into
-    queries, keys and values."""
+    """The layers of the relation loss: the student's `student_layer` and the query, key and value projections
+    of the teacher's `teacher_layer` (1-based), which turn that layer's input (the teacher source's last hidden
+    state) into queries, keys and values."""
 
     student_layer: int
-    teacher_attention: torch.nn.Module   # the teacher's self-attention module of teacher_layer
+    teacher_projections: tuple[torch.nn.Module, ...]  # the teacher layer's query, key and value Linear modules
     heads: int                           # relation heads: relation_heads(student width, teacher width)
 
     def student_qkv(self, student) -> list[torch.nn.Module]:
-        a = encoder_layers(student)[self.student_layer - 1].attention.self
-        return [a.query, a.key, a.value]
+        layer, p = encoder_layers(student)[self.student_layer - 1], parts(student)
+        return [part(layer, p.query), part(layer, p.key), part(layer, p.value)]
 
     @torch.no_grad()
     def teacher_qkv(self, layer_input: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, T, Ht) -> the teacher layer's queries, keys and values, 3 x (B, T, Ht)."""
-        a, x = self.teacher_attention, layer_input.to(self.teacher_attention.query.weight.dtype)
-        return a.query(x), a.key(x), a.value(x)
+        x = layer_input.to(self.teacher_projections[0].weight.dtype)
+        return tuple(linear(x) for linear in self.teacher_projections)
 
 
 def teacher_relation(teacher, arch: StudentArch) -> Relation:
     """The relation loss of `arch` with `teacher` (core/family.py's): its last hint pair's layers."""
     s_layer, t_layer = arch.hints[-1]
-    return Relation(s_layer, encoder_layers(teacher)[t_layer - 1].attention.self,
+    layer, p = encoder_layers(teacher)[t_layer - 1], parts(teacher)
+    return Relation(s_layer, (part(layer, p.query), part(layer, p.key), part(layer, p.value)),
                     relation_heads(arch.hidden, teacher.config.hidden_size))
 
 

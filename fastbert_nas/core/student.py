@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from fastbert_nas.config import INITS, StudentArch, UserError
-from fastbert_nas.core.family import encoder_layers, shaped_config
+from fastbert_nas.core.family import encoder_layers, part, parts, shaped_config
 
 
 def student_config(arch: StudentArch, teacher_config):
@@ -75,8 +75,9 @@ def importance(teacher, batch: dict) -> dict[str, object]:
     mask = batch["attention_mask"].bool()  # (B, T)
     captured: dict[str, torch.Tensor] = {}
     hooks = []
+    p = parts(teacher)
     for i, layer in enumerate(encoder_layers(teacher)):
-        for name, mod in (("ctx", layer.attention.output.dense), ("act", layer.output.dense)):
+        for name, mod in (("ctx", part(layer, p.attn_out)), ("act", part(layer, p.ffn_out))):
             hooks.append(mod.register_forward_pre_hook(
                 lambda m, args, key=f"{name}{i}": captured.__setitem__(key, args[0][mask])))
     was_training = teacher.training
@@ -92,12 +93,12 @@ def importance(teacher, batch: dict) -> dict[str, object]:
     heads, ffn = [], []
     for i, layer in enumerate(encoder_layers(teacher)):
         ctx = captured[f"ctx{i}"]                                            # (N, H) real tokens
-        w_o = layer.attention.output.dense.weight                           # (H, H)
+        w_o = part(layer, p.attn_out).weight                                 # (H, H)
         per_head = [(ctx[:, a * dh:(a + 1) * dh] @ w_o[:, a * dh:(a + 1) * dh].T).norm(dim=-1).mean()
                     for a in range(cfg.num_attention_heads)]
         heads.append(torch.stack(per_head))                                  # (A,)
         act = captured[f"act{i}"]                                            # (N, I)
-        ffn.append(act.abs().mean(0) * layer.output.dense.weight.norm(dim=0))  # (I,)
+        ffn.append(act.abs().mean(0) * part(layer, p.ffn_out).weight.norm(dim=0))  # (I,)
     return {"hidden": hidden, "heads": heads, "ffn": ffn}
 
 
@@ -134,7 +135,8 @@ def copy_from_teacher(student, teacher, arch: StudentArch, scores: dict) -> None
 
     sb, tb = student.base_model, teacher.base_model
     project = getattr(tb, "embeddings_project", None)  # ELECTRA embedding narrower than its width
-    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+    for name in [n for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")
+                 if hasattr(tb.embeddings, n)]:  # DistilBERT has no token types
         copy_cut(getattr(sb.embeddings, name).weight, getattr(tb.embeddings, name).weight,
                  cols=None if project is not None else keep)
     if project is None:
@@ -146,28 +148,32 @@ def copy_from_teacher(student, teacher, arch: StudentArch, scores: dict) -> None
             copy_cut(sb.embeddings_project.weight, project.weight, keep)  # none: its layers start from the
             copy_cut(sb.embeddings_project.bias, project.bias, keep)      # embeddings unprojected)
 
+    p = parts(teacher)
     for s, t in enumerate(layer_sources(arch, tcfg.num_hidden_layers)):
         sl, tl = encoder_layers(student)[s], encoder_layers(teacher)[t - 1]
         # attention: whole heads in order of importance, as many dims as the student's width
         attn = top_k(scores["heads"][t - 1].repeat_interleave(dh_t), arch.hidden)
         for name in ("query", "key", "value"):
-            src, dst = getattr(tl.attention.self, name), getattr(sl.attention.self, name)
+            src, dst = part(tl, getattr(p, name)), part(sl, getattr(p, name))
             scale = q_scale if name == "query" else 1.0
             copy_cut(dst.weight, src.weight, attn, keep, scale)
             copy_cut(dst.bias, src.bias, attn, scale=scale)
-        copy_cut(sl.attention.output.dense.weight, tl.attention.output.dense.weight, keep, attn)
-        copy_cut(sl.attention.output.dense.bias, tl.attention.output.dense.bias, keep)
-        cut_layernorm(sl.attention.output.LayerNorm, tl.attention.output.LayerNorm)
+        copy_cut(part(sl, p.attn_out).weight, part(tl, p.attn_out).weight, keep, attn)
+        copy_cut(part(sl, p.attn_out).bias, part(tl, p.attn_out).bias, keep)
+        cut_layernorm(part(sl, p.attn_norm), part(tl, p.attn_norm))
         # feed-forward: the most important neurons
         neurons = top_k(scores["ffn"][t - 1], arch.ffn)
-        copy_cut(sl.intermediate.dense.weight, tl.intermediate.dense.weight, neurons, keep)
-        copy_cut(sl.intermediate.dense.bias, tl.intermediate.dense.bias, neurons)
-        copy_cut(sl.output.dense.weight, tl.output.dense.weight, keep, neurons)
-        copy_cut(sl.output.dense.bias, tl.output.dense.bias, keep)
-        cut_layernorm(sl.output.LayerNorm, tl.output.LayerNorm)
+        copy_cut(part(sl, p.ffn_in).weight, part(tl, p.ffn_in).weight, neurons, keep)
+        copy_cut(part(sl, p.ffn_in).bias, part(tl, p.ffn_in).bias, neurons)
+        copy_cut(part(sl, p.ffn_out).weight, part(tl, p.ffn_out).weight, keep, neurons)
+        copy_cut(part(sl, p.ffn_out).bias, part(tl, p.ffn_out).bias, keep)
+        cut_layernorm(part(sl, p.out_norm), part(tl, p.out_norm))
 
     if getattr(tb, "pooler", None) is not None:  # BERT: the pooler, then the classifier
         s_dense, t_dense, s_out, t_out = sb.pooler.dense, tb.pooler.dense, student.classifier, teacher.classifier
+    elif hasattr(teacher, "pre_classifier"):  # DistilBERT: pre_classifier, then the classifier
+        s_dense, t_dense = student.pre_classifier, teacher.pre_classifier
+        s_out, t_out = student.classifier, teacher.classifier
     else:  # RoBERTa, ELECTRA: the classifier's dense layer, then its out_proj
         s_dense, t_dense = student.classifier.dense, teacher.classifier.dense
         s_out, t_out = student.classifier.out_proj, teacher.classifier.out_proj

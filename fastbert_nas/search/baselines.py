@@ -10,6 +10,7 @@ from typing import Callable
 import optuna
 
 from fastbert_nas.config import StudentArch, UserError, trial_recipe
+from fastbert_nas.core.family import config_shape
 from fastbert_nas.search.hints import slot_layers
 from fastbert_nas.search.space import CHOICE_KEYS, SearchSpace, fixed_params
 
@@ -61,8 +62,7 @@ def baseline_arch(space: SearchSpace, target: BaselineTarget, teacher_layers: in
 def baseline_params(space: SearchSpace, teacher_config) -> tuple[list[tuple[str, StudentArch, dict]], list[str]]:
     """[(name, arch, params for enqueue_trial)] and a note per baseline skipped."""
     tl = teacher_config.num_hidden_layers
-    targets = baseline_targets(space, tl, teacher_config.hidden_size, teacher_config.num_attention_heads,
-                               teacher_config.intermediate_size)
+    targets = baseline_targets(space, *config_shape(teacher_config))
     queued, notes, seen = [], [], {}
     settings = {"init": "teacher"} if space.init and "teacher" in space.init else {}  # None: not sampled
     for target in targets:
