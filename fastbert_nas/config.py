@@ -60,6 +60,16 @@ class TaskSpec:
                                    # validation takes whole sentences, and their phrases leave train
 
     @property
+    def text_columns(self) -> tuple[str, ...]:
+        """The text column, or the two of a sentence-pair task ("a,b")."""
+        return tuple(c.strip() for c in self.text_column.split(","))
+
+    @property
+    def pairs(self) -> bool:
+        """A sentence-pair task: each example is two texts, tokenized as a pair."""
+        return len(self.text_columns) == 2
+
+    @property
     def tail_tokens(self) -> int:
         """Tokens (the final [SEP] included) kept from the end of a text longer than max_len."""
         return round(self.max_len * self.tail_share)

@@ -31,6 +31,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from fastbert_nas.bench.common import machine, save_report
 from fastbert_nas.config import ALL_EXAMPLES, UserError
 from fastbert_nas.core.cost import count_flops, count_params
+from fastbert_nas.core.family import model_inputs
 from fastbert_nas.core.pipeline import distill_rows
 from fastbert_nas.core.tasks import Split, collate, encode_for, load_task, resolve_task, score
 from fastbert_nas.core.training import evaluate
@@ -73,7 +74,7 @@ def examples_per_s(run: Callable[[], None], examples: int, threads: int) -> floa
 
 def bert_speed(model, enc, batch: int, threads: int) -> float:
     """Examples per second of a classifier over the encoded examples, `batch` at a time."""
-    batches = [{k: v for k, v in collate(enc, np.arange(i, min(i + batch, len(enc)))).items() if k != "labels"}
+    batches = [model_inputs(model, collate(enc, np.arange(i, min(i + batch, len(enc)))))
                for i in range(0, len(enc), batch)]
 
     @torch.inference_mode()

@@ -75,7 +75,7 @@ def augment(enc: Encoded, vocab: list[str], embeddings: np.ndarray, copies: int,
     is_cont = np.array([tok.startswith("##") for tok in vocab])
     long = [ids for ids in enc.ids if len(ids) >= min_tokens]
     if not long or copies <= 0:
-        return Encoded([], np.zeros(0, dtype=np.int64))
+        return Encoded([], np.zeros(0, dtype=np.int64), enc.sep_id)
     present = np.unique(np.concatenate(long))
     table = neighbours(embeddings, words, present[is_word[present]], k)
     rng = np.random.default_rng(seed)
@@ -89,8 +89,8 @@ def augment(enc: Encoded, vocab: list[str], embeddings: np.ndarray, copies: int,
             if len(pick):
                 new[pick] = [table[i][j] for i, j in zip(ids[pick].tolist(), rng.integers(k, size=len(pick)))]
             out.append(new)
-    return Encoded(out, np.full(len(out), AUGMENTED_LABEL, dtype=np.int64))
+    return Encoded(out, np.full(len(out), AUGMENTED_LABEL, dtype=np.int64), enc.sep_id)  # separators stay put
 
 
 def concat(a: Encoded, b: Encoded) -> Encoded:
-    return Encoded(a.ids + b.ids, np.concatenate([a.labels, b.labels]))
+    return Encoded(a.ids + b.ids, np.concatenate([a.labels, b.labels]), a.sep_id if a.sep_id is not None else b.sep_id)

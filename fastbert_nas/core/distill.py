@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from fastbert_nas.config import DistillConfig, StudentArch, TaskSpec
 from fastbert_nas.core.augment import AUGMENTED_LABEL
-from fastbert_nas.core.family import encoder_layers, part, parts, set_encoder_layers
+from fastbert_nas.core.family import encoder_layers, model_inputs, part, parts, set_encoder_layers
 from fastbert_nas.core.tasks import Encoded, collate
 from fastbert_nas.core.training import batch_stream, evaluate, learning_rate, make_optimizer, progress, to_device
 
@@ -120,7 +120,7 @@ class LiveTeacher:
 
     @torch.inference_mode()
     def __call__(self, idx, batch, hidden):
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        out = self.model(**model_inputs(self.model, batch),
                          output_hidden_states=hidden)
         if not hidden:
             return out.logits.float().clone(), None
@@ -217,7 +217,7 @@ def step_loss(stage: int, student, regressors, s_layers: list[int], batch: dict,
     hinting = t_hidden is not None and (stage == 1 or bool(cfg.hint_weight))
     relating = stage == 2 and relation is not None and bool(cfg.relation_weight)
     with captured(relation.student_qkv(student) if relating else []) as student_qkv:
-        out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=hinting)
+        out = model(**model_inputs(student, batch), output_hidden_states=hinting)
     hints = 0.0
     if hinting:
         hints = sum(hint_loss(out.hidden_states[s], t_hidden[:, k], regressors[k], mask)

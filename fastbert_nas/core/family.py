@@ -50,6 +50,14 @@ def check_family(config, name: str) -> str:
     return family
 
 
+def model_inputs(model, batch: dict) -> dict:
+    """The inputs of a batch (tasks.collate's) the model takes: ids and mask, and the token types of sentence
+    pairs where the family has segment embeddings (BERT, ELECTRA; not RoBERTa's single type, nor DistilBERT)."""
+    names = ("input_ids", "attention_mask") + (("token_type_ids",) if getattr(model.config, "type_vocab_size", 0) > 1
+                                               else ())
+    return {k: batch[k] for k in names if k in batch}
+
+
 def parts(model) -> LayerParts:
     return DISTILBERT_PARTS if model.config.model_type == "distilbert" else BERT_PARTS
 

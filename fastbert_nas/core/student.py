@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from fastbert_nas.config import INITS, StudentArch, UserError
-from fastbert_nas.core.family import encoder_layers, part, parts, shaped_config
+from fastbert_nas.core.family import encoder_layers, model_inputs, part, parts, shaped_config
 
 
 def student_config(arch: StudentArch, teacher_config):
@@ -83,7 +83,7 @@ def importance(teacher, batch: dict) -> dict[str, object]:
     was_training = teacher.training
     teacher.eval()
     try:
-        out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        out = teacher(**model_inputs(teacher, batch),
                       output_hidden_states=True)
     finally:
         for h in hooks:

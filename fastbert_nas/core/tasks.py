@@ -40,14 +40,18 @@ TASKS: dict[str, TaskSpec] = {
     "amazon": TaskSpec("amazon", "accuracy", max_len=128, glue_dir="amazon", hub=("amazon_polarity",),
                        hub_text_columns=("title", "content"), hub_dev_split="test",
                        extra_metrics=("macro_f1", "majority"), strip_html=True, tail_share=0.75),
+    # Sentence pairs (paraphrase or not); GLUE reports F1 of the paraphrase class beside accuracy.
+    "mrpc": TaskSpec("mrpc", "f1", max_len=128, glue_dir="MRPC", text_column="#1 String,#2 String",
+                     label_column="Quality", hub=("nyu-mll/glue", "mrpc"), hub_text_columns=("sentence1", "sentence2"),
+                     extra_metrics=("accuracy",)),
 }
 
 
 @dataclass
 class Split:
-    """Texts and integer labels of one split."""
+    """Texts (of a sentence-pair task: (first, second) tuples) and integer labels of one split."""
 
-    texts: list[str]
+    texts: list
     labels: np.ndarray  # (N,) int64
 
     def __len__(self) -> int:
@@ -70,7 +74,7 @@ class TaskData:
         h = hashlib.sha256()
         for split in (self.train, self.val, self.dev):
             for text, label in zip(split.texts, split.labels.tolist()):
-                h.update(f"{label}\t{text}\n".encode())
+                h.update(f"{label}\t{as_text(text, chr(9))}\n".encode())
         return h.hexdigest()[:16]
 
 
@@ -131,9 +135,14 @@ def strip_html(split: Split) -> Split:
     return Split([HTML_BREAK.sub(" ", t).strip() for t in split.texts], split.labels)
 
 
-def text_key(text: str) -> str:
-    """What makes two texts the same text: case and spacing aside."""
-    return " ".join(text.lower().split())
+def as_text(text, sep: str = " ") -> str:
+    """A text, or the two texts of a pair joined by `sep`."""
+    return sep.join(text) if isinstance(text, tuple) else text
+
+
+def text_key(text) -> str:
+    """What makes two texts (or pairs) the same: case and spacing aside."""
+    return " ".join(as_text(text, " [SEP] ").lower().split())
 
 
 def carve_val(train: Split, dev: Split | None = None, phrases: bool = False) -> tuple[Split, Split]:
@@ -237,10 +246,12 @@ def _read_rows(path: Path, spec: TaskSpec) -> tuple[list[str], list[str], list[i
             header = list(spec.columns) if spec.columns else next(reader, None)
             if header is None:
                 raise UserError(f"{path}: empty file")
-            for col in (spec.text_column, spec.label_column):
+            if len(spec.text_columns) > 2:
+                raise UserError(f"--text-column {spec.text_column!r}: one column, or two (a sentence pair)")
+            for col in (*spec.text_columns, spec.label_column):
                 if col not in header:
                     raise UserError(f"{path}: no column {col!r} in header {header}")
-            ti, li = header.index(spec.text_column), header.index(spec.label_column)
+            tis, li = [header.index(c) for c in spec.text_columns], header.index(spec.label_column)
             for row in reader:
                 if not row:
                     continue
@@ -249,7 +260,7 @@ def _read_rows(path: Path, spec: TaskSpec) -> tuple[list[str], list[str], list[i
                                     f"({', '.join(header)}), found {len(row)}")
                 if not row[li].strip():
                     raise UserError(f"{path} line {reader.line_num}: empty {spec.label_column!r}")
-                texts.append(row[ti].strip())
+                texts.append(row[tis[0]].strip() if len(tis) == 1 else tuple(row[i].strip() for i in tis))
                 labels.append(row[li].strip())
                 lines.append(reader.line_num)
     except UnicodeDecodeError as exc:
@@ -269,7 +280,10 @@ def _load_hub(spec: TaskSpec) -> tuple[Split, Split]:
 
     def to_split(part) -> Split:
         cols = [part[c] for c in spec.hub_text_columns]
-        texts = [" . ".join(t.strip() for t in parts) for parts in zip(*cols)]
+        if spec.pairs:
+            texts = [tuple(t.strip() for t in parts) for parts in zip(*cols)]
+        else:
+            texts = [" . ".join(t.strip() for t in parts) for parts in zip(*cols)]
         return Split(texts, np.asarray(part["label"], dtype=np.int64))
 
     return to_split(ds["train"]), to_split(ds[spec.hub_dev_split])
@@ -284,6 +298,7 @@ class Encoded:
 
     ids: list[np.ndarray]
     labels: np.ndarray  # (N,)
+    sep_id: int | None = None  # sentence pairs: the separator id; tokens after the first one are segment 1
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -296,7 +311,12 @@ def encode(split: Split, tokenizer, max_len: int, tail: int = 0) -> Encoded:
     """Tokenize once, up front: no tokenization inside training loops.
 
     A text longer than `max_len` tokens keeps its first ones; with `tail`, its first `max_len - tail`
-    and its last `tail` ([CLS] and [SEP] stay at the ends)."""
+    and its last `tail` ([CLS] and [SEP] stay at the ends). Sentence pairs are tokenized as pairs, the longer
+    side truncated first, so that both sides are kept."""
+    if split.texts and isinstance(split.texts[0], tuple):
+        first, second = zip(*split.texts)
+        out = tokenizer(list(first), list(second), truncation=True, max_length=max_len)["input_ids"]
+        return Encoded([np.asarray(x, dtype=np.int64) for x in out], split.labels, tokenizer.sep_token_id)
     if not tail:
         out = tokenizer(split.texts, truncation=True, max_length=max_len)["input_ids"]
     else:
@@ -317,7 +337,11 @@ def collate(enc: Encoded, idx, pad_id: int = 0) -> dict[str, torch.Tensor]:
     mask = torch.zeros_like(input_ids)
     for row, s in enumerate(seqs):
         mask[row, : len(s)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": torch.from_numpy(enc.labels[idx])}
+    batch = {"input_ids": input_ids, "attention_mask": mask, "labels": torch.from_numpy(enc.labels[idx])}
+    if enc.sep_id is not None:  # segment 1: every real token after the first separator
+        sep = (input_ids == enc.sep_id).long()
+        batch["token_type_ids"] = ((sep.cumsum(1) - sep) > 0).long() * mask
+    return batch
 
 
 def eval_batches(enc: Encoded, batch_size: int, limit: int | None = None):
@@ -355,12 +379,19 @@ def macro_f1(pred: np.ndarray, gold: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+def f1(pred: np.ndarray, gold: np.ndarray) -> float:
+    """F1 of class 1 (MRPC's paraphrases)."""
+    tp = np.sum((pred == 1) & (gold == 1))
+    denom = np.sum(pred == 1) + np.sum(gold == 1)
+    return float(2 * tp / denom) if denom else 0.0
+
+
 def majority(pred: np.ndarray, gold: np.ndarray) -> float:
     """Accuracy of always predicting the most frequent gold label (ignores pred)."""
     return float(np.bincount(gold).max() / len(gold))
 
 
-METRICS = {"accuracy": accuracy, "mcc": mcc, "macro_f1": macro_f1, "majority": majority}
+METRICS = {"accuracy": accuracy, "mcc": mcc, "f1": f1, "macro_f1": macro_f1, "majority": majority}
 
 
 def score(spec: TaskSpec, pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:

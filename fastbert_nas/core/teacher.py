@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from fastbert_nas.config import DEFAULT_BASE, TeacherRef, UserError
-from fastbert_nas.core.family import check_family
+from fastbert_nas.core.family import check_family, model_inputs
 from fastbert_nas.core.tasks import Encoded, TaskData, collate, encode_for, eval_batches
 from fastbert_nas.core.training import (
     batch_stream,
@@ -193,7 +193,7 @@ def _fine_tune_once(data: TaskData, device: torch.device, base: str, recipe: Tea
             for group in opt.param_groups:
                 group["lr"] = learning_rate(step, recipe.lr, planned, recipe.warmup)
             batch = to_device(collate(train, next(stream)), device)
-            loss = model(**batch).loss
+            loss = model(**model_inputs(model, batch), labels=batch["labels"]).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -298,7 +298,7 @@ def _fill_cache(teacher: Teacher, enc: Encoded, folder: Path, device: torch.devi
         task = bar.add_task("caching teacher outputs", total=len(enc), info="")
         for idx in eval_batches(enc, CACHE_BATCH):
             b = to_device(collate(enc, idx), device)
-            out = teacher.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+            out = teacher.model(**model_inputs(teacher.model, b),
                                 output_hidden_states=True)
             logits[idx] = out.logits.float().cpu().numpy()
             states = torch.stack(out.hidden_states, dim=2).cpu().numpy()  # (B, T, L+1, H)

@@ -12,6 +12,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fastbert_nas.config import TaskSpec, UserError
+from fastbert_nas.core.family import model_inputs
 from fastbert_nas.core.tasks import Encoded, collate, eval_batches, score
 
 GROUP_BATCHES = 50   # batches per length-sorted chunk: little padding, still shuffled
@@ -103,7 +104,7 @@ def predict(model, enc: Encoded, device: torch.device, limit: int | None = None)
     pred = np.zeros(n, dtype=np.int64)
     for idx in eval_batches(enc, EVAL_BATCH, n):
         b = to_device(collate(enc, idx), device)
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        logits = model(**model_inputs(model, b)).logits
         pred[idx] = logits.argmax(-1).cpu().numpy()
     model.train(was_training)
     return pred

@@ -39,8 +39,10 @@ LABEL_PREFIX = "__label__"
 PUNCTUATION = re.compile(r"([.!?,;:()\"/])")  # split off, so that "good." and "good" are one word
 
 
-def clean(text: str) -> str:
-    """One line, lower case, punctuation split off (fastText splits on whitespace only)."""
+def clean(text) -> str:
+    """One line, lower case, punctuation split off (fastText splits on whitespace only); a sentence pair's two
+    texts joined by a separator word."""
+    text = " ||| ".join(text) if isinstance(text, tuple) else text
     return " ".join(PUNCTUATION.sub(r" \1 ", text.lower()).split())
 
 

@@ -1,0 +1,113 @@
+"""Sentence-pair tasks: MRPC from the GLUE layout (real rows of ../shared/data/MRPC), a custom task with
+--text-column a,b, pairs tokenized as pairs with token types from the separator, augmentation of both
+sides, F1, and a smoke search and export on MRPC end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_user_error, invoke, quick_timings, search_args
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from fastbert_nas.core.augment import augment
+from fastbert_nas.core.tasks import TASKS, Split, collate, encode, f1, load_task, resolve_task, text_key
+from fastbert_nas.core.teacher import DEFAULT_BASE, base_path
+
+
+@pytest.fixture(scope="module")
+def mrpc(data_dir):
+    return load_task(TASKS["mrpc"], str(data_dir))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(base_path(DEFAULT_BASE))
+
+
+def test_mrpc_loads_as_pairs_and_no_pair_straddles_the_splits(mrpc):
+    assert TASKS["mrpc"].pairs and not TASKS["sst2"].pairs
+    assert len(mrpc.dev) == 1725 and len(mrpc.train) + len(mrpc.val) <= 4080
+    assert all(isinstance(t, tuple) and len(t) == 2 and all(t) for t in mrpc.train.texts[:50])
+    first = mrpc.dev.texts[0]
+    assert first[0].startswith("PCCW's chief operating officer") and first[1].startswith("Current Chief Operating")
+    keys = [{text_key(t) for t in split.texts} for split in (mrpc.train, mrpc.val, mrpc.dev)]
+    assert not keys[0] & keys[1] and not keys[0] & keys[2] and not keys[1] & keys[2]
+    assert mrpc.fingerprint() == load_task(TASKS["mrpc"], mrpc.source.rsplit("/", 1)[0]).fingerprint()
+
+
+def test_pairs_are_tokenized_as_pairs_with_token_types(tokenizer):
+    split = Split([("the cat sat", "a cat was sitting"), ("yes", "no way at all")], np.array([1, 0]))
+    enc = encode(split, tokenizer, max_len=64)
+    assert enc.sep_id == tokenizer.sep_token_id
+    batch = collate(enc, np.arange(2))
+    ref = tokenizer(["the cat sat", "yes"], ["a cat was sitting", "no way at all"], padding=True,
+                    return_tensors="pt")
+    assert torch.equal(batch["input_ids"], ref["input_ids"])
+    assert torch.equal(batch["token_type_ids"], ref["token_type_ids"] * ref["attention_mask"])
+    # a pair longer than max_len keeps both sides (the longer one cut first)
+    long = Split([(" ".join(["word"] * 40), "short side")], np.array([0]))
+    ids = encode(long, tokenizer, max_len=16).ids[0]
+    assert len(ids) == 16 and (ids == tokenizer.sep_token_id).sum() == 2
+    assert tokenizer.decode(ids[ids.tolist().index(tokenizer.sep_token_id) + 1:-1]) == "short side"
+    assert "token_type_ids" not in collate(encode(Split(["one text"], np.array([0])), tokenizer, 64), [0])
+
+
+def test_augmentation_replaces_words_on_both_sides_and_keeps_the_separators(tokenizer, mrpc):
+    from fastbert_nas.core.teacher import load_classifier
+
+    enc = encode(mrpc.train.subset(np.arange(40)), tokenizer, 128)
+    model, _ = load_classifier(base_path(DEFAULT_BASE), 2)
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    out = augment(enc, vocab, model.bert.embeddings.word_embeddings.weight.detach().numpy(), copies=1, min_tokens=3)
+    assert out.sep_id == enc.sep_id and len(out) == len(enc)
+    changed_sides = [0, 0]
+    for a, b in zip(enc.ids, out.ids):
+        seps = np.flatnonzero(a == enc.sep_id)
+        assert len(a) == len(b) and np.array_equal(np.flatnonzero(b == enc.sep_id), seps)
+        changed_sides[0] += int((a[:seps[0]] != b[:seps[0]]).any())
+        changed_sides[1] += int((a[seps[0]:] != b[seps[0]:]).any())
+    assert min(changed_sides) > 20
+
+
+def test_f1_of_the_positive_class():
+    assert f1(np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0])) == pytest.approx(0.5)
+    assert f1(np.array([0, 0]), np.array([0, 0])) == 0.0
+    assert f1(np.array([1, 1, 1]), np.array([1, 1, 1])) == 1.0
+
+
+def test_custom_task_with_two_text_columns(tmp_path):
+    for name in ("train", "dev"):
+        rows = [f"q{i}\tquestion {i} {name}\tanswer {i}\t{i % 2}" for i in range(30)]
+        (tmp_path / f"{name}.tsv").write_text("id\tquestion\tanswer\tlabel\n" + "\n".join(rows) + "\n")
+    spec = resolve_task(str(tmp_path), text_column="question,answer")
+    data = load_task(spec)
+    assert spec.pairs and data.dev.texts[3] == ("question 3 dev", "answer 3")
+    with pytest.raises(Exception, match="one column, or two"):
+        load_task(resolve_task(str(tmp_path), text_column="id,question,answer"))
+
+
+def test_mrpc_search_and_export_end_to_end(tmp_path, data_dir, tiny_teacher_dir, monkeypatch, restore_threads):
+    """A smoke search on real MRPC rows (tiny teacher), then its best trial exported: F1 and accuracy on dev,
+    a model folder a pipeline reads pairs with; --onnx is refused for pairs before any training."""
+    quick_timings(monkeypatch)
+    results = tmp_path / "results"
+    r = invoke(*search_args(data_dir, tiny_teacher_dir, results, **{"--task": "mrpc"}))
+    assert r.exit_code == 0, r.output
+    study = "mrpc-tiny"
+    assert_user_error(invoke("export", "--pick", "flops<=1", "--study", study, "--results", results, "--budget",
+                             "smoke", "--data-dir", data_dir, "--out", tmp_path / "onnx", "--onnx"),
+                      "not yet for sentence-pair tasks")
+    r = invoke("export", "--pick", "flops<=1", "--study", study, "--results", results, "--budget", "smoke",
+               "--data-dir", data_dir, "--out", tmp_path / "model", "--threads", 1)
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "model" / "export.json").read_text())
+    assert report["metric"] == "f1" and set(report["dev"]) >= {"f1", "accuracy", "metric"}
+    assert report["dev"]["metric"] == report["dev"]["f1"] and 0 <= report["dev"]["accuracy"] <= 1
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "model")
+    with torch.no_grad():
+        logits = model(**tok("He left early.", "He went home early.", return_tensors="pt")).logits
+    assert logits.shape == (1, 2)
