@@ -13,7 +13,8 @@ from conftest import assert_user_error, invoke, quick_timings, search_args
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from fastbert_nas.core.augment import augment
-from fastbert_nas.core.tasks import TASKS, Split, collate, encode, f1, load_task, resolve_task, text_key
+from fastbert_nas.core.metrics import f1
+from fastbert_nas.core.tasks import TASKS, Split, collate, encode, load_task, resolve_task, text_key
 from fastbert_nas.core.teacher import DEFAULT_BASE, base_path
 
 
@@ -111,3 +112,17 @@ def test_mrpc_search_and_export_end_to_end(tmp_path, data_dir, tiny_teacher_dir,
     with torch.no_grad():
         logits = model(**tok("He left early.", "He went home early.", return_tensors="pt")).logits
     assert logits.shape == (1, 2)
+
+
+@pytest.mark.parametrize("task, columns", [("qnli", ("question", "sentence")), ("rte", ("sentence1", "sentence2"))])
+def test_qnli_and_rte_from_a_glue_layout_folder(tmp_path, task, columns):
+    """GLUE's own files: an index column, the two texts, string labels (entailment first, as on the hub)."""
+    folder = tmp_path / TASKS[task].glue_dir
+    folder.mkdir()
+    for name in ("train", "dev"):
+        rows = [f"{i}\tfirst text {i} {name}\tsecond text {i}\t{('entailment', 'not_entailment')[i % 2]}"
+                for i in range(40)]
+        (folder / f"{name}.tsv").write_text(f"index\t{columns[0]}\t{columns[1]}\tlabel\n" + "\n".join(rows) + "\n")
+    data = load_task(TASKS[task], str(tmp_path))
+    assert data.dev.texts[1] == ("first text 1 dev", "second text 1") and data.dev.labels[:4].tolist() == [0, 1, 0, 1]
+    assert len(data.train) + len(data.val) == 40

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fastbert_nas.config import UserError
+from fastbert_nas.core.metrics import accuracy, macro_f1, majority, mcc, score
 from fastbert_nas.core.tasks import (
     DATA_ENV,
     TASKS,
@@ -19,18 +20,13 @@ from fastbert_nas.core.tasks import (
     VAL_MAX,
     VAL_SENTENCES,
     Split,
-    accuracy,
     carve_val,
     collate,
     encode,
     encode_for,
     eval_batches,
     load_task,
-    macro_f1,
-    majority,
-    mcc,
     resolve_task,
-    score,
     strip_html,
     text_key,
     word_runs,

@@ -32,8 +32,9 @@ from fastbert_nas.bench.common import machine, save_report
 from fastbert_nas.config import ALL_EXAMPLES, UserError
 from fastbert_nas.core.cost import count_flops, count_params
 from fastbert_nas.core.family import model_inputs
+from fastbert_nas.core.metrics import score
 from fastbert_nas.core.pipeline import distill_rows
-from fastbert_nas.core.tasks import Split, collate, encode_for, load_task, resolve_task, score
+from fastbert_nas.core.tasks import Split, collate, encode_for, load_task, resolve_task
 from fastbert_nas.core.training import evaluate
 from fastbert_nas.export.checkpoint import REPORT_FILE
 from fastbert_nas.report import fasttext as ft

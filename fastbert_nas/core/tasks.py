@@ -44,6 +44,13 @@ TASKS: dict[str, TaskSpec] = {
     "mrpc": TaskSpec("mrpc", "f1", max_len=128, glue_dir="MRPC", text_column="#1 String,#2 String",
                      label_column="Quality", hub=("nyu-mll/glue", "mrpc"), hub_text_columns=("sentence1", "sentence2"),
                      extra_metrics=("accuracy",)),
+    # Entailment pairs, from the hub or a GLUE-layout folder (none ships in ../shared/data).
+    "qnli": TaskSpec("qnli", "accuracy", max_len=128, glue_dir="QNLI", text_column="question,sentence",
+                     labels=("entailment", "not_entailment"), hub=("nyu-mll/glue", "qnli"),
+                     hub_text_columns=("question", "sentence")),
+    "rte": TaskSpec("rte", "accuracy", max_len=128, glue_dir="RTE", text_column="sentence1,sentence2",
+                    labels=("entailment", "not_entailment"), hub=("nyu-mll/glue", "rte"),
+                    hub_text_columns=("sentence1", "sentence2")),
 }
 
 
@@ -350,58 +357,3 @@ def eval_batches(enc: Encoded, batch_size: int, limit: int | None = None):
     order = np.argsort(enc.lengths()[:n], kind="stable")
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
-
-
-# ---------------------------------------------------------------------------
-# Metrics (pure, on integer arrays)
-
-def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
-    return float((pred == gold).mean())
-
-
-def mcc(pred: np.ndarray, gold: np.ndarray) -> float:
-    """Matthews correlation (binary or multi-class, Gorodkin's form)."""
-    k = int(max(pred.max(initial=0), gold.max(initial=0))) + 1
-    c = np.zeros((k, k), dtype=np.float64)
-    np.add.at(c, (gold, pred), 1)
-    t, p, s = c.sum(1), c.sum(0), c.sum()
-    num = np.trace(c) * s - t @ p
-    den = np.sqrt((s * s - p @ p) * (s * s - t @ t))
-    return float(num / den) if den else 0.0
-
-
-def macro_f1(pred: np.ndarray, gold: np.ndarray) -> float:
-    scores = []
-    for c in np.unique(gold):
-        tp = np.sum((pred == c) & (gold == c))
-        denom = np.sum(pred == c) + np.sum(gold == c)
-        scores.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(scores))
-
-
-def f1(pred: np.ndarray, gold: np.ndarray) -> float:
-    """F1 of class 1 (MRPC's paraphrases)."""
-    tp = np.sum((pred == 1) & (gold == 1))
-    denom = np.sum(pred == 1) + np.sum(gold == 1)
-    return float(2 * tp / denom) if denom else 0.0
-
-
-def majority(pred: np.ndarray, gold: np.ndarray) -> float:
-    """Accuracy of always predicting the most frequent gold label (ignores pred)."""
-    return float(np.bincount(gold).max() / len(gold))
-
-
-METRICS = {"accuracy": accuracy, "mcc": mcc, "f1": f1, "macro_f1": macro_f1, "majority": majority}
-
-
-def score(spec: TaskSpec, pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
-    """The task's metric under the key 'metric', plus every metric by name."""
-    out = {name: METRICS[name](pred, gold) for name in (spec.metric, *spec.extra_metrics)}
-    out["metric"] = out[spec.metric]
-    return out
-
-
-def majority_score(spec: TaskSpec, gold: np.ndarray) -> dict[str, float]:
-    """`score` of always predicting the most frequent class of `gold` (the majority-class level a student
-    that learned nothing stays at: accuracy = that class's share, MCC = 0)."""
-    return score(spec, np.full(len(gold), np.bincount(gold).argmax()), gold)

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fastbert_nas.config import TaskSpec, UserError
 from fastbert_nas.core.family import model_inputs
-from fastbert_nas.core.tasks import Encoded, collate, eval_batches, score
+from fastbert_nas.core.metrics import score
+from fastbert_nas.core.tasks import Encoded, collate, eval_batches
 
 GROUP_BATCHES = 50   # batches per length-sorted chunk: little padding, still shuffled
 EVAL_BATCH = 64      # examples per evaluation batch

@@ -27,7 +27,8 @@ from fastbert_nas.config import TaskSpec
 from fastbert_nas.core import runtime
 from fastbert_nas.core.backends import TORCH_FP32, Runtime
 from fastbert_nas.core.cost import LATENCY_MIN_RUN_S, measure_latency
-from fastbert_nas.core.tasks import Encoded, collate, eval_batches, score
+from fastbert_nas.core.metrics import score
+from fastbert_nas.core.tasks import Encoded, collate, eval_batches
 from fastbert_nas.core.training import EVAL_BATCH, evaluate
 
 DEPLOY_ROUNDS = 3                # timing rounds of the side-by-side table

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fastbert_nas.core.metrics import score
 from fastbert_nas.core.pipeline import distill_rows
-from fastbert_nas.core.tasks import TaskData, load_task, resolve_task, score
+from fastbert_nas.core.tasks import TaskData, load_task, resolve_task
 
 FT_EPOCHS = 10          # passes over the training examples
 FT_LR = 0.5             # learning rate (fastText's text-classification tutorial)

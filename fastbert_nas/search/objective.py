@@ -34,8 +34,8 @@ from optuna.trial import FrozenTrial, TrialState
 from fastbert_nas.core import pipeline
 from fastbert_nas.core.backends import Runtime
 from fastbert_nas.core.cost import count_flops, count_params
+from fastbert_nas.core.metrics import majority_score
 from fastbert_nas.core.runtime import latency
-from fastbert_nas.core.tasks import majority_score
 from fastbert_nas.core.training import evaluate
 from fastbert_nas.search.options import Search
 from fastbert_nas.search.pruning import collapse_reason, should_prune
