@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
-from conftest import assert_user_error, invoke, quick_timings, search_args
+from conftest import invoke, quick_timings, search_args
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from fastbert_nas.core.augment import augment
@@ -92,21 +93,23 @@ def test_custom_task_with_two_text_columns(tmp_path):
 
 def test_mrpc_search_and_export_end_to_end(tmp_path, data_dir, tiny_teacher_dir, monkeypatch, restore_threads):
     """A smoke search on real MRPC rows (tiny teacher), then its best trial exported: F1 and accuracy on dev,
-    a model folder a pipeline reads pairs with; --onnx is refused for pairs before any training."""
+    a model folder that reads pairs, an ONNX graph with token types that matches PyTorch, a card quoting a pair."""
     quick_timings(monkeypatch)
     results = tmp_path / "results"
     r = invoke(*search_args(data_dir, tiny_teacher_dir, results, **{"--task": "mrpc"}))
     assert r.exit_code == 0, r.output
-    study = "mrpc-tiny"
-    assert_user_error(invoke("export", "--pick", "flops<=1", "--study", study, "--results", results, "--budget",
-                             "smoke", "--data-dir", data_dir, "--out", tmp_path / "onnx", "--onnx"),
-                      "not yet for sentence-pair tasks")
-    r = invoke("export", "--pick", "flops<=1", "--study", study, "--results", results, "--budget", "smoke",
-               "--data-dir", data_dir, "--out", tmp_path / "model", "--threads", 1)
+    r = invoke("export", "--pick", "flops<=1", "--study", "mrpc-tiny", "--results", results, "--budget", "smoke",
+               "--data-dir", data_dir, "--out", tmp_path / "model", "--threads", 1, "--onnx")
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "model" / "export.json").read_text())
     assert report["metric"] == "f1" and set(report["dev"]) >= {"f1", "accuracy", "metric"}
     assert report["dev"]["metric"] == report["dev"]["f1"] and 0 <= report["dev"]["accuracy"] <= 1
+    # the ONNX graph takes the token types, and matches PyTorch on real pairs
+    sess = onnxruntime.InferenceSession(str(tmp_path / "model" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert report["onnx"]["max_abs_diff"] <= report["onnx"]["tolerance"]
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "classify({'text': " in card and "'text_pair': " in card
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "model")
     with torch.no_grad():

@@ -17,7 +17,7 @@ from fastbert_nas.core.tasks import collate, encode
 from fastbert_nas.export.onnx import ONNX_TOLERANCE
 
 INT8_AGREEMENT = 0.9   # share of real dev rows whose int8 prediction is the fp32 model's
-FIT_ROWS, FIT_STEPS = 512, 80  # the tiny classifier is fitted a little, so that its logits mean something
+FIT_ROWS, FIT_STEPS = 512, 160  # the tiny classifier is fitted a little, so that its logits mean something
 CHECK_ROWS = 256
 
 

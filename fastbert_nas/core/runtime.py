@@ -29,6 +29,7 @@ from fastbert_nas.core.cost import LATENCY_MIN_RUN_S, REF_SEQ_LEN, measure_laten
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model-int8.onnx"
 INPUTS = ("input_ids", "attention_mask")
+PAIR_INPUT = "token_type_ids"  # a sentence-pair model's third input, where its family has token types
 EXAMPLE_SHAPE = (2, 16)   # (batch, tokens) of the tracing example; neither dimension is fixed by it
 EXPORTER_REGISTRY_LOG = "torch.onnx._internal.exporter._registration"
 # The exporter: torch.onnx's TorchScript-based one, as Hugging Face optimum exports BERT (ONNX Runtime's BERT
@@ -51,42 +52,58 @@ class _Logits(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, C)
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        types = {} if token_type_ids is None else {PAIR_INPUT: token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **types).logits  # (B, C)
 
 
-def write_onnx(model, path: Path, exporter: str | None = None) -> None:
+def onnx_inputs(model, pairs: bool = False) -> tuple[str, ...]:
+    """The graph's inputs: ids and mask, and the token types of a sentence-pair model whose family has them."""
+    return INPUTS + ((PAIR_INPUT,) if pairs and getattr(model.config, "type_vocab_size", 0) > 1 else ())
+
+
+def feed(sess, batch: dict) -> dict:
+    """A session's inputs, by name, from a tasks.collate batch."""
+    return {i.name: batch[i.name].numpy() for i in sess.get_inputs()}
+
+
+def write_onnx(model, path: Path, exporter: str | None = None, pairs: bool = False) -> None:
     """torch.onnx.export of a CPU model in eval mode with ONNX_ATTENTION attention, batch and sequence
-    dimensions free, by `exporter` (None: ONNX_EXPORTER); the model's attention and training flag are restored."""
+    dimensions free, by `exporter` (None: ONNX_EXPORTER), with onnx_inputs(model, pairs); the model's attention
+    and training flag are restored."""
     ids = torch.ones(EXAMPLE_SHAPE, dtype=torch.long)  # (B, T)
     mask = torch.ones_like(ids)
     mask[-1, EXAMPLE_SHAPE[1] // 2:] = 0  # a padded row: the graph must keep the masking path
+    names = onnx_inputs(model, pairs)
+    types = torch.zeros_like(ids)
+    types[:, EXAMPLE_SHAPE[1] // 4:] = 1  # a second segment
+    example = (ids, mask, types)[:len(names)]
     was_training, attention = model.training, model.config._attn_implementation
     try:
         if attention != ONNX_ATTENTION:
             model.set_attn_implementation(ONNX_ATTENTION)
         module = _Logits(model).eval()
         if (exporter or ONNX_EXPORTER) == "torchscript":
-            _torchscript_export(module, (ids, mask), path)
+            _torchscript_export(module, example, path, names)
         else:
-            _dynamo_export(module, (ids, mask), path, model.config.max_position_embeddings)
+            _dynamo_export(module, example, path, names, model.config.max_position_embeddings)
     finally:
         model.train(was_training)
         if model.config._attn_implementation != attention:
             model.set_attn_implementation(attention)
 
 
-def _torchscript_export(module, example: tuple, path: Path) -> None:
+def _torchscript_export(module, example: tuple, path: Path, names: tuple[str, ...]) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)   # its notice that dynamo is the default
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape checks traced as constants
         warnings.filterwarnings("ignore", message=".*aten::index.*")     # indexing by Gather: checked on real rows
-        torch.onnx.export(module, example, str(path), input_names=list(INPUTS), output_names=["logits"],
+        torch.onnx.export(module, example, str(path), input_names=list(names), output_names=["logits"],
                           dynamo=False, opset_version=ONNX_OPSET,
-                          dynamic_axes=dict.fromkeys(INPUTS, {0: "batch", 1: "seq"}))
+                          dynamic_axes=dict.fromkeys(names, {0: "batch", 1: "seq"}))
 
 
-def _dynamo_export(module, example: tuple, path: Path, max_len: int) -> None:
+def _dynamo_export(module, example: tuple, path: Path, names: tuple[str, ...], max_len: int) -> None:
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=max_len)
     registry = logging.getLogger(EXPORTER_REGISTRY_LOG)
     level = registry.level
@@ -95,9 +112,9 @@ def _dynamo_export(module, example: tuple, path: Path, max_len: int) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*axis name.*")  # naming notes on the free dimensions
             warnings.filterwarnings("ignore", category=FutureWarning)    # torch's internals on its own API
-            program = torch.onnx.export(module, example, input_names=list(INPUTS), output_names=["logits"],
+            program = torch.onnx.export(module, example, input_names=list(names), output_names=["logits"],
                                         external_data=False, verbose=False,
-                                        dynamic_shapes=dict.fromkeys(INPUTS, {0: batch, 1: seq}))
+                                        dynamic_shapes=dict.fromkeys(names, {0: batch, 1: seq}))
     finally:
         registry.setLevel(level)
     program.save(str(path))
@@ -143,8 +160,8 @@ def session_latency(sess, threads: int, batch: int = 1, seq_len: int = REF_SEQ_L
                     min_run_time: float | None = None) -> float:
     """Median ms of one ONNX Runtime run at `batch` x `seq_len` tokens (torch.utils.benchmark), timed for
     `min_run_time` s (None: LATENCY_MIN_RUN_S)."""
-    feed = {k: np.ones((batch, seq_len), dtype=np.int64) for k in INPUTS}  # as cost.measure_latency's inputs
-    timer = Timer(stmt="run()", globals={"run": lambda: sess.run(None, feed)}, num_threads=threads)
+    ones = {i.name: np.ones((batch, seq_len), dtype=np.int64) for i in sess.get_inputs()}  # as cost.measure_latency's
+    timer = Timer(stmt="run()", globals={"run": lambda: sess.run(None, ones)}, num_threads=threads)
     return timer.blocked_autorange(min_run_time=min_run_time or LATENCY_MIN_RUN_S).median * 1e3
 
 

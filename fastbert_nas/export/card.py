@@ -9,10 +9,19 @@ CARD_FILE = "README.md"
 CARD_EXAMPLE_CHARS = 200  # longest dev text the model card's usage example quotes whole
 
 
-def card_example(texts: list[str]) -> str:
-    """The model card's usage example: the first of the task's dev texts short enough to quote."""
-    short = [t for t in texts if len(t) <= CARD_EXAMPLE_CHARS]
-    return short[0] if short else texts[0][:CARD_EXAMPLE_CHARS]
+def card_example(texts: list) -> str | tuple[str, str]:
+    """The model card's usage example: the first of the task's dev texts (or pairs) short enough to quote."""
+    short = [t for t in texts if len(" ".join(t) if isinstance(t, tuple) else t) <= CARD_EXAMPLE_CHARS]
+    return short[0] if short else texts[0] if isinstance(texts[0], tuple) else texts[0][:CARD_EXAMPLE_CHARS]
+
+
+def example_inputs(example) -> tuple[str, str]:
+    """(the pipeline's argument, the tokenizer's arguments) quoting the example: a text, or a sentence pair
+    (export.json keeps it as a list)."""
+    if isinstance(example, (list, tuple)):
+        a, b = example
+        return f"{{'text': {a!r}, 'text_pair': {b!r}}}", f"[{a!r}], [{b!r}]"
+    return repr(example), f"[{example!r}]"
 
 
 def preprocessing(r: dict) -> str:
@@ -64,8 +73,8 @@ from transformers import AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{out}")
 session = ort.InferenceSession("{out}/model-int8.onnx", providers=["CPUExecutionProvider"])
-batch = tokenizer([{r['example']!r}], return_tensors="np", truncation=True, max_length={r['max_len']})
-logits = session.run(["logits"], {{k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")}})[0]
+batch = tokenizer({example_inputs(r['example'])[1]}, return_tensors="np", truncation=True, max_length={r['max_len']})
+logits = session.run(["logits"], {{i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}})[0]
 ```
 
 With Hugging Face optimum (`pip install optimum-onnx`; it needs transformers < 4.58, not tested here):
@@ -147,7 +156,7 @@ teacher timed one after the other in one process (device {lat_s['device']}, thre
 from transformers import pipeline
 
 classify = pipeline("text-classification", model="{out}")
-classify({r['example']!r})
+classify({example_inputs(r['example'])[0]})
 ```
 
 Labels: {labels}. It was trained on texts cut to {r['max_len']} tokens{preprocessing(r)}.

@@ -16,7 +16,8 @@ import torch
 from fastbert_nas.core import runtime
 from fastbert_nas.core.backends import check_onnx_installed
 from fastbert_nas.core.cost import REF_SEQ_LEN, measure_latency
-from fastbert_nas.core.runtime import INPUTS, ONNX_FILE
+from fastbert_nas.core.family import model_inputs
+from fastbert_nas.core.runtime import ONNX_FILE
 from fastbert_nas.core.tasks import Encoded, collate, eval_batches
 
 ONNX_TOLERANCE = 1e-4     # max |logit difference| from PyTorch; float32 reordering gives about 1e-6
@@ -46,8 +47,8 @@ def max_difference(model, sess, batches: list[dict]) -> float:
     model.eval()
     worst = 0.0
     for b in batches:
-        expected = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.numpy()
-        got = sess.run(["logits"], {k: b[k].numpy() for k in INPUTS})[0]
+        expected = model(**model_inputs(model, b)).logits.numpy()
+        got = sess.run(["logits"], runtime.feed(sess, b))[0]
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst
 
@@ -55,7 +56,7 @@ def max_difference(model, sess, batches: list[dict]) -> float:
 def export_onnx(model, folder: Path, dev: Encoded, threads: int) -> dict:
     """Write folder/model.onnx from `model` (a CPU model), check and time it; OnnxMismatch if it differs."""
     path = Path(folder) / ONNX_FILE
-    runtime.write_onnx(model, path)
+    runtime.write_onnx(model, path, pairs=dev.sep_id is not None)
     sess = runtime.session(path, threads)
     batches = check_batches(dev)
     diff = max_difference(model, sess, batches)

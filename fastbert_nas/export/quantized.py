@@ -43,7 +43,7 @@ def onnx_predict(sess, enc: Encoded) -> np.ndarray:
     pred = np.zeros(len(enc), dtype=np.int64)
     for idx in eval_batches(enc, EVAL_BATCH):
         b = collate(enc, idx)
-        pred[idx] = sess.run(["logits"], {k: b[k].numpy() for k in runtime.INPUTS})[0].argmax(-1)
+        pred[idx] = sess.run(["logits"], runtime.feed(sess, b))[0].argmax(-1)
     return pred
 
 

@@ -13,9 +13,9 @@ from typing import Callable
 import torch
 import transformers
 
-from fastbert_nas.config import TaskSpec, UserError
+from fastbert_nas.config import TaskSpec
 from fastbert_nas.core import pipeline
-from fastbert_nas.core.tasks import encode_for, resolve_task
+from fastbert_nas.core.tasks import encode_for
 from fastbert_nas.export.card import CARD_FILE, card_example, model_card
 from fastbert_nas.export.checkpoint import CHECKPOINT_DIR, REPORT_FILE, FileCheckpoint, check_out_dir, write_atomically
 from fastbert_nas.export.plan import ExportOptions, again_plan, chosen_trial, command_line, export_plan, same_task
@@ -58,9 +58,6 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         plan, pick = export_plan(study, chosen_trial(study, opts), opts), opts.pick
         studied = study.user_attrs.get("teacher_fingerprint") if same_task(plan.env.task,
                                                                            study.user_attrs.get("task")) else None
-    if (opts.onnx or opts.quantize) and resolve_task(plan.env.task, plan.env.text_column, plan.env.label_column).pairs:
-        raise UserError("--onnx and --quantize: not yet for sentence-pair tasks (the ONNX graph has no token-type "
-                        "input); export without them")
     out = Path(opts.out)
     check_out_dir(out)
     checkpoint = FileCheckpoint(out / CHECKPOINT_DIR, opts.checkpoint_every, log)
