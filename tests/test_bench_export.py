@@ -202,6 +202,32 @@ def test_without_the_study_missing_rows_are_exported_again_from_seed_0(bench, da
     assert_user_error(r, f"--study {SMOKE_STUDY}", "not found")
 
 
+def test_an_export_without_its_weights_is_timed_as_another_seed_of_its_student(bench, data_dir, tmp_path,
+                                                                               monkeypatch, restore_threads):
+    """Weights are not committed: on a fresh machine the exports of other machines hold export.json alone. Their
+    rows keep their own figures and are timed and costed as a seed of the same student whose weights are here."""
+    results = tmp_path / "results"
+    shutil.copytree(bench["results"], results)
+    share = bench["shares"][1]
+    bare = bx.export_dir(results, "sst2", share)  # seed 0: export.json and the card only
+    for f in bare.iterdir():
+        if f.name not in ("export.json", "README.md"):
+            f.unlink()
+    quick_timings(monkeypatch)
+    r = invoke(*bench_args(data_dir, results, bench["shares"]))
+    assert r.exit_code == 0, r.output
+    rows = {row["export_dir"]: row for row in json.loads((results / "benchmarks" / "export.json").read_text())["rows"]}
+    sibling = str(bx.export_dir(results, "sst2", share, seed=1))
+    assert rows[str(bare)]["timed_from"] == sibling and rows[sibling]["timed_from"] == sibling
+    assert rows[str(bare)]["dev"] == json.loads((bare / "export.json").read_text())["dev"]
+    assert rows[str(bare)]["params"] == rows[sibling]["params"]
+    for f in (results / "exports" / Path(sibling).name).iterdir():  # no seed of that student has weights now
+        if f.name not in ("export.json", "README.md"):
+            f.unlink()
+    assert_user_error(invoke(*bench_args(data_dir, results, bench["shares"])), "no model weights for",
+                      "remove the folder to export it again")
+
+
 @pytest.mark.parametrize("over, fragments", [
     ({"--shares": "0.25,x"}, ["--shares '0.25,x'"]),
     ({"--shares": "0.25,0"}, ["--shares: 0 is not a positive share"]),

@@ -277,16 +277,33 @@ def row_figures(row: Row, student, teacher, latency: dict, teacher_latency: dict
     }
 
 
+def loaded_folders(rows: list[Row]) -> dict[str, str]:
+    """Row folder -> the folder its student is loaded from for timing and costs: its own where its weights are
+    here, else that of another seed of the same student (weights are not committed: a fresh machine holds
+    only the exports it made; latency and costs depend on the shape alone). UserError when no seed has them."""
+    with_weights = {}
+    for r in rows:
+        if any(r.folder.glob("*.safetensors")):
+            with_weights.setdefault(r.report["name"], str(r.folder))
+    missing = sorted({str(r.folder) for r in rows if r.report["name"] not in with_weights})
+    if missing:
+        raise UserError(f"no model weights for {', '.join(missing)} nor another seed of its student on this "
+                        "machine (export.json only): remove the folder to export it again")
+    return {str(r.folder): (str(r.folder) if any(r.folder.glob("*.safetensors")) else with_weights[r.report["name"]])
+            for r in rows}
+
+
 def measure(rows: list[Row], opts: ExportBenchOptions, log: Callable[[str], None] = print) -> dict:
     """Load every student from its folder and each task's teacher, time them side by side, fill row.figures.
     Returns the timing setup."""
     device, threads = resolve_device(opts.device), set_threads(opts.threads)
-    models, groups = {}, []
+    models, groups, timed_as = {}, [], {}  # timed_as: row folder -> the folder its student is loaded from
     for task in dict.fromkeys(r.task for r in rows):
         task_rows = [r for r in rows if r.task == task]
         teacher_key = f"teacher {task}"
         models[teacher_key] = load_teacher(task_rows[0].report, opts.results).to(device).eval()
-        students = list(dict.fromkeys(str(r.folder) for r in task_rows))
+        timed_as |= loaded_folders(task_rows)
+        students = list(dict.fromkeys(timed_as[str(r.folder)] for r in task_rows))
         for key in students:
             models[key] = AutoModelForSequenceClassification.from_pretrained(key).to(device).eval()
         groups.append((teacher_key, students))
@@ -295,8 +312,9 @@ def measure(rows: list[Row], opts: ExportBenchOptions, log: Callable[[str], None
     timings = time_side_by_side(groups, models, opts.rounds, threads, log)
     for r in rows:
         teacher_key = f"teacher {r.task}"
-        r.figures = row_figures(r, models[str(r.folder)], models[teacher_key], timings[str(r.folder)],
-                                timings[teacher_key])
+        key = timed_as[str(r.folder)]
+        r.figures = row_figures(r, models[key], models[teacher_key], timings[key], timings[teacher_key])
+        r.figures["timed_from"] = key
     return {"device": str(device), "threads": threads, "batch": 1, "seq_len": REF_SEQ_LEN, "rounds": opts.rounds}
 
 
