@@ -38,6 +38,12 @@ def bench_written(path, results: Path) -> None:
     typer.echo(f"written to {path} and {Path(path).with_suffix('.md')}; summary: {write_summary(results)}")
 
 
+def finish(report: dict, markdown, results: Path) -> None:
+    """Print a benchmark's report as Markdown and say where it was written."""
+    typer.echo(markdown(report))
+    bench_written(report["path"], results)
+
+
 bench_app = typer.Typer(no_args_is_help=True,
                         help="Benchmarks: measured figures written to RESULTS/benchmarks/ (JSON and Markdown).")
 
@@ -60,8 +66,7 @@ def bench_distill(task: Task = "sst2",
 
     env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
     r = bench_distill_mod.bench_distill(env, arch=arch, hints=hints, budget=budget)
-    typer.echo(bench_distill_mod.distill_markdown(r))
-    bench_written(r["path"], results)
+    finish(r, bench_distill_mod.distill_markdown, results)
 
 
 @bench_app.command("pruning")
@@ -91,8 +96,7 @@ def bench_pruning(task: Task = "sst2",
     # one rung: what pruning alone saves (promotions would add trials of their own to both studies)
     opts = options_mod.SearchOptions(env=env, trials=trials, study=study, space=space, budget=budget, rungs=1)
     r = bench_pruning_mod.bench_pruning(opts, seeds=seeds, log=typer.echo)
-    typer.echo(bench_pruning_mod.pruning_markdown(r))
-    bench_written(r["path"], results)
+    finish(r, bench_pruning_mod.pruning_markdown, results)
 
 
 @bench_app.command("export")
@@ -137,8 +141,7 @@ def bench_export(study: Annotated[str, typer.Option(
                                  threads=threads, device=device, rounds=rounds, seeds=seeds,
                                  other_seeds=other_seeds)
     r = bx.bench_export(opts, log=typer.echo)
-    typer.echo(bx.export_markdown(r))
-    bench_written(r["path"], results)
+    finish(r, bx.export_markdown, results)
 
 
 @bench_app.command("deploy")
@@ -168,8 +171,7 @@ def bench_deploy(tasks: Annotated[str, typer.Option(
     opts = bd.DeployBenchOptions(tasks=parse_tasks(tasks), shares=parse_shares(shares), study=study,
                                  data_dir=data_dir, results=results, threads=threads, rounds=rounds)
     r = bd.bench_deploy(opts, log=typer.echo)
-    typer.echo(bd.deploy_markdown(r))
-    bench_written(r["path"], results)
+    finish(r, bd.deploy_markdown, results)
 
 
 @bench_app.command("fidelity")
@@ -199,8 +201,7 @@ def bench_fidelity(study: Annotated[str, typer.Option(
     opts = bf.FidelityOptions(study=study, students=students, rungs=rungs, budget=budget, kd_steps=kd_steps,
                               data_dir=data_dir, results=results, threads=threads, device=device)
     r = bf.bench_fidelity(opts, log=typer.echo)
-    typer.echo(bf.fidelity_markdown(r))
-    bench_written(r["path"], results)
+    finish(r, bf.fidelity_markdown, results)
 
 
 @bench_app.command("search")
@@ -230,8 +231,7 @@ def bench_search(task: Task = "sst2",
 
     env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
     r = bench_search_mod.bench_search(env, trials, seeds, setting, jobs=jobs, log=typer.echo)
-    typer.echo(bench_search_mod.search_markdown(r))
-    bench_written(r["path"], results)
+    finish(r, bench_search_mod.search_markdown, results)
 
 
 @bench_app.command("speed")
@@ -271,8 +271,7 @@ def bench_speed(task: Task = "sst2", data_dir: DataDir = None, teacher: TeacherO
     r = speed.bench_speed(env, students=student, repeats=repeats, warmup=warmup_steps, steps=steps,
                           profile_steps=profile_steps, space=space, budget=budget, peak_size=peak_size,
                           log=typer.echo)
-    typer.echo(speed.speed_markdown(r))
-    bench_written(r["path"], results)
+    finish(r, speed.speed_markdown, results)
 
 
 @bench_app.command("depth")
@@ -313,8 +312,7 @@ def bench_depth(tasks: Annotated[str, typer.Option(
                            methods=parse_tasks(methods), seeds=seeds, budget=budget, kd_steps=kd_steps,
                            hint_steps=hint_steps, data_dir=data_dir, results=results, threads=threads, device=device)
     r = bd.bench_depth(opts, log=typer.echo)
-    typer.echo(bd.depth_markdown(r))
-    bench_written(r["path"], results)
+    finish(r, bd.depth_markdown, results)
 
 
 @bench_app.command("throughput")
@@ -331,5 +329,4 @@ def bench_throughput(tasks: Annotated[str, typer.Option(
     from fastbert_nas.bench.export import parse_tasks
 
     r = bt.bench_throughput(parse_tasks(tasks), results, data_dir, log=typer.echo)
-    typer.echo(bt.throughput_markdown(r))
-    bench_written(r["path"], results)
+    finish(r, bt.throughput_markdown, results)
