@@ -277,20 +277,25 @@ def row_figures(row: Row, student, teacher, latency: dict, teacher_latency: dict
     }
 
 
+def has_weights(folder: Path) -> bool:
+    """Whether an export folder holds its model's weights (export.json and the card are committed, they are not)."""
+    return any(Path(folder).glob("*.safetensors"))
+
+
 def loaded_folders(rows: list[Row]) -> dict[str, str]:
     """Row folder -> the folder its student is loaded from for timing and costs: its own where its weights are
     here, else that of another seed of the same student (weights are not committed: a fresh machine holds
     only the exports it made; latency and costs depend on the shape alone). UserError when no seed has them."""
+    own = {str(r.folder) for r in rows if has_weights(r.folder)}
     with_weights = {}
     for r in rows:
-        if any(r.folder.glob("*.safetensors")):
+        if str(r.folder) in own:
             with_weights.setdefault(r.report["name"], str(r.folder))
     missing = sorted({str(r.folder) for r in rows if r.report["name"] not in with_weights})
     if missing:
         raise UserError(f"no model weights for {', '.join(missing)} nor another seed of its student on this "
                         "machine (export.json only): remove the folder to export it again")
-    return {str(r.folder): (str(r.folder) if any(r.folder.glob("*.safetensors")) else with_weights[r.report["name"]])
-            for r in rows}
+    return {str(r.folder): str(r.folder) if str(r.folder) in own else with_weights[r.report["name"]] for r in rows}
 
 
 def measure(rows: list[Row], opts: ExportBenchOptions, log: Callable[[str], None] = print) -> dict:

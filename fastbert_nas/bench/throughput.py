@@ -29,6 +29,7 @@ from torch.utils.benchmark import Timer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from fastbert_nas.bench.common import machine, save_report
+from fastbert_nas.bench.export import has_weights
 from fastbert_nas.config import ALL_EXAMPLES, UserError
 from fastbert_nas.core.cost import count_flops, count_params
 from fastbert_nas.core.family import model_inputs
@@ -53,7 +54,7 @@ def exports_of(task: str, results: Path, log: Callable[[str], None]) -> list[Pat
         m = EXPORT_NAME.match(report.parent.name)
         if not m or m["task"] != task:
             continue
-        if not any(report.parent.glob("*.safetensors")):
+        if not has_weights(report.parent):
             log(f"{report.parent}: no weights here (export.json only): left out")
             continue
         seed = int(m["seed"] or 0)

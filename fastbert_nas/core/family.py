@@ -50,11 +50,15 @@ def check_family(config, name: str) -> str:
     return family
 
 
+def takes_token_types(config) -> bool:
+    """Whether the family has segment embeddings (BERT, ELECTRA; not RoBERTa's single type, nor DistilBERT)."""
+    return getattr(config, "type_vocab_size", 0) > 1
+
+
 def model_inputs(model, batch: dict) -> dict:
     """The inputs of a batch (tasks.collate's) the model takes: ids and mask, and the token types of sentence
-    pairs where the family has segment embeddings (BERT, ELECTRA; not RoBERTa's single type, nor DistilBERT)."""
-    names = ("input_ids", "attention_mask") + (("token_type_ids",) if getattr(model.config, "type_vocab_size", 0) > 1
-                                               else ())
+    pairs where the family has them (takes_token_types)."""
+    names = ("input_ids", "attention_mask") + (("token_type_ids",) if takes_token_types(model.config) else ())
     return {k: batch[k] for k in names if k in batch}
 
 

@@ -26,6 +26,7 @@ from torch.utils.benchmark import Timer
 
 from fastbert_nas.core.backends import Runtime
 from fastbert_nas.core.cost import LATENCY_MIN_RUN_S, REF_SEQ_LEN, measure_latency
+from fastbert_nas.core.family import takes_token_types
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model-int8.onnx"
 INPUTS = ("input_ids", "attention_mask")
@@ -59,7 +60,7 @@ class _Logits(torch.nn.Module):
 
 def onnx_inputs(model, pairs: bool = False) -> tuple[str, ...]:
     """The graph's inputs: ids and mask, and the token types of a sentence-pair model whose family has them."""
-    return INPUTS + ((PAIR_INPUT,) if pairs and getattr(model.config, "type_vocab_size", 0) > 1 else ())
+    return INPUTS + ((PAIR_INPUT,) if pairs and takes_token_types(model.config) else ())
 
 
 def feed(sess, batch: dict) -> dict:

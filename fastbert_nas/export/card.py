@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastbert_nas.core.tasks import as_text
+
 CARD_FILE = "README.md"
 CARD_EXAMPLE_CHARS = 200  # longest dev text the model card's usage example quotes whole
 
 
 def card_example(texts: list) -> str | tuple[str, str]:
     """The model card's usage example: the first of the task's dev texts (or pairs) short enough to quote."""
-    short = [t for t in texts if len(" ".join(t) if isinstance(t, tuple) else t) <= CARD_EXAMPLE_CHARS]
+    short = [t for t in texts if len(as_text(t)) <= CARD_EXAMPLE_CHARS]
     return short[0] if short else texts[0] if isinstance(texts[0], tuple) else texts[0][:CARD_EXAMPLE_CHARS]
 
 

@@ -177,6 +177,13 @@ class Plan:
                 "arch": self.arch.to_dict(), "config": self.cfg.to_dict()}
 
 
+def budgeted(recorded: dict, opts: ExportOptions) -> DistillConfig:
+    """A recorded trial config with the export's budget (its steps, examples, augmentation) and --seed."""
+    budget = budget_config(opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps, examples=opts.examples)
+    cfg = replace(DistillConfig.from_dict(recorded), **{k: getattr(budget, k) for k in BUDGETS[opts.budget]})
+    return cfg if opts.seed is None else replace(cfg, seed=opts.seed)
+
+
 def again_plan(report: dict, opts: ExportOptions) -> Plan:
     """The plan of --again: the student and trial recipe an earlier export's export.json records, with this
     export's budget, seed and task, in the earlier export's environment for its task (as export_plan does
@@ -188,10 +195,7 @@ def again_plan(report: dict, opts: ExportOptions) -> Plan:
     if same_task(task, recorded.task):
         env = env.adopt(recorded, f"export {opts.again}")
     spec = resolve_task(env.task, env.text_column, env.label_column, env.max_len)
-    budget = budget_config(opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps, examples=opts.examples)
-    cfg = replace(DistillConfig.from_dict(report["config"]), **{k: getattr(budget, k) for k in BUDGETS[opts.budget]})
-    if opts.seed is not None:
-        cfg = replace(cfg, seed=opts.seed)
+    cfg = budgeted(report["config"], opts)
     return Plan(report["study"], report["trial"], report["trial_state"], env, env.teacher.id(spec.name),
                 StudentArch.from_dict(report["arch"]), cfg, report["trial_val_metric"])
 
@@ -234,11 +238,7 @@ def export_plan(study: optuna.Study, trial: FrozenTrial, opts: ExportOptions) ->
             raise
         raise UserError(f"study {study.study_name!r} is for task {task!r}, neither built in nor a folder here: "
                         "give its folder with --task PATH") from exc
-    budget = budget_config(opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps, examples=opts.examples)
-    cfg = replace(DistillConfig.from_dict(trial.user_attrs["config"]),
-                  **{k: getattr(budget, k) for k in BUDGETS[opts.budget]})
-    if opts.seed is not None:
-        cfg = replace(cfg, seed=opts.seed)
+    cfg = budgeted(trial.user_attrs["config"], opts)
     metric = trial.values[0] if trial.state == TrialState.COMPLETE and trial.values else None
     return Plan(study.study_name, trial.number, trial.state.name, env, env.teacher.id(spec.name),
                 StudentArch.from_dict(trial.user_attrs["arch"]), cfg, metric)

@@ -27,7 +27,7 @@ import numpy as np
 
 from fastbert_nas.core.metrics import score
 from fastbert_nas.core.pipeline import distill_rows
-from fastbert_nas.core.tasks import TaskData, load_task, resolve_task
+from fastbert_nas.core.tasks import TaskData, as_text, load_task, resolve_task
 
 FT_EPOCHS = 10          # passes over the training examples
 FT_LR = 0.5             # learning rate (fastText's text-classification tutorial)
@@ -43,8 +43,7 @@ PUNCTUATION = re.compile(r"([.!?,;:()\"/])")  # split off, so that "good." and "
 def clean(text) -> str:
     """One line, lower case, punctuation split off (fastText splits on whitespace only); a sentence pair's two
     texts joined by a separator word."""
-    text = " ||| ".join(text) if isinstance(text, tuple) else text
-    return " ".join(PUNCTUATION.sub(r" \1 ", text.lower()).split())
+    return " ".join(PUNCTUATION.sub(r" \1 ", as_text(text, " ||| ").lower()).split())
 
 
 def train(texts: list[str], labels: np.ndarray):
