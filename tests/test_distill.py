@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 import fastbert_nas.core.distill as distill_mod
+import fastbert_nas.core.relation as relation_mod
 import fastbert_nas.core.training as training
 from fastbert_nas.config import StudentArch, budget_config
 from fastbert_nas.core.distill import CachedTeacher, LiveTeacher, distill, hint_loss, kd_loss, truncated
@@ -431,12 +432,12 @@ def qkv(batch=2, tokens=5, hidden=8, seed=0) -> tuple[torch.Tensor, ...]:
 def test_relation_loss_is_zero_for_equal_relations_and_positive_otherwise():
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     a, b = qkv(seed=0), qkv(seed=1)
-    assert distill_mod.relation_loss(a, a, mask, 4).item() == pytest.approx(0.0, abs=1e-6)
-    assert distill_mod.relation_loss(a, b, mask, 4).item() > 0.01
+    assert relation_mod.relation_loss(a, a, mask, 4).item() == pytest.approx(0.0, abs=1e-6)
+    assert relation_mod.relation_loss(a, b, mask, 4).item() > 0.01
     # only relations count: a teacher twice as wide with the same relations per head (each head's
     # features repeated, scaled by 2^-1/4 to keep X Xᵀ/√d) gives the student a loss of zero
     wide = tuple(torch.cat([x.view(2, 5, 4, 2), x.view(2, 5, 4, 2)], -1).view(2, 5, 16) / 2 ** 0.25 for x in a)
-    assert distill_mod.relation_loss(a, wide, mask, 4).item() == pytest.approx(0.0, abs=1e-5)
+    assert relation_mod.relation_loss(a, wide, mask, 4).item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_relation_loss_ignores_padding_and_keeps_finite_gradients():
@@ -445,16 +446,16 @@ def test_relation_loss_ignores_padding_and_keeps_finite_gradients():
     other = tuple(x.clone() for x in s)
     for x in other:
         x[0, 3:] = 100.0  # what the padding positions hold does not matter
-    assert distill_mod.relation_loss(other, t, mask, 2).item() == pytest.approx(
-        distill_mod.relation_loss(s, t, mask, 2).item(), rel=1e-6)
+    assert relation_mod.relation_loss(other, t, mask, 2).item() == pytest.approx(
+        relation_mod.relation_loss(s, t, mask, 2).item(), rel=1e-6)
     leaf = tuple(x.clone().requires_grad_() for x in s)
-    distill_mod.relation_loss(leaf, t, mask, 2).backward()
+    relation_mod.relation_loss(leaf, t, mask, 2).backward()
     assert all(torch.isfinite(x.grad).all() for x in leaf)
 
 
 def test_relation_heads_divide_both_widths():
-    assert distill_mod.relation_heads(320, 384) == 16 and distill_mod.relation_heads(24, 48) == 12
-    assert distill_mod.relation_heads(192, 384) == 16 and distill_mod.relation_heads(36, 48) == 12
+    assert relation_mod.relation_heads(320, 384) == 16 and relation_mod.relation_heads(24, 48) == 12
+    assert relation_mod.relation_heads(192, 384) == 16 and relation_mod.relation_heads(36, 48) == 12
 
 
 def test_the_teachers_relation_inputs_give_its_own_queries_keys_and_values(tiny_teacher, rows):
@@ -462,7 +463,7 @@ def test_the_teachers_relation_inputs_give_its_own_queries_keys_and_values(tiny_
     queries, keys and values the teacher's own forward pass computes in that layer."""
     train, _ = rows
     arch = StudentArch.parse("L2-H32-A4-I64", "1:1,2:3").validate(tiny_teacher.layers)
-    rel = distill_mod.teacher_relation(tiny_teacher.model, arch)
+    rel = relation_mod.teacher_relation(tiny_teacher.model, arch)
     assert rel.student_layer == 2 and rel.heads == 16
     batch = collate(train, np.arange(8))
     with distill_mod.captured(list(rel.teacher_projections)) as seen, torch.no_grad():
@@ -479,7 +480,7 @@ def test_distill_with_the_relation_loss_adds_it_to_stage_two(tiny_teacher, sst2_
     train, val = rows
     arch = StudentArch.parse("L2-H32-A4-I64", "1:1,2:3").validate(tiny_teacher.layers)
     student = build_student(arch, tiny_teacher.model, "teacher", collate(train, np.arange(16)))
-    rel = distill_mod.teacher_relation(tiny_teacher.model, arch)
+    rel = relation_mod.teacher_relation(tiny_teacher.model, arch)
     cfg = budget_config("smoke", relation_weight=2.0)
     source = LiveTeacher(tiny_teacher.model, [1, 3, 2])  # the hints' teacher layers, then layer 3's input
     batch = collate(train, np.arange(8))
@@ -492,7 +493,7 @@ def test_distill_with_the_relation_loss_adds_it_to_stage_two(tiny_teacher, sst2_
         both = distill_mod.step_loss(2, student, regressors, [1, 2], batch, t_logits, t_hidden, cfg, rel)
         with distill_mod.captured(rel.student_qkv(student)) as s_qkv:
             student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        relation = distill_mod.relation_loss(tuple(s_qkv), rel.teacher_qkv(t_hidden[:, -1]),
+        relation = relation_mod.relation_loss(tuple(s_qkv), rel.teacher_qkv(t_hidden[:, -1]),
                                              batch["attention_mask"], rel.heads)
     assert relation.item() > 0 and both.item() == pytest.approx(plain.item() + 2.0 * relation.item(), rel=1e-5)
     r = distill(student, arch, source, 48, train, val, sst2_data.spec, cfg, CPU, show_progress=False, relation=rel)

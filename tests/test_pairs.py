@@ -104,11 +104,21 @@ def test_mrpc_search_and_export_end_to_end(tmp_path, data_dir, tiny_teacher_dir,
     report = json.loads((tmp_path / "model" / "export.json").read_text())
     assert report["metric"] == "f1" and set(report["dev"]) >= {"f1", "accuracy", "metric"}
     assert report["dev"]["metric"] == report["dev"]["f1"] and 0 <= report["dev"]["accuracy"] <= 1
+    # accuracy beside F1: in --pick's choice, the closing line, the card (with the majority level) and show
+    assert "chose trial" in r.output and ", accuracy 0." in r.output
+    assert f"dev {report['dev']['f1']:.4f} (accuracy {report['dev']['accuracy']:.4f})" in r.output
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert (f"| dev accuracy | {report['dev']['accuracy']:.4f} | {report['teacher']['dev']['accuracy']:.4f} |"
+            in card)
+    majority = report["dev_majority"]  # always "paraphrase" (MRPC's majority): F1 = 2 share / (1 + share)
+    assert majority["accuracy"] > 0.5 and majority["f1"] == pytest.approx(2 * majority["accuracy"] / (1 + majority["accuracy"]))
+    assert f"| dev majority-class level (f1 of always the most frequent class) | {majority['metric']:.4f} |" in card
+    shown = json.loads(invoke("show", "--study", "mrpc-tiny", "--results", results, "--format", "json").output)
+    assert shown and all(row["others"].startswith("accuracy 0.") for row in shown)
     # the ONNX graph takes the token types, and matches PyTorch on real pairs
     sess = onnxruntime.InferenceSession(str(tmp_path / "model" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
     assert report["onnx"]["max_abs_diff"] <= report["onnx"]["tolerance"]
-    card = (tmp_path / "model" / "README.md").read_text()
     assert "classify({'text': " in card and "'text_pair': " in card
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "model")

@@ -49,12 +49,16 @@ FLOPS_FRONT = [6, 1, 3, 0]     # cheapest first
 LATENCY_FRONT = [3, 0]
 
 
-def trial(state, metric, flops, latency, arch, baseline):
+def trial(state, metric, flops, latency, arch, baseline, beside=False):
+    """`beside`: the trial's validation record has macro-F1 and the majority level beside accuracy (as a
+    multi-class task's does)."""
     a = StudentArch.parse(arch, "1:1")
     attrs = {"name": a.name, "hints": a.hints_str, "arch": a.to_dict(), "config": {"examples": EXAMPLES},
              "latency_device": "cpu", "latency_threads": 1, "wall_s": 1.0, "curve": {}}
     if flops is not None:
         attrs.update(flops=flops, params=int(flops / 300), latency_ms=latency, curve={"10": metric})
+    if beside and state == TrialState.COMPLETE:
+        attrs["val"] = {"accuracy": metric, "macro_f1": metric - 0.1, "majority": MAJORITY, "metric": metric}
     if baseline:
         attrs["baseline"] = baseline
     params = {"layers": a.layers, "hidden": a.hidden, "lr": 1e-4 * (1 + a.layers)}
@@ -62,7 +66,7 @@ def trial(state, metric, flops, latency, arch, baseline):
                         params=params, distributions=DISTRIBUTIONS, user_attrs=attrs)
 
 
-def make_study(results, name="sst2-test", rows=TRIALS, teacher_id="results/teachers/sst2"):
+def make_study(results, name="sst2-test", rows=TRIALS, teacher_id="results/teachers/sst2", beside=False):
     """A study as `search` leaves one, in RESULTS/<name>.db."""
     results.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(study_name=name, storage=f"sqlite:///{results / name}.db",
@@ -74,7 +78,7 @@ def make_study(results, name="sst2-test", rows=TRIALS, teacher_id="results/teach
                        "teacher_latency_threads": 1, "seq_len": 128, "majority_val": MAJORITY}.items():
         study.set_user_attr(key, value)
     for row in rows:
-        study.add_trial(trial(*row))
+        study.add_trial(trial(*row, beside=beside))
     return study
 
 
@@ -255,12 +259,31 @@ def test_show_prints_the_front_in_each_format(tmp_path):
     rows = json.loads(r.output)
     assert [row["trial"] for row in rows] == FLOPS_FRONT
     r = invoke("show", "--results", tmp_path, "--format", "csv")
-    assert r.exit_code == 0 and r.output.splitlines()[0].startswith("trial,student,hints,rung,kd_steps,metric,retention")
+    assert r.exit_code == 0 and r.output.splitlines()[0].startswith("trial,student,hints,rung,kd_steps,metric,others,retention")
     assert len(r.output.splitlines()) == 1 + len(FLOPS_FRONT)
     r = invoke("show", "--results", tmp_path, "--study", "sst2-test")
     assert r.exit_code == 0 and "Front of sst2-test" in r.output and "DistilBERT-like" in r.output
     assert "retention" in r.output and "77.8%" in r.output and "2.86x" in r.output  # 0.70 / 0.9, 10 / 3.5
     assert_user_error(invoke("show", "--results", tmp_path, "--format", "xml"), "--format 'xml'")
+
+
+def test_show_and_the_plots_give_the_metrics_beside_the_tasks_own(tmp_path):
+    """A multi-class task's trials record macro-F1 beside accuracy: show has them in a column of their own, the
+    title gives the majority-class level, the points' hover text and the trial lines carry them."""
+    from fastbert_nas.search.trials import trial_line
+
+    study = make_study(tmp_path, "multi", beside=True)
+    r = invoke("show", "--results", tmp_path, "--study", "multi", "--format", "json")
+    rows = json.loads(r.output)
+    assert [row["others"] for row in rows] == [f"macro_f1 {TRIALS[n][1] - 0.1:.4f}" for n in FLOPS_FRONT]
+    r = CliRunner().invoke(app, ["show", "--results", str(tmp_path), "--study", "multi"], env={"COLUMNS": "400"})
+    assert r.exit_code == 0 and f"majority class {MAJORITY:.4f}" in r.output and "macro_f1 0.6000" in r.output
+    fig = plots.pareto_figure([report.gather(study, tmp_path)], "flops")
+    assert "macro_f1 0.6000" in trace(fig, "front").hovertext[0]
+    assert "macro_f1 0.6000" in trial_line(study.trials[6], "accuracy")
+    make_study(tmp_path)
+    plain = CliRunner().invoke(app, ["show", "--results", str(tmp_path), "--study", "sst2-test"], env={"COLUMNS": "400"})
+    assert "macro_f1" not in plain.output and "│ also" not in plain.output  # nothing beside accuracy: no column
 
 
 def test_plot_and_show_refuse_what_is_not_there(tmp_path):

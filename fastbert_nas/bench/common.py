@@ -43,6 +43,11 @@ def spread(values: list[float]) -> dict | None:
     return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
 
 
+def mmm(s: dict | None, fmt: Callable[[float], str], missing: str = "-") -> str:
+    """'min / median / max' of a `spread`, each value through `fmt`; `missing` when there is none."""
+    return " / ".join(fmt(s[k]) for k in ("min", "median", "max")) if s else missing
+
+
 def seed_stats(values: list[float]) -> dict:
     """mean, sample standard deviation (None for one value), min and max (and the count) of one figure over
     seeds."""

@@ -45,7 +45,7 @@ from typing import Callable
 import optuna
 import plotly.graph_objects as go
 
-from fastbert_nas.bench.common import machine, save_report, spread, study_figures, task_name
+from fastbert_nas.bench.common import machine, mmm, save_report, spread, study_figures, task_name
 from fastbert_nas.config import RunEnv, UserError, at_least
 from fastbert_nas.report.plots import COLOURS, write_figures
 from fastbert_nas.report.rows import hv_reference, hypervolume_history
@@ -316,10 +316,6 @@ def _steps(x: float | None) -> str:
     return "not reached" if x is None else f"{x:,.0f}"
 
 
-def _mmm(s: dict | None, fmt: Callable[[float | None], str]) -> str:
-    return " / ".join(fmt(s[k]) for k in ("min", "median", "max")) if s else "-"
-
-
 def search_markdown(r: dict) -> str:
     """The search benchmark as Markdown: setting, definitions, per-arm figures, the goal, per-seed rows."""
     m, g, p = r["machine"], r["goal"], r["per_trial"]
@@ -352,8 +348,8 @@ def search_markdown(r: dict) -> str:
         "(a pruned trial counts the steps it ran).", "",
         "| arm | final hypervolume | training steps | wall min | pruned trials |", "|---|---|---|---|---|"]
     for arm, s in r["summary"].items():
-        lines.append(f"| {arm} | {_mmm(s['final_hypervolume'], hv)} | {_mmm(s['train_steps'], _steps)} | "
-                     f"{_mmm(s['wall_minutes'], lambda x: f'{x:.1f}')} | {_mmm(s['pruned'], lambda x: f'{x:g}')} |")
+        lines.append(f"| {arm} | {mmm(s['final_hypervolume'], hv)} | {mmm(s['train_steps'], _steps)} | "
+                     f"{mmm(s['wall_minutes'], lambda x: f'{x:.1f}')} | {mmm(s['pruned'], lambda x: f'{x:g}')} |")
     needed = g["tpe_steps_to_target_spread"]
     lines += ["", "Figures are min / median / max over seeds.", "", "## Goal", "",
               f"Goal: tpe reaches random's final hypervolume with at most {g['step_share']:.0%} of random's training "
@@ -363,12 +359,12 @@ def search_markdown(r: dict) -> str:
               "total training steps.", "",
               f"- Target hypervolume: {g['target_hypervolume']:.4f}; random's median total: "
               f"{g['random_total_steps']:,.0f} steps; allowed: {g['allowed_steps']:,.0f} steps.",
-              f"- tpe steps to the target: {_mmm(needed, _steps)} (reached by {needed['reached']} of {needed['n']} "
+              f"- tpe steps to the target: {mmm(needed, _steps)} (reached by {needed['reached']} of {needed['n']} "
               f"seeds; per seed: {', '.join(_steps(x) for x in g['tpe_steps_to_target'])}).",
               "- As a share of random's median total: "
-              + _mmm(g["tpe_share_of_random_steps"], lambda x: "not reached" if x is None else f"{x:.0%}") + ".",
+              + mmm(g["tpe_share_of_random_steps"], lambda x: "not reached" if x is None else f"{x:.0%}") + ".",
               f"- Hypervolume within the allowed {g['allowed_steps']:,.0f} steps: tpe "
-              f"{_mmm(g['tpe_hypervolume_at_allowed'], hv)}, random {_mmm(g['random_hypervolume_at_allowed'], hv)}.",
+              f"{mmm(g['tpe_hypervolume_at_allowed'], hv)}, random {mmm(g['random_hypervolume_at_allowed'], hv)}.",
               "", f"**Goal {'met' if g['met'] else 'not met'}.**", "",
               "## Studies", "",
               f"In `{r['storage']}`. Plot: " + ", ".join(f"`{Path(x).name}`" for x in r["plots"]) + ".", "",

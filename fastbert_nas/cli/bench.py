@@ -266,12 +266,13 @@ def bench_speed(task: Task = "sst2", data_dir: DataDir = None, teacher: TeacherO
     estimated from them; torch.profiler's top ops."""
     # The defaults above repeat bench_speed's constants (importing it here would load torch for --help).
     from fastbert_nas.bench import speed
+    from fastbert_nas.bench.speed_report import speed_markdown
 
     env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
     r = speed.bench_speed(env, students=student, repeats=repeats, warmup=warmup_steps, steps=steps,
                           profile_steps=profile_steps, space=space, budget=budget, peak_size=peak_size,
                           log=typer.echo)
-    finish(r, speed.speed_markdown, results)
+    finish(r, speed_markdown, results)
 
 
 @bench_app.command("depth")

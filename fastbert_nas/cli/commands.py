@@ -31,6 +31,7 @@ from fastbert_nas.cli.options import (
     Threads,
 )
 from fastbert_nas.config import CHECKPOINT_EVERY, DEFAULT_BASE, DEFAULT_TRIAL_BUDGET, RUNG_ETA, DistillConfig, run_env
+from fastbert_nas.core.metrics import others_text
 from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_WARMUP_TRIALS
 from fastbert_nas.search.space import DEFAULT_SPACE
 
@@ -380,7 +381,9 @@ def export(out: Annotated[Path, typer.Option(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     vs = r["vs_teacher"]
-    typer.echo(f"trial {r['trial']} {r['name']} hints {r['hints']}: dev {r['dev']['metric']:.4f} (teacher "
+    beside = others_text(r["dev"], r["metric"])
+    typer.echo(f"trial {r['trial']} {r['name']} hints {r['hints']}: dev {r['dev']['metric']:.4f}"
+               f"{f' ({beside})' if beside else ''} (teacher "
                f"{r['teacher']['dev']['metric']:.4f}, retention {retention_text(r)}); FLOPs {vs['flops_share']:.1%} "
                f"of the teacher's; speed-up b1 {vs['speedup_b1']:.2f}x")
     if "onnx" in r:

@@ -58,3 +58,15 @@ def majority_score(spec: TaskSpec, gold: np.ndarray) -> dict[str, float]:
     """`score` of always predicting the most frequent class of `gold` (the majority-class level a student
     that learned nothing stays at: accuracy = that class's share, MCC = 0)."""
     return score(spec, np.full(len(gold), np.bincount(gold).argmax()), gold)
+
+
+def others(scores: dict | None, main: str) -> dict[str, float]:
+    """The figures of a `score` result beside the task's own metric `main` (macro-F1 of a multi-class task,
+    accuracy beside MRPC's F1): what show, the plots, --pick and the model card print next to it. The
+    'metric' alias and the majority level (a property of the rows, not of a model) are left out."""
+    return {k: v for k, v in (scores or {}).items() if k not in ("metric", main, "majority")}
+
+
+def others_text(scores: dict | None, main: str) -> str:
+    """`others` as 'macro_f1 0.7412, accuracy 0.8012' ('' when there are none)."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in others(scores, main).items())

@@ -27,7 +27,9 @@ from fastbert_nas.config import (
 )
 from fastbert_nas.core import augment as aug
 from fastbert_nas.core.cost import REF_SEQ_LEN, cost_summary, model_costs
-from fastbert_nas.core.distill import CachedTeacher, LiveTeacher, distill, teacher_relation
+from fastbert_nas.core.distill import CachedTeacher, LiveTeacher, distill
+from fastbert_nas.core.metrics import majority_score
+from fastbert_nas.core.relation import teacher_relation
 from fastbert_nas.core.student import build_student, importance
 from fastbert_nas.core.tasks import SPLIT_SEED, Encoded, Split, TaskData, collate, encode_for, load_task, resolve_task
 from fastbert_nas.core.teacher import DEFAULT_RECIPE, RECIPES, Teacher, TeacherOutputs, get_teacher, teacher_outputs
@@ -199,11 +201,13 @@ def run_student(ctx: Context, arch: StudentArch, cfg: DistillConfig, on_eval=Non
 
 
 def score_on_dev(ctx: Context, student: torch.nn.Module, report: dict) -> None:
-    """Add the official dev metrics of a `run_student` report's student and teacher, and the retention."""
+    """Add the official dev metrics of a `run_student` report's student and teacher, the retention, and the
+    majority-class level on dev (what a student that learned nothing scores)."""
     dev_set = encode_for(ctx.spec, ctx.data.dev, ctx.teacher.tokenizer)
     report["dev"] = evaluate(student, ctx.spec, dev_set, ctx.device)
     report["teacher"]["dev"] = teacher_dev = teacher_dev_metrics(ctx.teacher, ctx.data, ctx.device)
     report["retention"] = retention(report["dev"]["metric"], teacher_dev["metric"])
+    report["dev_majority"] = majority_score(ctx.spec, np.asarray(ctx.data.dev.labels))
 
 
 def unused_path(path: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastbert_nas.core.metrics import others
 from fastbert_nas.core.tasks import as_text
 
 CARD_FILE = "README.md"
@@ -96,8 +97,13 @@ def model_card(r: dict, out: Path) -> str:
     lat_s, lat_t = s["latency"]["b1"], t["latency"]["b1"]
     p_s, p_t = s["params"], t["params"]
     labels = ", ".join(f"{i} {name}" for i, name in enumerate(r["labels"]))
+    teacher_dev = r["teacher"]["dev"]
     rows = [
-        ("dev " + metric, f"{r['dev']['metric']:.4f}", f"{r['teacher']['dev']['metric']:.4f}"),
+        ("dev " + metric, f"{r['dev']['metric']:.4f}", f"{teacher_dev['metric']:.4f}"),
+        *((f"dev {name}", f"{v:.4f}", f"{teacher_dev[name]:.4f}" if name in teacher_dev else "-")
+          for name, v in others(r["dev"], metric).items()),
+        *([(f"dev majority-class level ({metric} of always the most frequent class)",
+            f"{r['dev_majority']['metric']:.4f}", "")] if "dev_majority" in r else []),
         ("retention (student / teacher)", f"{r['retention']:.1%}" if r["retention"] is not None else "-", ""),
         ("params, M (embeddings + encoder + head)", f"{p_s['total'] / 1e6:.2f} ({p_s['embeddings'] / 1e6:.2f} + "
          f"{p_s['encoder'] / 1e6:.2f} + {p_s['head'] / 1e6:.3f})", f"{p_t['total'] / 1e6:.2f}"),

@@ -15,6 +15,7 @@ import transformers
 
 from fastbert_nas.config import TaskSpec
 from fastbert_nas.core import pipeline
+from fastbert_nas.core.metrics import others_text
 from fastbert_nas.core.tasks import encode_for
 from fastbert_nas.export.card import CARD_FILE, card_example, model_card
 from fastbert_nas.export.checkpoint import CHECKPOINT_DIR, REPORT_FILE, FileCheckpoint, check_out_dir, write_atomically
@@ -55,7 +56,13 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         studied = earlier["teacher"]["fingerprint"] if same_task(plan.env.task, earlier["task"]) else None
     else:
         study = find_study(opts.study, opts.storage, opts.results)
-        plan, pick = export_plan(study, chosen_trial(study, opts), opts), opts.pick
+        trial = chosen_trial(study, opts)
+        plan, pick = export_plan(study, trial, opts), opts.pick
+        if pick is not None:  # pick_row takes only COMPLETE trials: plan.metric is the trial's
+            metric = study.user_attrs.get("metric", "metric")
+            beside = others_text(trial.user_attrs.get("val"), metric)
+            log(f"--pick {pick!r} chose trial {trial.number}: validation {metric} {plan.metric:.4f}"
+                + (f", {beside}" if beside else ""))
         studied = study.user_attrs.get("teacher_fingerprint") if same_task(plan.env.task,
                                                                            study.user_attrs.get("task")) else None
     out = Path(opts.out)

@@ -28,6 +28,7 @@ import plotly.io as pio
 from plotly.colors import qualitative
 
 from fastbert_nas.config import RunEnv, UserError
+from fastbert_nas.core.metrics import others_text
 from fastbert_nas.report.rows import PLOTTED_COSTS, StudyData, find_study, gather, param_importances, pareto_front
 from fastbert_nas.search.trials import COST_ATTRS
 
@@ -60,6 +61,8 @@ def hover(r: dict, metric: str) -> str:
         lines.append(r["detail"])
     lines.append(f"{metric} {r['metric']:.4f}" + (f" at rung {r['rung']} ({r['kd_steps']} KD steps)"
                                                   if r.get("rung") is not None else ""))
+    if others_text(r.get("val"), metric):
+        lines.append(others_text(r.get("val"), metric))
     if r.get("params") is not None:
         lines.append(f"params {r['params'] / 1e6:.2f} M")
     if r.get("flops") is not None:

@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from fastbert_nas.config import ENV_ATTR, REF_SEQ_LEN, RunEnv, UserError, retention
 from fastbert_nas.core.backends import Runtime
+from fastbert_nas.core.metrics import others_text
 from fastbert_nas.search.pruning import front_hypervolume
 from fastbert_nas.search.storage import make_storage, sqlite_path
 from fastbert_nas.search.trials import front_rows, hold_top_rung, rung_of, state_counts, top_rung_trials, trial_metric
@@ -114,7 +115,7 @@ def trial_row(t: FrozenTrial, remeasured: dict) -> dict:
             "latency_ms": again if again is not None else own, "latency_ms_trial": a.get("latency_ms"),
             "latency_runtime": timed_in.label if again is not None or own is not None else None,
             "remeasured": again is not None, "baseline": a.get("baseline", ""), "rung": rung_of(t),
-            "kd_steps": a.get("kd_steps")}
+            "kd_steps": a.get("kd_steps"), "val": a.get("val")}
 
 
 def teacher_row(attrs: dict, task: str, results: Path) -> dict:
@@ -131,7 +132,7 @@ def teacher_row(attrs: dict, task: str, results: Path) -> dict:
             "metric": val["metric"] if val else None, "flops": attrs.get("teacher_flops"),
             "params": attrs.get("teacher_params"), "latency_ms": again if again is not None else own,
             "latency_ms_trial": attrs.get("teacher_latency_ms"), "remeasured": again is not None,
-            "baseline": "", "rung": None, "kd_steps": None, "detail": attrs.get("teacher_id")}
+            "baseline": "", "rung": None, "kd_steps": None, "detail": attrs.get("teacher_id"), "val": val}
 
 
 def pareto_front(rows: list[dict], cost: str) -> list[dict]:
@@ -239,10 +240,10 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str | None
 # The front as a table (show)
 
 FORMATS = ("table", "csv", "json")
-FRONT_COLUMNS = ("trial", "student", "hints", "rung", "kd_steps", "metric", "retention", "params_m", "gflops",
-                 "latency_ms", "runtime", "speedup", "note")
+FRONT_COLUMNS = ("trial", "student", "hints", "rung", "kd_steps", "metric", "others", "retention", "params_m",
+                 "gflops", "latency_ms", "runtime", "speedup", "note")
 FRONT_HEADERS = {"trial": "trial", "student": "student", "hints": "hints", "rung": "rung", "kd_steps": "KD steps",
-                 "metric": "{metric}",
+                 "metric": "{metric}", "others": "also",
                  "retention": "retention", "params_m": "params M", "gflops": "GFLOPs", "latency_ms": "ms",
                  "speedup": "speed-up", "note": "note"}  # the title gives the units and the references
 
@@ -259,6 +260,7 @@ def front_table(study: optuna.Study, data: StudyData) -> list[dict]:
         teacher_latency = t["latency_ms"] if r.get("remeasured") else t["latency_ms_trial"]
         out.append({"trial": f["trial"], "student": f["name"], "hints": f["hints"],
                     "rung": f["rung"], "kd_steps": f["kd_steps"], "metric": f["metric"],
+                    "others": others_text(r.get("val"), data.metric),
                     "retention": retention(f["metric"], t["metric"]),
                     "params_m": f["params"] / 1e6 if f["params"] is not None else None,
                     "gflops": f["flops"] / 1e9 if f["flops"] is not None else None,
@@ -297,7 +299,8 @@ def format_front(rows: list[dict], fmt: str, metric: str, title: str):
     from rich.table import Table
 
     table = Table(title=title)
-    columns = [k for k in FRONT_COLUMNS if k not in ("kd_steps", "runtime")]  # the title gives both
+    columns = [k for k in FRONT_COLUMNS if k not in ("kd_steps", "runtime")  # the title gives both
+               and (k != "others" or any(r["others"] for r in rows))]       # a task with metrics beside its own
     for key in columns:
         table.add_column(FRONT_HEADERS[key].format(metric=metric),
                          justify="left" if key in ("student", "hints", "note") else "right")
@@ -321,7 +324,8 @@ def show_front(name: str | None, storage: str | None, results: Path, fmt: str):
     data = gather(study, results)
     against = f"against {', '.join(data.objectives[1:])}" if len(data.objectives) > 1 else "within its cost limits"
     rows = front_table(study, data)
-    title = (f"Front of {data.name}: {data.metric} (validation split) {against}, each student at the highest "
+    majority = f"; majority class {data.majority:.4f}" if data.majority is not None else ""
+    title = (f"Front of {data.name}: {data.metric} (validation split{majority}) {against}, each student at the highest "
              f"rung it finished ({rung_steps_note(rows)}). "
              f"Retention and speed-up against the teacher; GFLOPs 2 per multiply-add, batch 1, {data.seq_len} tokens; "
              "ms: latency, "

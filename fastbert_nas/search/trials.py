@@ -13,6 +13,8 @@ from typing import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from fastbert_nas.core.metrics import others_text
+
 OBJECTIVE_COSTS = ("flops", "latency", "params")   # costs an objective may minimize after the metric
 COST_ATTRS = {"flops": "flops", "latency": "latency_ms", "params": "params"}  # cost -> trial user attr
 COST_LABELS = {"flops": "FLOPs", "latency": "latency ms", "params": "params"}
@@ -86,6 +88,8 @@ def trial_line(t: FrozenTrial, metric_name: str) -> str:
     if rung_of(t):
         parts.append(f"rung {rung_of(t)} ({a.get('kd_steps', '?')} KD steps) of trial {student_of(t)}")
     parts.append(f"{metric_name} {metric:.4f}" if metric is not None else f"{metric_name} -")
+    if others_text(a.get("val"), metric_name):
+        parts.append(others_text(a.get("val"), metric_name))
     if "flops" in a:
         parts.append(f"FLOPs {a['flops'] / 1e9:.4g} G")
     if "params" in a:
