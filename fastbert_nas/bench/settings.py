@@ -23,3 +23,14 @@ DEPTH_SEEDS = 3
 DEPTH_HINT_STEPS = 2000                          # stage-1 steps of 32 examples for the methods with hints (FitNets
                                                  # trains the guided layers until they fit: each run's flat step
                                                  # says whether this was long enough)
+
+# `bench families`: one SST-2 row per teacher family, from a random base of each (bench/families.py).
+FAMILIES = ("bert", "roberta", "electra", "distilbert")
+FAMILY_SHAPE = (4, 128, 4, 512)                  # teacher layers, width, heads, FFN (minutes per teacher on 2 cores)
+FAMILY_TEACHER_EPOCHS = 2.0                      # passes over SST-2's train split
+FAMILY_TEACHER_LR = 5e-4                         # peak lr: random weights take a larger one than fine-tuning does
+FAMILY_STUDENT = "L2-H64-A2-I256"                # half the teacher's depth and width
+FAMILY_HINTS = "1:2,2:4"
+FAMILY_BUDGET = "small"                          # all of SST-2's train split, batch 32
+FAMILY_KD_STEPS = 2000                           # KD steps of each student
+FAMILY_HINT_STEPS = 300                          # hint steps of each student (small's)

@@ -24,10 +24,11 @@ from fastbert_nas.bench.settings import (
     DEPTH_SEEDS,
     DEPTH_SHARES,
     DEPTH_TASKS,
+    FAMILIES,
 )
 from fastbert_nas.cli.app import INTERRUPTED_BENCH, app, handled
 from fastbert_nas.cli.options import DataDir, Device, Results, Task, TeacherOpt, Threads
-from fastbert_nas.config import DEFAULT_TRIAL_BUDGET, at_least, run_env
+from fastbert_nas.config import DEFAULT_TRIAL_BUDGET, UserError, at_least, run_env
 from fastbert_nas.search.space import DEFAULT_SPACE
 
 
@@ -331,3 +332,27 @@ def bench_throughput(tasks: Annotated[str, typer.Option(
 
     r = bt.bench_throughput(parse_tasks(tasks), results, data_dir, log=typer.echo)
     finish(r, bt.throughput_markdown, results)
+
+
+@bench_app.command("families")
+@handled()
+def bench_families(families: Annotated[str, typer.Option(
+                       "--families", help="Comma-separated teacher families, each from a random base of its own "
+                       "config class: " + ", ".join(FAMILIES) + ".")] = ",".join(FAMILIES),
+                   data_dir: DataDir = None, device: Device = "auto", threads: Threads = None,
+                   results: Results = Path("results")):
+    """One SST-2 row per teacher family: a randomly initialized classifier of the family (no pre-trained
+    non-BERT weights are reachable offline) fine-tuned into the teacher through --base, and a student of the
+    family distilled from it; validation and dev accuracy, params, FLOPs share and speed-up, beside the
+    pre-trained BERT (MiniLM-L6) rows of bench export. Finished rows are kept in RESULTS/families/ (the same
+    command resumes); writes RESULTS/benchmarks/families.json and .md.
+    """
+    from fastbert_nas.bench import families as bf
+
+    chosen = [f.strip() for f in families.split(",") if f.strip()]
+    unknown = [f for f in chosen if f not in FAMILIES]
+    if unknown or not chosen:
+        raise UserError(f"--families {families!r}: choose among {', '.join(FAMILIES)}")
+    r = bf.bench_families(chosen, results, data_dir, device, threads, log=typer.echo)
+    finish(r, bf.families_markdown, results)
+
