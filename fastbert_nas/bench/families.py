@@ -154,7 +154,7 @@ def families_markdown(r: dict) -> str:
     ]
     for x in r["rows"]:
         t, st = x["teacher"], x["student"]
-        lines.append(f"| {x['family']} ({x['model_type']}, random init) | {t['params'] / 1e6:.2f} | "
+        lines.append(f"| {x['family']} (random init) | {t['params'] / 1e6:.2f} | "
                      f"{t['val']:.4f} / {t['dev']:.4f} | {st['name']} {st['hints']} | "
                      f"{st['val']:.4f} / {st['dev']:.4f} "
                      f"| {x['retention']:.1%} | {x['flops_share']:.1%} | {x['speedup_b1']:.2f}x | "
