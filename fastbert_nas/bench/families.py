@@ -36,7 +36,8 @@ from transformers import (
 
 from fastbert_nas.bench import settings
 from fastbert_nas.bench.common import machine, save_report
-from fastbert_nas.config import run_env
+from fastbert_nas.bench.export import parse_tasks
+from fastbert_nas.config import UserError, run_env
 from fastbert_nas.core import pipeline
 from fastbert_nas.core.teacher import DEFAULT_BASE, base_path
 
@@ -45,6 +46,14 @@ RUNS_DIR = "families"        # RESULTS/families/<family>/: the base folder, its 
 ROW_FILE = "row.json"
 FAMILY_SEED = 0              # torch seed of each family's random initialization
 POSITIONS = 512              # position embeddings of the random bases (RoBERTa's start after its padding id)
+
+
+def parse_families(text: str) -> list[str]:
+    """'bert,roberta' -> ['bert', 'roberta']; UserError for a family without a random base here."""
+    chosen = list(parse_tasks(text))
+    if not chosen or any(f not in settings.FAMILIES for f in chosen):
+        raise UserError(f"--families {text!r}: choose among {', '.join(settings.FAMILIES)}")
+    return chosen
 
 
 def family_config(family: str, vocab_size: int, pad_id: int):
@@ -92,9 +101,10 @@ def family_row(family: str, results: Path, data_dir: str | None, device: str, th
     """One family's teacher and student, as a row (kept in RESULTS/families/<family>/row.json)."""
     folder = results / RUNS_DIR / family
     row_file = folder / ROW_FILE
-    if row_file.exists() and json.loads(row_file.read_text()).get("setting") == setting():
+    recorded = json.loads(row_file.read_text()) if row_file.exists() else {}
+    if recorded.get("setting") == setting():
         log(f"{family}: on record ({row_file})")
-        return json.loads(row_file.read_text())
+        return recorded
     base = make_base(family, folder / "base")
     env = run_env("sst2", data_dir, base=str(base), device=device, threads=threads, results=folder)
     log(f"{family}: the teacher (random {family} base, {settings.FAMILY_TEACHER_EPOCHS:g} epochs)")

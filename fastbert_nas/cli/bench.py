@@ -28,7 +28,7 @@ from fastbert_nas.bench.settings import (
 )
 from fastbert_nas.cli.app import INTERRUPTED_BENCH, app, handled
 from fastbert_nas.cli.options import DataDir, Device, Results, Task, TeacherOpt, Threads
-from fastbert_nas.config import DEFAULT_TRIAL_BUDGET, UserError, at_least, run_env
+from fastbert_nas.config import DEFAULT_TRIAL_BUDGET, at_least, run_env
 from fastbert_nas.search.space import DEFAULT_SPACE
 
 
@@ -349,10 +349,6 @@ def bench_families(families: Annotated[str, typer.Option(
     """
     from fastbert_nas.bench import families as bf
 
-    chosen = [f.strip() for f in families.split(",") if f.strip()]
-    unknown = [f for f in chosen if f not in FAMILIES]
-    if unknown or not chosen:
-        raise UserError(f"--families {families!r}: choose among {', '.join(FAMILIES)}")
-    r = bf.bench_families(chosen, results, data_dir, device, threads, log=typer.echo)
+    r = bf.bench_families(bf.parse_families(families), results, data_dir, device, threads, log=typer.echo)
     finish(r, bf.families_markdown, results)
 

@@ -61,8 +61,9 @@ def hover(r: dict, metric: str) -> str:
         lines.append(r["detail"])
     lines.append(f"{metric} {r['metric']:.4f}" + (f" at rung {r['rung']} ({r['kd_steps']} KD steps)"
                                                   if r.get("rung") is not None else ""))
-    if others_text(r.get("val"), metric):
-        lines.append(others_text(r.get("val"), metric))
+    beside = others_text(r.get("val"), metric)
+    if beside:
+        lines.append(beside)
     if r.get("params") is not None:
         lines.append(f"params {r['params'] / 1e6:.2f} M")
     if r.get("flops") is not None:

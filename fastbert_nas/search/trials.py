@@ -88,8 +88,9 @@ def trial_line(t: FrozenTrial, metric_name: str) -> str:
     if rung_of(t):
         parts.append(f"rung {rung_of(t)} ({a.get('kd_steps', '?')} KD steps) of trial {student_of(t)}")
     parts.append(f"{metric_name} {metric:.4f}" if metric is not None else f"{metric_name} -")
-    if others_text(a.get("val"), metric_name):
-        parts.append(others_text(a.get("val"), metric_name))
+    beside = others_text(a.get("val"), metric_name)
+    if beside:
+        parts.append(beside)
     if "flops" in a:
         parts.append(f"FLOPs {a['flops'] / 1e9:.4g} G")
     if "params" in a:
