@@ -909,6 +909,32 @@ def test_bench_pruning_runs_both_studies_per_seed_and_judges_the_goals(data_dir,
     assert "Mean over seeds: training steps saved" in text and "Both goals:" in text
 
 
+def test_bench_pruning_takes_recorded_studies_whose_files_are_gone_and_reruns_changed_ones(
+        data_dir, tiny_teacher_dir, tmp_path):
+    import json
+
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path)[1:]
+    assert invoke("bench", "pruning", *args, "--seeds", 1).exit_code == 0
+    path = tmp_path / "benchmarks" / "pruning-sst2.json"
+    first = json.loads(path.read_text())["seeds"][0]["runs"]
+    assert first["pareto"]["settings"]["trials"] == 3 and first["none"]["settings"]["pruning"] == "none"
+    for db in ("sst2-tiny-pareto.db", "sst2-tiny-none.db"):  # as on a fresh clone: the report, no study files
+        (tmp_path / db).unlink()
+    r = invoke("bench", "pruning", *args, "--seeds", 2)
+    assert r.exit_code == 0, r.output
+    assert r.output.count("its figures are taken from the report") == 2
+    assert not (tmp_path / "sst2-tiny-pareto.db").exists()  # seed 0 not re-run ...
+    assert (tmp_path / "sst2-tiny-pareto-seed1.db").exists()  # ... seed 1 run
+    report = json.loads(path.read_text())
+    assert report["seeds"][0]["runs"] == first and report["seeds"][1]["steps_saved"] is not None
+    assert "| 0 | pareto |" in (tmp_path / "benchmarks" / "pruning-sst2.md").read_text()
+    # other settings (here: trials) are another benchmark: its studies are run, not taken from the report
+    more = search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 4})[1:]
+    r = invoke("bench", "pruning", *more, "--seeds", 1)
+    assert r.exit_code == 0 and "taken from the report" not in r.output
+    assert json.loads(path.read_text())["seeds"][0]["runs"]["pareto"]["trials"] == 4
+
+
 def log_flops_hv(done, teacher_flops, floor):
     """The hypervolume of finished trials on log FLOPs (reference: the majority level, the teacher's FLOPs), by a
     sweep over log cost independent of pruning.py: the best metric above the floor within each budget."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -11,9 +12,9 @@ from pathlib import Path
 import optuna
 
 from fastbert_nas.bench.common import machine, save_report, study_figures, task_name
-from fastbert_nas.search.options import SearchOptions
+from fastbert_nas.search.options import Search, SearchOptions
 from fastbert_nas.search.run import run_search
-from fastbert_nas.search.storage import make_storage
+from fastbert_nas.search.storage import existing_attrs, make_storage, storage_exists
 
 # Goals, judged by `pruning_goals`: on the mean over seeds, pruning saves at least this share of the
 # training steps while keeping at least this share of the unpruned study's hypervolume.
@@ -27,28 +28,75 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, log=print) -> dict:
 
     Study names: <prefix>-pareto and <prefix>-none for seed 0, <prefix>-<mode>-seed<N> for the others, where
     the prefix is <task>-<space> unless opts.study is set. Both studies of a seed share seed, budget and trials.
+    A study's figures are kept in the report as it finishes; one whose study file is gone (another machine, a
+    fresh clone) is taken from the report when it was run with the same settings and teacher, so the seeds of
+    a long benchmark can be run on different days.
     """
     prefix = opts.study or f"{task_name(opts.env.task)}-{Path(opts.space).stem}"
+    name = f"pruning-{task_name(opts.env.task)}"
+    recorded = recorded_runs(Path(opts.env.results) / "benchmarks" / f"{name}.json")
+    teacher = Search.from_options(opts).prepare().teacher.fingerprint  # fine-tunes the teacher if there is none
     per_seed = []
     for seed in range(seeds):
         runs = {}
+        per_seed.append({"seed": seed, "runs": runs, "steps_saved": None, "hypervolume_kept": None})
         for mode in ("pareto", "none"):
-            name = f"{prefix}-{mode}" + (f"-seed{seed}" if seed else "")
-            summary = run_search(replace(opts, pruning=mode, study=name, seed=seed), log)
+            study_name = f"{prefix}-{mode}" + (f"-seed{seed}" if seed else "")
+            settings = run_settings(opts, mode, seed, teacher)
+            search = Search.from_options(replace(opts, pruning=mode, study=study_name, seed=seed))
+            old = recorded.get(study_name)
+            if old is not None and old.get("settings") == settings and not study_here(search):
+                log(f"{study_name}: recorded {old['measured']} on {old['machine']['cpu']}; its study file is not "
+                    "here, so its figures are taken from the report")
+                runs[mode] = old
+                continue
+            summary = run_search(search.opts, log)
             study = optuna.load_study(study_name=summary["study"], storage=make_storage(summary["storage"]))
-            runs[mode] = study_figures(study) | {"storage": summary["storage"]}
+            runs[mode] = study_figures(study) | {"storage": summary["storage"], "settings": settings,
+                                                 "machine": machine(), "measured": now()}
+            if mode == "pareto":  # written after every study: a benchmark stopped later keeps what it finished
+                save_report(pruning_report(opts, per_seed), opts.env.results, name, pruning_markdown)
         pruned, full = runs["pareto"], runs["none"]
-        per_seed.append({
-            "seed": seed, "runs": runs,
+        per_seed[-1] |= {
             "steps_saved": 1 - pruned["train_steps"] / full["train_steps"] if full["train_steps"] else None,
-            "hypervolume_kept": pruned["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None})
+            "hypervolume_kept": pruned["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None}
+        report = save_report(pruning_report(opts, per_seed), opts.env.results, name, pruning_markdown)
+    return report
+
+
+def study_here(search: Search) -> bool:
+    """Whether the search's study is in its storage (a SQLite file not made yet holds none)."""
+    url = search.storage_url
+    return storage_exists(url) and existing_attrs(make_storage(url), search.study_name, wait_s=0) is not None
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_settings(opts: SearchOptions, mode: str, seed: int, teacher: str) -> dict:
+    """What makes a study of this benchmark this study: a recorded one is reused only when all of it matches."""
+    return {"task": task_name(opts.env.task), "space": Path(opts.space).stem, "budget": opts.budget,
+            "trials": opts.trials, "rungs": opts.rungs, "pruning": mode, "seed": seed, "teacher": teacher}
+
+
+def recorded_runs(path: Path) -> dict[str, dict]:
+    """The studies of an earlier report at `path`, by study name ({} when there is none)."""
+    if not path.exists():
+        return {}
+    report = json.loads(path.read_text())
+    return {f["study"]: f for s in report.get("seeds", []) for f in s["runs"].values()}
+
+
+def pruning_report(opts: SearchOptions, per_seed: list[dict]) -> dict:
+    """The benchmark's record over the seeds run so far, with the goals judged on their means."""
     report = {
         "task": opts.env.task, "space": opts.space, "budget": opts.budget, "trials": opts.trials, "seeds": per_seed,
         "steps_saved": mean_of(per_seed, "steps_saved"), "hypervolume_kept": mean_of(per_seed, "hypervolume_kept"),
-        "machine": machine(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(), "time": now(),
     }
     report["goals"] = pruning_goals(report["steps_saved"], report["hypervolume_kept"])
-    return save_report(report, opts.env.results, f"pruning-{task_name(opts.env.task)}", pruning_markdown)
+    return report
 
 
 def mean_of(per_seed: list[dict], key: str) -> float | None:
@@ -65,6 +113,11 @@ def pruning_goals(steps_saved: float | None, hypervolume_kept: float | None) -> 
             "hypervolume_kept_at_least": GOAL_HYPERVOLUME_KEPT, "hypervolume_kept_met": kept, "met": saved and kept}
 
 
+def measured(f: dict) -> str:
+    """When and on what one study was run ('-' for a record older than these fields)."""
+    return f"{f['measured']}, {f['machine']['cpu']}" if "measured" in f else "-"
+
+
 def _share(x: float | None) -> str:
     return f"{x:.1%}" if x is not None else "n/a"
 
@@ -76,8 +129,8 @@ def pruning_markdown(r: dict) -> str:
     g = r["goals"]
     lines = [f"# Pareto pruning against none: {r['task']}, space {r['space']}, budget {r['budget']}, "
              f"{r['trials']} trials, seeds {', '.join(str(s['seed']) for s in r['seeds'])}", "",
-             f"Measured {r['time']} on {r['machine']['cpu']}, {r['machine']['threads']} threads, "
-             f"torch {r['machine']['torch']}. Trials are scored on the validation split (which also prunes); "
+             f"Written {r['time']} on {r['machine']['cpu']}, {r['machine']['threads']} threads, "
+             f"torch {r['machine']['torch']}; each study's row says when and on what it ran. Trials are scored on the validation split (which also prunes); "
              "the official dev set plays no part. Hypervolume of the (validation metric, FLOPs) front on log "
              f"FLOPs, from the reference point at the majority-class level ({ref[0]:.4f}) and the teacher's FLOPs "
              f"({ref[1] / 1e9:.3f} G): metric above the majority class x decades of FLOPs saved.", "",
@@ -86,15 +139,15 @@ def pruning_markdown(r: dict) -> str:
              f"**{_share(r['hypervolume_kept'])}** (goal >= {g['hypervolume_kept_at_least']:.0%}: "
              f"{'met' if g['hypervolume_kept_met'] else 'not met'}). Both goals: **{'met' if g['met'] else 'not met'}**.",
              "", "| seed | pruning | trials | states | training steps | wall min | per trial s (min / median / max) "
-             "| hypervolume | steps saved | hypervolume kept |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| hypervolume | steps saved | hypervolume kept | measured |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in r["seeds"]:
         for mode, f in s["runs"].items():
             w = f["wall_s_per_trial"] or {"min": 0, "median": 0, "max": 0}
             states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(f["states"].items()))
             lines.append(f"| {s['seed']} | {mode} | {f['trials']} | {states} | {f['train_steps']:,} | "
                          f"{f['wall_minutes']:.1f} | {w['min']:.0f} / {w['median']:.0f} / {w['max']:.0f} | "
-                         f"{f['hypervolume']:.4f} | " + (f"{_share(s['steps_saved'])} | {_share(s['hypervolume_kept'])} |"
-                                                         if mode == "pareto" else " | |"))
+                         f"{f['hypervolume']:.4f} | " + (f"{_share(s['steps_saved'])} | {_share(s['hypervolume_kept'])} | "
+                                                         if mode == "pareto" else " | | ") + f"{measured(f)} |")
     lines.append("")
     for s in r["seeds"]:
         for mode, f in s["runs"].items():
