@@ -1,31 +1,42 @@
-"""`fastbert-nas bench search`: the default search against random search, as hypervolume per training step.
+"""`fastbert-nas bench search`: the default search against random search and against TPE without rungs, as
+hypervolume per training step, every student judged at the top rung's budget.
 
-Two arms, each run as --seeds studies with the same --trials, task, space and per-trial budget:
+Arms (ARMS), each run as --seeds studies on the same task, space and first-rung budget:
 
-    tpe     the search's default sampler (study.make_sampler's TPE) with Pareto pruning
-    random  Optuna's RandomSampler without pruning
+    default   the search as it ships: TPE, Pareto pruning, the setting's rung ladder (successive halving)
+    tpe       TPE with Pareto pruning, no rungs: every trial at the top rung's budget
+    random    Optuna's RandomSampler, no pruning, no rungs: every trial at the top rung's budget
+    gp        Optuna's GPSampler with Pareto pruning and the ladder: the default with the other sampler
+              (not run unless --arms asks; it measures which sampler the search should default to)
 
-Neither arm queues the baseline students (search --no-baselines): both would run the same four
-students first, which says nothing about sampling or pruning and would blur the difference.
-The arms are paired: study.make_sampler seeds both samplers alike for a seed, and TPE samples its
-first study.TPE_STARTUP_TRIALS (5) trials with a RandomSampler, so those are the students random
-search samples first. The arms then differ by pruning (from the 6th finished trial, the Pareto
-rule's warm-up) and by TPE's own choices (from the 6th trial).
+Every arm's figure of a student is taken at the top rung's budget (its KD steps and augmentation): the
+flat arms train every trial there; a ladder arm's front holds only the students it promoted to the top
+rung, while every trial's steps count. Equal training steps: a ladder arm runs
+`ladder_trials(trials, rungs)` first-rung trials, which cost about what `trials` trials at the top budget do
+(each rung's promotions, one in RUNG_ETA with RUNG_ETA times the steps, cost what the rung did), and arms
+are compared on their curves at equal steps, not at their ends.
 
-Curve (one per study): report.hypervolume_history, the hypervolume of the (validation metric, FLOPs)
-front after each finished trial, in the order trials finished, against the training steps spent so
-far (hint + KD steps of every finished trial: a pruned one counts the steps it ran, one rejected
-before training none). Hypervolume as `plot` and `bench pruning` compute it: reference point
-(metric 0, 2x the teacher's FLOPs), area divided by the reference FLOPs, so it reads in metric units.
+No arm queues the baseline students (search --no-baselines): they would open every arm alike, which says
+nothing about sampling, rungs or pruning. The arms are paired: study.make_sampler seeds the samplers alike
+for a seed, and TPE (and the GP) sample their first study.TPE_STARTUP_TRIALS (5) trials at random, so those
+are the students random search samples first.
 
-Goal (GOAL_STEP_SHARE = 0.5): the target is the median over seeds of random's final hypervolume;
-each tpe seed needs the steps at which its curve first reaches the target (never: not reached);
-the goal is met when the median of those over the tpe seeds (not reached counting as infinitely
-many) is at most GOAL_STEP_SHARE x the median over seeds of random's total steps.
+Curve (one per study): report.hypervolume_history, the hypervolume of the (validation metric, FLOPs) front
+after each finished trial, in the order trials finished, against the training steps (hint + KD steps of every
+finished trial: a pruned one counts the steps it ran, one rejected before training none) and the wall time
+spent so far. Hypervolume as `plot` and `bench pruning` compute it: on log FLOPs, from the reference point at
+the majority-class level and the teacher's FLOPs (metric above the majority class x decades of FLOPs saved).
 
-The studies share one SQLite file, RESULTS/search-<task>.db, as <task>-search-<arm>-s<seed>: the
-same command again runs only the trials missing. One whose trials ran on another per-trial budget
-is refused rather than mixed.
+Goals (judged by `search_goals`):
+- reach: the target is the median over seeds of random's final hypervolume; each default seed needs the
+  steps at which its curve first reaches it (never: not reached); met when the median of those (not reached
+  counting as infinitely many) is at most GOAL_STEP_SHARE of the median of random's total steps.
+- beat TPE: at the fewer of the two arms' median total steps, the median over seeds of the default's
+  hypervolume is above TPE-without-rungs'.
+
+The studies share one SQLite file, RESULTS/search-<task>.db, as <task>-search-<arm>-s<seed>: the same command
+again runs only the trials missing. One whose first-rung trials ran on another budget is refused rather than
+mixed.
 """
 
 from __future__ import annotations
@@ -35,7 +46,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import statistics
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -43,126 +53,104 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
-import plotly.graph_objects as go
 
-from fastbert_nas.bench.common import machine, mmm, save_report, spread, study_figures, task_name
-from fastbert_nas.config import RunEnv, UserError, at_least
-from fastbert_nas.report.plots import COLOURS, write_figures
+from fastbert_nas.bench.common import machine, save_report, spread, study_figures, task_name
+from fastbert_nas.bench.search_curves import final, search_goals
+from fastbert_nas.bench.search_report import curves_figure, search_markdown
+from fastbert_nas.config import RUNG_ETA, RunEnv, UserError, at_least
+from fastbert_nas.report.plots import write_figures
 from fastbert_nas.report.rows import hv_reference, hypervolume_history
 from fastbert_nas.search.options import Search, SearchOptions
 from fastbert_nas.search.run import TPE_STARTUP_TRIALS, in_process, run_search
+from fastbert_nas.search.rungs import rung_config
 from fastbert_nas.search.storage import make_storage, storage_exists
+from fastbert_nas.search.trials import rung_of
 
 
 @dataclass(frozen=True)
 class Setting:
-    """What every trial of the bench runs: a search space, a --budget preset, and overrides of the preset."""
+    """What the bench's trials run: a search space, a --budget preset and overrides of it (the first rung),
+    and the ladder arms' rungs (the flat arms train at its top rung's budget)."""
 
     space: str
     budget: str
     overrides: dict = field(default_factory=dict)  # SearchOptions budget fields (hint_steps, kd_steps, ...)
+    rungs: int = 2
     about: str = ""
 
 
 SETTINGS = {
-    # SST-2 on a 2-core CPU: the default space on the search's `small` budget (50 hint + 500 KD steps, a
-    # checkpoint every 100 on 1000 validation examples) cut to 130 step-equivalents a trial (a checkpoint on 500
-    # examples costs about 5 steps), 22% of small's 600: about 29 s for an average random student at 2 threads
-    # (per-step times of the 57 trials of a 30-trial `bench pruning` run on SST-2, fitted against FLOPs).
+    # SST-2 on a 2-core CPU: the default space, the cpu trial budget cut to 20 hint + 100 KD steps at the
+    # first rung and 300 KD steps with the export's augmentation at the top: 3 arms x 5 seeds in about two
+    # hours (the default ladder's 500 -> 4,500 KD steps would take a day).
     "reduced": Setting("thin-deep", "cpu", dict(
         hint_steps=20,       # stage-1 optimizer steps: enough for the regressors to start KD from
-        kd_steps=100,        # stage-2 optimizer steps: teacher-init students reach 0.84-0.90 SST-2 accuracy
-        eval_every=50,       # 2 checkpoints: Pareto pruning can stop a trial halfway through KD
+        kd_steps=100,        # first rung's stage-2 steps; the top rung trains 3x as long
+        eval_every=50,       # 2 checkpoints a rung: Pareto pruning can stop a trial halfway through KD
         examples=16000,      # the cpu trial budget's: reuses (and keeps) a `search --budget cpu` teacher cache
         eval_examples=500,   # validation examples per checkpoint: +-0.016 accuracy (1 sd) near 0.85
-    ), "the thin-deep space, the small budget cut to 20 hint + 100 KD steps, a checkpoint every 50 KD steps "
-       "on 500 validation examples"),
-    "tiny": Setting("tiny", "smoke", {}, "tests: the tiny space and the smoke budget"),
+    ), 2, "the thin-deep space; rungs of 20 hint + 100 and 300 KD steps (the top one with the export's "
+          "augmentation), a checkpoint every 50 and 150 KD steps on 500 validation examples"),
+    "tiny": Setting("tiny", "smoke", {}, 2, "tests: the tiny space, the smoke budget, two rungs"),
 }
 DEFAULT_SETTING = "reduced"
-DEFAULT_TRIALS = 16      # trials per study: 6 studies of `reduced` in about 40-45 minutes on 2 CPU cores
-DEFAULT_SEEDS = 3        # studies per arm (seeds 0, 1, 2): min / median / max of every figure
-GOAL_STEP_SHARE = 0.5    # tpe should reach random's final hypervolume within this share of random's steps
-ARMS = {                 # arm -> the SearchOptions it changes
-    "tpe": dict(sampler="tpe", pruning="pareto"),
-    "random": dict(sampler="random", pruning="none"),
+DEFAULT_TRIALS = 10      # flat arms' trials per study; the ladder arms get ladder_trials(DEFAULT_TRIALS, rungs)
+DEFAULT_SEEDS = 5        # studies per arm (seeds 0-4): min / median / max of every figure
+
+
+@dataclass(frozen=True)
+class Arm:
+    sampler: str
+    pruning: str
+    ladder: bool  # climbs the setting's rungs; else every trial at the top rung's budget
+    label: str
+
+
+ARMS = {
+    "default": Arm("tpe", "pareto", True, "TPE, Pareto pruning, rungs (the search as it ships)"),
+    "tpe": Arm("tpe", "pareto", False, "TPE, Pareto pruning, no rungs"),
+    "random": Arm("random", "none", False, "random, no pruning, no rungs"),
+    "gp": Arm("gp", "pareto", True, "GP, Pareto pruning, rungs"),
 }
-ARM_LABELS = {"tpe": "TPE, Pareto pruning", "random": "random, no pruning"}
-BUDGET_KEYS = ("hint_steps", "kd_steps", "eval_every", "batch_size", "examples", "eval_examples")
+DEFAULT_ARMS = ("default", "tpe", "random")
+BUDGET_KEYS = ("hint_steps", "kd_steps", "eval_every", "batch_size", "examples", "eval_examples", "augment")
 
 
 def study_name(task: str, arm: str, seed: int) -> str:
     return f"{task}-search-{arm}-s{seed}"
 
 
-# ---------------------------------------------------------------------------
-# Curves and the goal, on plain numbers
-
-def hv_at(curve: list[dict], steps: float) -> float:
-    """The hypervolume a curve ({"steps", "hypervolume"} points, steps non-decreasing) had reached
-    within `steps` training steps; 0 before its first trial."""
-    reached = 0.0
-    for p in curve:
-        if p["steps"] > steps:
-            break
-        reached = p["hypervolume"]
-    return reached
+def parse_arms(text: str) -> tuple[str, ...]:
+    """'default,tpe,random' -> the arms, in ARMS' order; UserError for an unknown or empty list."""
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    if not names or names - set(ARMS):
+        raise UserError(f"--arms {text!r}: choose from {', '.join(ARMS)}")
+    return tuple(a for a in ARMS if a in names)
 
 
-def steps_to_reach(curve: list[dict], target: float) -> int | None:
-    """The training steps at which a curve first reaches `target`, or None when it never does."""
-    if target <= 0:
-        return 0
-    return next((p["steps"] for p in curve if p["hypervolume"] >= target), None)
+def ladder_trials(trials: int, rungs: int, eta: int = RUNG_ETA) -> int:
+    """First-rung trials of a ladder arm that cost about what `trials` trials at its top rung's budget do: a
+    rung's promotions (one in eta, eta times the KD steps) cost what the rung did, so a first-rung trial and its
+    share of promotions cost rungs / eta^(rungs-1) of a top-rung trial."""
+    return math.ceil(trials * eta ** (rungs - 1) / rungs)
 
 
-def final(curve: list[dict], key: str) -> float:
-    return curve[-1][key] if curve else 0
-
-
-def ranks(values: list[float | None]) -> dict:
-    """min, median, max and count of figures where None means "never" (infinitely many); None again out."""
-    inf = [math.inf if v is None else v for v in values]
-    back = lambda x: None if math.isinf(x) else x  # noqa: E731
-    return {"min": back(min(inf)), "median": back(statistics.median(inf)), "max": back(max(inf)), "n": len(inf),
-            "reached": sum(v is not None for v in values)}
-
-
-def search_goal(tpe: list[list[dict]], random: list[list[dict]], share: float = GOAL_STEP_SHARE) -> dict:
-    """Whether tpe reaches random's final hypervolume within `share` of random's training steps.
-
-    tpe, random: a curve per seed. See the module's docstring for the definitions."""
-    target = statistics.median(final(c, "hypervolume") for c in random)
-    random_steps = statistics.median(final(c, "steps") for c in random)
-    allowed = share * random_steps
-    needed = [steps_to_reach(c, target) for c in tpe]
-    median_needed = ranks(needed)["median"]
-    return {
-        "target_hypervolume": target, "random_total_steps": random_steps, "step_share": share,
-        "allowed_steps": allowed, "tpe_steps_to_target": needed, "tpe_steps_to_target_spread": ranks(needed),
-        "tpe_share_of_random_steps": ranks([n / random_steps if n is not None and random_steps else None
-                                            for n in needed]),
-        "tpe_hypervolume_at_allowed": spread([hv_at(c, allowed) for c in tpe]),
-        "random_hypervolume_at_allowed": spread([hv_at(c, allowed) for c in random]),
-        "met": median_needed is not None and median_needed <= allowed,
-    }
-
-
-def median_curve(curves: list[list[dict]]) -> list[tuple[float, float]]:
-    """(steps, median hypervolume over the curves) at every step any curve changes, up to the fewest total
-    steps among them (beyond that, some seed has no figure)."""
-    if not curves or not all(curves):
-        return []
-    end = min(final(c, "steps") for c in curves)
-    grid = sorted({0, *(p["steps"] for c in curves for p in c if p["steps"] <= end)})
-    return [(s, statistics.median(hv_at(c, s) for c in curves)) for s in grid]
+def arm_options(base: SearchOptions, arm: str, rungs: int, trials: int) -> SearchOptions:
+    """The SearchOptions of one arm's studies (seed and name aside), from the first rung's `base`."""
+    a = ARMS[arm]
+    opts = replace(base, sampler=a.sampler, pruning=a.pruning)
+    if a.ladder:
+        return replace(opts, rungs=rungs, trials=ladder_trials(trials, rungs))
+    top = rung_config(Search.from_options(base).cfg, rungs - 1, rungs)
+    return replace(opts, rungs=1, trials=trials, kd_steps=top.kd_steps, eval_every=top.eval_every,
+                   augment=top.augment)
 
 
 # ---------------------------------------------------------------------------
 # Running the studies
 
 def check_budget(search: Search) -> None:
-    """Refuse to resume a study whose trials ran on another per-trial budget (an edited setting)."""
+    """Refuse to resume a study whose first-rung trials ran on another budget (an edited setting)."""
     if not storage_exists(search.storage_url):
         return
     storage = make_storage(search.storage_url)
@@ -170,6 +158,8 @@ def check_budget(search: Search) -> None:
         return
     want = {k: getattr(search.cfg, k) for k in BUDGET_KEYS}
     for t in optuna.load_study(study_name=search.study_name, storage=storage).get_trials(deepcopy=False):
+        if rung_of(t):  # a promotion trains at its rung's budget
+            continue
         had = {k: (t.user_attrs.get("config") or {}).get(k) for k in BUDGET_KEYS}
         if "config" in t.user_attrs and had != want:
             diff = ", ".join(f"{k} {had[k]} (now {want[k]})" for k in BUDGET_KEYS if had[k] != want[k])
@@ -177,12 +167,17 @@ def check_budget(search: Search) -> None:
                             "delete that file or give another --results to start the bench again")
 
 
-def arm_figures(study: optuna.Study, seed: int) -> dict:
-    """bench.study_figures of one study, with its seed and its hypervolume-against-steps curve."""
+def arm_figures(study: optuna.Study, seed: int, min_rung: int = 0) -> dict:
+    """bench.study_figures of one study, with its seed and its hypervolume curve against steps and wall time,
+    whose front holds the students finished at `min_rung` or above (the top rung's budget); "hypervolume" is
+    the curve's last, "hypervolume_all_rungs" that of every student at its highest rung."""
     ref = hv_reference(study.user_attrs)
-    curve = [{k: h[k] for k in ("steps", "hypervolume", "trial", "state")}
-             for h in hypervolume_history(study.get_trials(deepcopy=False), ref)]
-    return {"seed": seed, **study_figures(study), "curve": curve}
+    curve = [{k: h[k] for k in ("steps", "wall_s", "hypervolume", "trial", "state", "rung")}
+             for h in hypervolume_history(study.get_trials(deepcopy=False), ref, min_rung)]
+    figures = study_figures(study)
+    return {"seed": seed, **figures, "hypervolume": final(curve, "hypervolume"),
+            "hypervolume_all_rungs": figures["hypervolume"], "promotions": sum(r["rung"] > 0 for r in curve),
+            "curve": curve}
 
 
 def run_study(opts: SearchOptions) -> None:
@@ -224,7 +219,8 @@ def run_studies(plan: list[SearchOptions], jobs: int) -> None:
 
 
 def bench_search(env: RunEnv, trials: int = DEFAULT_TRIALS, seeds: int = DEFAULT_SEEDS,
-                 setting: str = DEFAULT_SETTING, *, jobs: int = 1, log: Callable[[str], None] = print) -> dict:
+                 setting: str = DEFAULT_SETTING, arms: tuple[str, ...] = DEFAULT_ARMS, *, jobs: int = 1,
+                 log: Callable[[str], None] = print) -> dict:
     """Run (or resume) every arm's studies, seed by seed, `jobs` studies at a time (each in its own process
     when more than 1), then compare; writes RESULTS/benchmarks/search-<task>.*"""
     if setting not in SETTINGS:
@@ -232,148 +228,47 @@ def bench_search(env: RunEnv, trials: int = DEFAULT_TRIALS, seeds: int = DEFAULT
     at_least(1, trials=trials, seeds=seeds, jobs=jobs)
     chosen, name, results = SETTINGS[setting], task_name(env.task), env.results
     base = SearchOptions(env=env, trials=trials, space=chosen.space, budget=chosen.budget, **chosen.overrides,
-                         baselines=False, rungs=1,  # every arm at one budget: the arms compare samplers and pruning
-                         storage=f"sqlite:///{Path(results) / f'search-{name}.db'}")
-    plan = [(arm, replace(base, study=study_name(name, arm, seed), seed=seed, **changes))
-            for seed in range(seeds) for arm, changes in ARMS.items()]
+                         baselines=False, storage=f"sqlite:///{Path(results) / f'search-{name}.db'}")
+    by_arm = {arm: arm_options(base, arm, chosen.rungs, trials) for arm in arms}
+    plan = [(arm, replace(by_arm[arm], study=study_name(name, arm, seed), seed=seed))
+            for seed in range(seeds) for arm in arms]
     searches = [Search.from_options(opts) for _, opts in plan]
     for s in searches:  # before any training: a refusal costs nothing
         check_budget(s)
     started = time.perf_counter()
-    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     if jobs == 1:
         for _, opts in plan:
             run_search(opts, log)
     else:
         run_studies([opts for _, opts in plan], jobs)
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
     for (arm, opts), search in zip(plan, searches):
         study = optuna.load_study(study_name=search.study_name, storage=make_storage(search.storage_url))
-        runs[arm].append(arm_figures(study, opts.seed))
+        runs[arm].append(arm_figures(study, opts.seed, search.rungs - 1))
+    first = Search.from_options(base).cfg
+    top = rung_config(first, chosen.rungs - 1, chosen.rungs)  # the flat arms' budget
     report = {
         "task": name, "setting": setting, "space": chosen.space, "budget": chosen.budget,
-        "overrides": chosen.overrides, "setting_about": chosen.about,
-        "per_trial": {k: getattr(searches[0].cfg, k) for k in BUDGET_KEYS},
-        "trials": trials, "seeds": seeds, "baselines": False, "arms": ARMS, "pruning_warmup": base.pruning_warmup,
-        "tpe_startup": TPE_STARTUP_TRIALS,
-        "storage": base.storage,
-        "runs": runs,
+        "overrides": chosen.overrides, "setting_about": chosen.about, "rungs": chosen.rungs,
+        "first_rung": {k: getattr(first, k) for k in BUDGET_KEYS},
+        "top_rung": {k: getattr(top, k) for k in BUDGET_KEYS},
+        "trials": trials, "ladder_trials": ladder_trials(trials, chosen.rungs), "seeds": seeds, "baselines": False,
+        "arms": {arm: vars(ARMS[arm]) for arm in arms}, "pruning_warmup": base.pruning_warmup,
+        "tpe_startup": TPE_STARTUP_TRIALS, "storage": base.storage, "runs": runs,
         "summary": {arm: {"final_hypervolume": spread([final(r["curve"], "hypervolume") for r in rs]),
                           "train_steps": spread([r["train_steps"] for r in rs]),
                           "wall_minutes": spread([r["wall_minutes"] for r in rs]),
+                          "promotions": spread([r["promotions"] for r in rs]),
                           "pruned": spread([r["states"].get("PRUNED", 0) for r in rs])} for arm, rs in runs.items()},
-        "goal": search_goal([r["curve"] for r in runs["tpe"]], [r["curve"] for r in runs["random"]]),
+        "goals": search_goals({arm: [r["curve"] for r in rs] for arm, rs in runs.items()}),
         "command_minutes": (time.perf_counter() - started) / 60, "jobs": jobs, "threads": env.threads,
         "machine": machine(), "device": env.device, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     folder = Path(results) / "benchmarks"
     folder.mkdir(parents=True, exist_ok=True)
-    written, notes = write_figures({f"search-{name}": curves_figure(report)}, folder)
+    written, notes = write_figures({f"search-{name}": curves_figure(report, "steps"),
+                                    f"search-{name}-wall": curves_figure(report, "wall_s")}, folder)
     report["plots"] = [str(p) for p in written]
     for note in notes:
         log(f"note: {note}")
     return save_report(report, results, f"search-{name}", search_markdown)
-
-
-# ---------------------------------------------------------------------------
-# Figure and Markdown
-
-def curves_figure(r: dict) -> go.Figure:
-    """Hypervolume against cumulative training steps: a thin line per seed, the median bold, one colour per
-    arm; the goal's target (dashed) and its step allowance (dotted)."""
-    fig = go.Figure()
-    for i, (arm, runs) in enumerate(r["runs"].items()):
-        colour = COLOURS[i % len(COLOURS)]
-        for run in runs:
-            c = run["curve"]
-            fig.add_trace(go.Scatter(
-                x=[0] + [p["steps"] for p in c], y=[0] + [p["hypervolume"] for p in c], mode="lines",
-                name=f"{ARM_LABELS[arm]}, seed {run['seed']}", legendgroup=arm, opacity=0.45,
-                line=dict(shape="hv", color=colour, width=1.5),
-                hovertext=["start"] + [f"{arm} seed {run['seed']}: after trial {p['trial']} ({p['state']})<br>"
-                                       f"{p['steps']:,} steps, hypervolume {p['hypervolume']:.4f}" for p in c],
-                hovertemplate="%{hovertext}<extra></extra>"))
-        med = median_curve([run["curve"] for run in runs])
-        if len(runs) > 1 and med:
-            fig.add_trace(go.Scatter(x=[s for s, _ in med], y=[h for _, h in med], mode="lines",
-                                     name=f"{ARM_LABELS[arm]}: median over seeds", legendgroup=arm,
-                                     line=dict(shape="hv", color=colour, width=4)))
-    g = r["goal"]
-    fig.add_hline(y=g["target_hypervolume"], line=dict(dash="dash", color="grey"), annotation_position="top left",
-                  annotation_text=f"target: random's median final hypervolume {g['target_hypervolume']:.4f}")
-    fig.add_vline(x=g["allowed_steps"], line=dict(dash="dot", color="grey"), annotation_position="bottom right",
-                  annotation_text=f"{g['step_share']:.0%} of random's median steps")
-    fig.update_layout(
-        title=f"{r['task']}: hypervolume of the metric-vs-FLOPs front against training steps, {r['seeds']} seeds x "
-              f"{r['trials']} trials per arm, no baselines<br><sup>setting {r['setting']}: {r['setting_about']}"
-              "<br>reference point: metric 0, 2 x the teacher's FLOPs; area divided by the reference FLOPs</sup>",
-        xaxis=dict(title="training steps so far (hint + KD steps of every finished trial, in finishing order)"),
-        yaxis=dict(title="hypervolume / reference FLOPs (metric units)"), template="plotly_white",
-        margin=dict(t=110))
-    return fig
-
-
-def _steps(x: float | None) -> str:
-    return "not reached" if x is None else f"{x:,.0f}"
-
-
-def search_markdown(r: dict) -> str:
-    """The search benchmark as Markdown: setting, definitions, per-arm figures, the goal, per-seed rows."""
-    m, g, p = r["machine"], r["goal"], r["per_trial"]
-    hv = lambda x: f"{x:.4f}"  # noqa: E731
-    lines = [
-        f"# Search benchmark: TPE with Pareto pruning against random search, {r['task']}", "",
-        f"Measured {r['time']} on {m['cpu']}, {m['threads']} threads, torch {m['torch']}"
-        + (f", {m['cuda']}" if m.get("cuda") else "") + f" (--device {r['device']}); "
-        f"the command took {r['command_minutes']:.1f} min with {r.get('jobs', 1)} "
-        f"{'study' if r.get('jobs', 1) == 1 else 'studies'} at a time"
-        + (f", {r['threads']} thread{'s' if r['threads'] > 1 else ''} each" if r.get("threads") else "")
-        + " (studies resumed from an earlier run count only what this run computed).", "",
-        f"Setting `{r['setting']}`: {r['setting_about']}. Space `{r['space']}`; every trial: {p['hint_steps']} hint "
-        f"+ {p['kd_steps']} KD steps of batch {p['batch_size']} over {p['examples']:,} training examples, a "
-        f"checkpoint every {p['eval_every']} KD steps on {p['eval_examples']} validation examples. "
-        f"{r['seeds']} seeds x {r['trials']} trials per arm.", "",
-        "- **tpe**: the search's default sampler (TPE as `study.make_sampler` makes it: its first "
-        f"{r['tpe_startup']} trials are random samples) with `--pruning pareto` (after {r['pruning_warmup']} finished "
-        "trials).",
-        "- **random**: Optuna's `RandomSampler`, `--pruning none`.",
-        "- Both with `--no-baselines`: the four baseline students would open both arms alike, so the comparison "
-        "is about sampling and pruning alone.",
-        f"- Paired: for a seed both samplers are seeded alike, so TPE's {r['tpe_startup']} random startup trials are "
-        f"the first {r['tpe_startup']} students random search samples; the arms differ by pruning and, from trial "
-        f"{r['tpe_startup'] + 1}, by TPE's choices.", "",
-        "Hypervolume: of the (validation metric, FLOPs) front of the COMPLETE trials, against the reference point "
-        "(metric 0, 2 x the teacher's FLOPs), divided by the reference FLOPs (as `plot` and `bench pruning`): the "
-        "mean, over FLOPs budgets up to the reference, of the best metric the front reaches within the budget. "
-        "Training steps: hint + KD optimizer steps of every finished trial, summed in the order trials finished "
-        "(a pruned trial counts the steps it ran).", "",
-        "| arm | final hypervolume | training steps | wall min | pruned trials |", "|---|---|---|---|---|"]
-    for arm, s in r["summary"].items():
-        lines.append(f"| {arm} | {mmm(s['final_hypervolume'], hv)} | {mmm(s['train_steps'], _steps)} | "
-                     f"{mmm(s['wall_minutes'], lambda x: f'{x:.1f}')} | {mmm(s['pruned'], lambda x: f'{x:g}')} |")
-    needed = g["tpe_steps_to_target_spread"]
-    lines += ["", "Figures are min / median / max over seeds.", "", "## Goal", "",
-              f"Goal: tpe reaches random's final hypervolume with at most {g['step_share']:.0%} of random's training "
-              "steps. Target = the median over random's seeds of its final hypervolume; for each tpe seed, the "
-              "training steps its curve needed to first reach the target (or not reached); met when the median of "
-              f"those (not reached = infinitely many) is at most {g['step_share']:.0%} of the median of random's "
-              "total training steps.", "",
-              f"- Target hypervolume: {g['target_hypervolume']:.4f}; random's median total: "
-              f"{g['random_total_steps']:,.0f} steps; allowed: {g['allowed_steps']:,.0f} steps.",
-              f"- tpe steps to the target: {mmm(needed, _steps)} (reached by {needed['reached']} of {needed['n']} "
-              f"seeds; per seed: {', '.join(_steps(x) for x in g['tpe_steps_to_target'])}).",
-              "- As a share of random's median total: "
-              + mmm(g["tpe_share_of_random_steps"], lambda x: "not reached" if x is None else f"{x:.0%}") + ".",
-              f"- Hypervolume within the allowed {g['allowed_steps']:,.0f} steps: tpe "
-              f"{mmm(g['tpe_hypervolume_at_allowed'], hv)}, random {mmm(g['random_hypervolume_at_allowed'], hv)}.",
-              "", f"**Goal {'met' if g['met'] else 'not met'}.**", "",
-              "## Studies", "",
-              f"In `{r['storage']}`. Plot: " + ", ".join(f"`{Path(x).name}`" for x in r["plots"]) + ".", "",
-              "| arm | seed | study | states | training steps | final hypervolume | steps to target | wall min |",
-              "|---|---|---|---|---|---|---|---|"]
-    for arm, runs in r["runs"].items():
-        for run in runs:
-            states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(run["states"].items()))
-            reach = steps_to_reach(run["curve"], g["target_hypervolume"])
-            lines.append(f"| {arm} | {run['seed']} | {run['study']} | {states} | {run['train_steps']:,} | "
-                         f"{final(run['curve'], 'hypervolume'):.4f} | {_steps(reach)} | {run['wall_minutes']:.1f} |")
-    return "\n".join(lines) + "\n"

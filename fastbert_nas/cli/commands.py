@@ -157,6 +157,10 @@ def search(task: Task,
                "(50 hint + 500 KD steps on 16,000 examples, 1-2 minutes a trial on 2 cores) or gpu (1,000 + "
                "10,000 on 100,000); the space file may change each.")] = DEFAULT_TRIAL_BUDGET,
            hint_steps: HintSteps = None, kd_steps: KdSteps = None, examples: Examples = None,
+           augment: Annotated[Optional[int], typer.Option(
+               "--augment", help="Override: add N word-replaced copies of every sentence-like train example to "
+               "every trial's training set, taught by the teacher's outputs \\[default: 0, none; the top rung of "
+               "a ladder always trains with 2, as export does].")] = None,
            rungs: Annotated[Optional[int], typer.Option(
                "--rungs", help="Rungs of successive halving: one in "
                f"{RUNG_ETA} of the students finished at a rung trains again at the next, with {RUNG_ETA} times "
@@ -232,7 +236,7 @@ def search(task: Task,
                   no_cache)
     opts = options_mod.SearchOptions(
         env=env, trials=trials, study=study, space=space, budget=budget, hint_steps=hint_steps,
-        kd_steps=kd_steps, examples=examples, rungs=rungs, objectives=objectives, sampler=sampler, pruning=pruning,
+        kd_steps=kd_steps, examples=examples, augment=augment, rungs=rungs, objectives=objectives, sampler=sampler, pruning=pruning,
         pruning_warmup=pruning_warmup, pruner=pruner, collapse_margin=collapse_margin, max_flops=max_flops,
         max_params=max_params, max_latency_ms=max_latency_ms, latency_backend=latency_backend, precision=precision,
         baselines=not no_baselines,

@@ -157,22 +157,26 @@ def hv_reference(attrs: dict, teacher_flops: float | None = None) -> tuple[float
     return attrs.get("majority_val", HV_FALLBACK_METRIC), attrs.get("teacher_flops") or teacher_flops
 
 
-def hypervolume_history(trials: list[FrozenTrial], reference: tuple[float, float]) -> list[dict]:
+def hypervolume_history(trials: list[FrozenTrial], reference: tuple[float, float], min_rung: int = 0) -> list[dict]:
     """The normalized hypervolume of the metric-vs-FLOPs front after each finished trial, in the order
-    they finished (see the module's docstring for the units), with the training steps spent so far:
-    `steps` sums every finished trial's hint + KD steps (user attr train_steps: what a pruned trial ran,
-    0 for one rejected before training), promotions included. A student counts at the highest rung it has
-    finished (trials.top_rung_trials): a promotion's result replaces its lower rung's."""
+    they finished (see the module's docstring for the units), with the training steps and wall seconds spent
+    so far: `steps` sums every finished trial's hint + KD steps (user attr train_steps: what a pruned trial
+    ran, 0 for one rejected before training), promotions included; `wall_s` their wall_s. A student counts at
+    the highest rung it has finished (trials.top_rung_trials): a promotion's result replaces its lower rung's;
+    only students finished at `min_rung` or above are on the front (the others' steps still count)."""
     finished = sorted((t for t in trials if t.state.is_finished()),
                       key=lambda t: (t.datetime_complete or datetime.max, t.number))
-    history, steps = [], 0
+    history, steps, wall = [], 0, 0.0
     top: dict[int, FrozenTrial] = {}  # student -> its trial at the highest rung finished so far
     for i, t in enumerate(finished, 1):
         hold_top_rung(top, t)
         points = [(s.values[0], s.user_attrs["flops"]) for s in top.values()
-                  if s.state == TrialState.COMPLETE and s.values and s.user_attrs.get("flops") is not None]
+                  if s.state == TrialState.COMPLETE and s.values and s.user_attrs.get("flops") is not None
+                  and rung_of(s) >= min_rung]
         steps += t.user_attrs.get("train_steps", 0)
-        history.append({"finished": i, "trial": t.number, "state": t.state.name, "steps": steps,
+        wall += t.user_attrs.get("wall_s", 0.0)
+        history.append({"finished": i, "trial": t.number, "state": t.state.name, "rung": rung_of(t),
+                        "steps": steps, "wall_s": wall,
                         "hypervolume": front_hypervolume(points, reference[1], reference[0])})
     return history
 

@@ -47,6 +47,7 @@ class SearchOptions:
     examples: int | None = None
     eval_every: int | None = None
     eval_examples: int | None = None
+    augment: int | None = None         # word-replaced copies per sentence-like example in every trial (0: none)
     rungs: int | None = None           # rungs to climb (1: no promotion); None: the space's, else config.TRIAL_RUNGS
     objectives: str = DEFAULT_OBJECTIVES
     sampler: str = DEFAULT_SAMPLER
@@ -152,7 +153,7 @@ class Search:
         check_space_fits(space, limits, spec.max_len)
         cfg = replace(space_budget(space, opts.budget, hint_steps=opts.hint_steps, kd_steps=opts.kd_steps,
                                    examples=opts.examples, eval_every=opts.eval_every,
-                                   eval_examples=opts.eval_examples), seed=opts.seed)
+                                   eval_examples=opts.eval_examples, augment=opts.augment), seed=opts.seed)
         name = opts.study or f"{spec.name}-{space.name}"
         url = opts.storage or f"sqlite:///{Path(env.results) / name}.db"
         if opts.workers > 1 and url in IN_MEMORY_URLS:

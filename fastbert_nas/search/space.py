@@ -282,8 +282,8 @@ def space_budget(space: SearchSpace, preset: str, **overrides) -> DistillConfig:
     for key in overrides:
         if key not in known:
             raise UserError(f"budget override {key!r}: unknown; expected one of {', '.join(sorted(known))}")
-    # Trials do not augment (no trial budget sets `augment`, and it is not one of BUDGET_KEYS) but at the top
-    # rung (rungs.rung_config): it pays off over long runs, and the search benchmarks were measured without it.
+    # Trials do not augment (no trial budget sets `augment`, and it is not one of BUDGET_KEYS) unless
+    # `search --augment` asks, but at the top rung (rungs.rung_config): it pays off over long runs only.
     steps = {k: v for k, v in space.budget.get(preset, {}).items() if k in STEP_KEYS}
     cfg = DistillConfig(**{**TRIAL_BUDGETS[preset], **steps, **{k: v for k, v in overrides.items() if v is not None}})
     for key in ("kd_steps", "eval_every", "batch_size", "examples", "eval_examples"):
