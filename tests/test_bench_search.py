@@ -221,6 +221,9 @@ def test_bench_search_runs_every_arm_writes_the_report_and_resumes(data_dir, tin
     assert report["goals"] == sc.search_goals({arm: [run["curve"] for run in runs]
                                                for arm, runs in report["runs"].items()})
     assert report["machine"]["threads"] == 1
+    # the flat arms' augmented examples share the ladder's top-rung teacher cache; the exports' is left alone
+    caches = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "cache").iterdir())
+    assert caches == ["sst2-distill", "sst2-rung-augmented"], caches
     assert (tmp_path / "benchmarks" / "search-sst2.html").exists()
     assert (tmp_path / "benchmarks" / "search-sst2-wall.html").exists()
     assert "PNGs not written" in r.output

@@ -32,7 +32,7 @@ from fastbert_nas.export.checkpoint import REPORT_FILE
 from fastbert_nas.export.plan import ExportOptions, parse_pick, pick_row
 from fastbert_nas.export.run import run_export
 from fastbert_nas.report.rows import find_study, gather
-from fastbert_nas.search.objective import TOP_RUNG_CACHE
+from fastbert_nas.search.options import TOP_RUNG_CACHE
 from fastbert_nas.search.rungs import promotion_order, rung_config
 from fastbert_nas.search.trials import student_of
 

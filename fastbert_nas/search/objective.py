@@ -37,14 +37,12 @@ from fastbert_nas.core.cost import count_flops, count_params
 from fastbert_nas.core.metrics import majority_score
 from fastbert_nas.core.runtime import latency
 from fastbert_nas.core.training import evaluate
-from fastbert_nas.search.options import Search
+from fastbert_nas.search.options import TOP_RUNG_CACHE, Search
 from fastbert_nas.search.pruning import collapse_reason, should_prune
 from fastbert_nas.search.space import sample
 from fastbert_nas.search.storage import MAX_RETRY, worker_id
 from fastbert_nas.search.trials import COST_ATTRS, DUPLICATE, is_duplicate, rung_of, student_of
 
-TOP_RUNG_CACHE = "rung-augmented"  # teacher-cache name of the top rung's augmented examples (the exports' is
-                                   # "augmented": each keeps its own)
 LATENCY_KEYS = ("device", "threads", "backend", "precision")  # recorded with every latency figure
 TRIAL_LATENCY_RUN_S = 0.5  # seconds of timed batch-1 runs per trial (re-measure the front side by side)
 
@@ -152,7 +150,7 @@ class Objective:
 
     def context(self, augment: int) -> pipeline.Context:
         """The Context of trials with `augment` copies: the search's, or (the top rung's augmented examples)
-        prepared once per process, its teacher cache named apart from the exports' (TOP_RUNG_CACHE)."""
+        prepared once per process, its teacher cache named apart from the exports' (options.TOP_RUNG_CACHE)."""
         if augment not in self.contexts:
             self.contexts[augment] = pipeline.prepare(self.search.opts.env, replace(self.search.cfg, augment=augment),
                                                       cache_split=TOP_RUNG_CACHE)

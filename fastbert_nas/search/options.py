@@ -31,6 +31,8 @@ DEFAULT_SAMPLER = "tpe"                    # also what a study made before --sam
 
                                            # a CPU study of 16-30 trials would spend a third or more of it guessing
 DEFAULT_PRUNER = "median"
+TOP_RUNG_CACHE = "rung-augmented"  # teacher-cache name of trials' augmented examples (the top rung's, or every
+                                   # trial's with --augment); the exports' is "augmented": each keeps its own
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ class Search:
                 "latency_backend": self.runtime.backend, "latency_precision": self.runtime.precision}
 
     def prepare(self) -> pipeline.Context:
-        return pipeline.prepare(self.opts.env, self.cfg)
+        return pipeline.prepare(self.opts.env, self.cfg, cache_split=TOP_RUNG_CACHE if self.cfg.augment else None)
 
     def resumed(self, attrs: dict) -> "Search":
         """This search on the study with these attrs: UserError when the study was made for another task,
