@@ -81,8 +81,8 @@ class Setting:
 
 SETTINGS = {
     # SST-2 on a 2-core CPU: the default space, the cpu trial budget cut to 20 hint + 100 KD steps at the
-    # first rung and 300 KD steps with the export's augmentation at the top: 3 arms x 5 seeds in about two
-    # hours (the default ladder's 500 -> 4,500 KD steps would take a day).
+    # first rung and 300 KD steps with the export's augmentation at the top, sized for 3 arms x 5 seeds in
+    # about two hours (the default ladder's 500 -> 4,500 KD steps would take a day).
     "reduced": Setting("thin-deep", "cpu", dict(
         hint_steps=20,       # stage-1 optimizer steps: enough for the regressors to start KD from
         kd_steps=100,        # first rung's stage-2 steps; the top rung trains 3x as long
