@@ -909,7 +909,7 @@ def test_bench_pruning_runs_both_studies_per_seed_and_judges_the_goals(data_dir,
     assert "Mean over seeds: training steps saved" in text and "Both goals:" in text
 
 
-def test_bench_pruning_takes_recorded_studies_whose_files_are_gone_and_reruns_changed_ones(
+def test_bench_pruning_takes_recorded_seeds_whose_files_are_gone_and_reruns_changed_ones(
         data_dir, tiny_teacher_dir, tmp_path):
     import json
 
@@ -918,21 +918,44 @@ def test_bench_pruning_takes_recorded_studies_whose_files_are_gone_and_reruns_ch
     path = tmp_path / "benchmarks" / "pruning-sst2.json"
     first = json.loads(path.read_text())["seeds"][0]["runs"]
     assert first["pareto"]["settings"]["trials"] == 3 and first["none"]["settings"]["pruning"] == "none"
+    assert first["pareto"]["teacher_fingerprint"] == first["none"]["teacher_fingerprint"]
     for db in ("sst2-tiny-pareto.db", "sst2-tiny-none.db"):  # as on a fresh clone: the report, no study files
         (tmp_path / db).unlink()
     r = invoke("bench", "pruning", *args, "--seeds", 2)
     assert r.exit_code == 0, r.output
-    assert r.output.count("its figures are taken from the report") == 2
+    assert r.output.count("its figures are taken from the report") == 1 and "seed 0: recorded" in r.output
     assert not (tmp_path / "sst2-tiny-pareto.db").exists()  # seed 0 not re-run ...
     assert (tmp_path / "sst2-tiny-pareto-seed1.db").exists()  # ... seed 1 run
     report = json.loads(path.read_text())
     assert report["seeds"][0]["runs"] == first and report["seeds"][1]["steps_saved"] is not None
     assert "| 0 | pareto |" in (tmp_path / "benchmarks" / "pruning-sst2.md").read_text()
+    # a seed with one study on record is run whole: its two studies share one teacher
+    for db in ("sst2-tiny-pareto-seed1.db", "sst2-tiny-none-seed1.db"):
+        (tmp_path / db).unlink()
+    del report["seeds"][1]["runs"]["none"]
+    path.write_text(json.dumps(report))
+    r = invoke("bench", "pruning", *args, "--seeds", 2)
+    assert r.exit_code == 0 and r.output.count("taken from the report") == 1
+    assert (tmp_path / "sst2-tiny-pareto-seed1.db").exists() and (tmp_path / "sst2-tiny-none-seed1.db").exists()
     # other settings (here: trials) are another benchmark: its studies are run, not taken from the report
     more = search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 4})[1:]
     r = invoke("bench", "pruning", *more, "--seeds", 1)
     assert r.exit_code == 0 and "taken from the report" not in r.output
     assert json.loads(path.read_text())["seeds"][0]["runs"]["pareto"]["trials"] == 4
+
+
+def test_a_recorded_seed_stands_for_one_when_both_studies_match_and_share_a_teacher():
+    from fastbert_nas.bench.pruning import reusable, teacher_made
+
+    want = {"pareto": {"seed": 1, "pruning": "pareto"}, "none": {"seed": 1, "pruning": "none"}}
+    old = {m: {"settings": want[m], "teacher_fingerprint": "aa"} for m in want}
+    assert reusable(old, want)
+    assert not reusable(old | {"none": None}, want)
+    assert not reusable(old | {"none": {"settings": want["none"], "teacher_fingerprint": "bb"}}, want)
+    assert not reusable(old | {"none": {"settings": want["pareto"], "teacher_fingerprint": "aa"}}, want)
+    made = {"task": "sst2", "base": "b", "data_fingerprint": "d", "max_len": 64, "minutes": 3.0}
+    assert teacher_made(made, "aa") == teacher_made(made | {"minutes": 9.0}, "bb")  # another machine's bits
+    assert teacher_made({"teacher": "/x", "task": "sst2"}, "aa") == {"fingerprint": "aa"}  # --teacher: its weights
 
 
 def log_flops_hv(done, teacher_flops, floor):

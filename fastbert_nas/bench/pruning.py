@@ -27,33 +27,40 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, log=print) -> dict:
     none; compare each pair, and judge the goals on the means over seeds.
 
     Study names: <prefix>-pareto and <prefix>-none for seed 0, <prefix>-<mode>-seed<N> for the others, where
-    the prefix is <task>-<space> unless opts.study is set. Both studies of a seed share seed, budget and trials.
-    A study's figures are kept in the report as it finishes; one whose study file is gone (another machine, a
-    fresh clone) is taken from the report when it was run with the same settings and teacher, so the seeds of
-    a long benchmark can be run on different days.
+    the prefix is <task>-<space> unless opts.study is set. Both studies of a seed share seed, budget, trials and
+    teacher. Each study's figures are kept in the report as it finishes. A seed whose two study files are gone
+    (another machine, a fresh clone) is taken from the report when both were run with the same settings and a
+    teacher of the same recipe and data (machines round differently, so its weights may differ in their last
+    bits: each seed's pair shares one teacher, and the report names it); so the seeds of a long benchmark can
+    be run on different days.
     """
     prefix = opts.study or f"{task_name(opts.env.task)}-{Path(opts.space).stem}"
     name = f"pruning-{task_name(opts.env.task)}"
     recorded = recorded_runs(Path(opts.env.results) / "benchmarks" / f"{name}.json")
-    teacher = Search.from_options(opts).prepare().teacher.fingerprint  # fine-tunes the teacher if there is none
+    teacher = Search.from_options(opts).prepare().teacher  # fine-tunes the teacher if there is none
+    made = teacher_made(teacher.manifest, teacher.fingerprint)
     per_seed = []
     for seed in range(seeds):
         runs = {}
         per_seed.append({"seed": seed, "runs": runs, "steps_saved": None, "hypervolume_kept": None})
-        for mode in ("pareto", "none"):
-            study_name = f"{prefix}-{mode}" + (f"-seed{seed}" if seed else "")
-            settings = run_settings(opts, mode, seed, teacher)
-            search = Search.from_options(replace(opts, pruning=mode, study=study_name, seed=seed))
-            old = recorded.get(study_name)
-            if old is not None and old.get("settings") == settings and not study_here(search):
-                log(f"{study_name}: recorded {old['measured']} on {old['machine']['cpu']}; its study file is not "
-                    "here, so its figures are taken from the report")
-                runs[mode] = old
+        searches = {mode: Search.from_options(replace(opts, pruning=mode, seed=seed, study=f"{prefix}-{mode}"
+                                                      + (f"-seed{seed}" if seed else "")))
+                    for mode in ("pareto", "none")}
+        old = {mode: recorded.get(s.study_name) for mode, s in searches.items()}
+        if reusable(old, {mode: run_settings(opts, mode, seed, made) for mode in searches}) and not any(
+                study_here(s) for s in searches.values()):
+            log(f"seed {seed}: recorded {old['none']['measured']} on {old['none']['machine']['cpu']} (teacher "
+                f"{old['none']['teacher_fingerprint']}); its study files are not here, so its figures are taken "
+                "from the report")
+            runs |= old
+        for mode, search in searches.items():
+            if mode in runs:
                 continue
             summary = run_search(search.opts, log)
             study = optuna.load_study(study_name=summary["study"], storage=make_storage(summary["storage"]))
-            runs[mode] = study_figures(study) | {"storage": summary["storage"], "settings": settings,
-                                                 "machine": machine(), "measured": now()}
+            runs[mode] = study_figures(study) | {
+                "storage": summary["storage"], "settings": run_settings(opts, mode, seed, made),
+                "teacher_fingerprint": teacher.fingerprint, "machine": machine(), "measured": now()}
             if mode == "pareto":  # written after every study: a benchmark stopped later keeps what it finished
                 save_report(pruning_report(opts, per_seed), opts.env.results, name, pruning_markdown)
         pruned, full = runs["pareto"], runs["none"]
@@ -62,6 +69,23 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, log=print) -> dict:
             "hypervolume_kept": pruned["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None}
         report = save_report(pruning_report(opts, per_seed), opts.env.results, name, pruning_markdown)
     return report
+
+
+TEACHER_KEYS = ("task", "base", "data_fingerprint", "max_len")  # a teacher's recipe and data, from its manifest
+
+
+def teacher_made(manifest: dict, fingerprint: str) -> dict:
+    """What a seed's teacher must share with a recorded one: for a teacher this tool fine-tuned, its base, task
+    and data (TEACHER_KEYS); for one given by --teacher, which records none of that, its weights."""
+    return {k: manifest.get(k) for k in TEACHER_KEYS} if "data_fingerprint" in manifest else {
+        "fingerprint": fingerprint}
+
+
+def reusable(old: dict[str, dict | None], settings: dict[str, dict]) -> bool:
+    """Whether a seed's recorded studies (by mode) can stand for it: both there, each with these settings, and
+    both run with one teacher."""
+    return (all(old[m] is not None and old[m].get("settings") == settings[m] for m in settings)
+            and len({old[m].get("teacher_fingerprint") for m in settings}) == 1)
 
 
 def study_here(search: Search) -> bool:
@@ -74,8 +98,9 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_settings(opts: SearchOptions, mode: str, seed: int, teacher: str) -> dict:
-    """What makes a study of this benchmark this study: a recorded one is reused only when all of it matches."""
+def run_settings(opts: SearchOptions, mode: str, seed: int, teacher: dict) -> dict:
+    """What makes a study of this benchmark this study (`teacher`: its recipe and data, TEACHER_KEYS): a
+    recorded one is reused only when all of it matches."""
     return {"task": task_name(opts.env.task), "space": Path(opts.space).stem, "budget": opts.budget,
             "trials": opts.trials, "rungs": opts.rungs, "pruning": mode, "seed": seed, "teacher": teacher}
 
@@ -115,7 +140,14 @@ def pruning_goals(steps_saved: float | None, hypervolume_kept: float | None) -> 
 
 def measured(f: dict) -> str:
     """When and on what one study was run ('-' for a record older than these fields)."""
-    return f"{f['measured']}, {f['machine']['cpu']}" if "measured" in f else "-"
+    if "measured" not in f:
+        return "-"
+    return f"{f['measured']}, {f['machine']['cpu']}, teacher {f['teacher_fingerprint']}"
+
+
+def pair_text(s: dict) -> str:
+    """A seed's 'steps saved | hypervolume kept' cells."""
+    return f"{_share(s['steps_saved'])} | {_share(s['hypervolume_kept'])}"
 
 
 def _share(x: float | None) -> str:
@@ -130,7 +162,8 @@ def pruning_markdown(r: dict) -> str:
     lines = [f"# Pareto pruning against none: {r['task']}, space {r['space']}, budget {r['budget']}, "
              f"{r['trials']} trials, seeds {', '.join(str(s['seed']) for s in r['seeds'])}", "",
              f"Written {r['time']} on {r['machine']['cpu']}, {r['machine']['threads']} threads, "
-             f"torch {r['machine']['torch']}; each study's row says when and on what it ran. Trials are scored on the validation split (which also prunes); "
+             f"torch {r['machine']['torch']}; each study's row says when, on what and with which teacher it ran. "
+             "Trials are scored on the validation split (which also prunes); "
              "the official dev set plays no part. Hypervolume of the (validation metric, FLOPs) front on log "
              f"FLOPs, from the reference point at the majority-class level ({ref[0]:.4f}) and the teacher's FLOPs "
              f"({ref[1] / 1e9:.3f} G): metric above the majority class x decades of FLOPs saved.", "",
@@ -139,15 +172,14 @@ def pruning_markdown(r: dict) -> str:
              f"**{_share(r['hypervolume_kept'])}** (goal >= {g['hypervolume_kept_at_least']:.0%}: "
              f"{'met' if g['hypervolume_kept_met'] else 'not met'}). Both goals: **{'met' if g['met'] else 'not met'}**.",
              "", "| seed | pruning | trials | states | training steps | wall min | per trial s (min / median / max) "
-             "| hypervolume | steps saved | hypervolume kept | measured |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| hypervolume | steps saved | hypervolume kept | measured |", "|---" * 11 + "|"]
     for s in r["seeds"]:
         for mode, f in s["runs"].items():
             w = f["wall_s_per_trial"] or {"min": 0, "median": 0, "max": 0}
             states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(f["states"].items()))
             lines.append(f"| {s['seed']} | {mode} | {f['trials']} | {states} | {f['train_steps']:,} | "
                          f"{f['wall_minutes']:.1f} | {w['min']:.0f} / {w['median']:.0f} / {w['max']:.0f} | "
-                         f"{f['hypervolume']:.4f} | " + (f"{_share(s['steps_saved'])} | {_share(s['hypervolume_kept'])} | "
-                                                         if mode == "pareto" else " | | ") + f"{measured(f)} |")
+                         f"{f['hypervolume']:.4f} | {pair_text(s) if mode == 'pareto' else ' | '} | {measured(f)} |")
     lines.append("")
     for s in r["seeds"]:
         for mode, f in s["runs"].items():
