@@ -944,6 +944,21 @@ def test_bench_pruning_takes_recorded_seeds_whose_files_are_gone_and_reruns_chan
     assert json.loads(path.read_text())["seeds"][0]["runs"]["pareto"]["trials"] == 4
 
 
+def test_bench_pruning_jobs_runs_a_seeds_two_studies_side_by_side(data_dir, tiny_teacher_dir, tmp_path):
+    import json
+
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path)[1:]
+    r = invoke("bench", "pruning", *args, "--seeds", 1, "--jobs", 2)
+    assert r.exit_code == 0, r.output
+    runs = json.loads((tmp_path / "benchmarks" / "pruning-sst2.json").read_text())["seeds"][0]["runs"]
+    workers = {}
+    for mode in ("pareto", "none"):
+        study = load(tmp_path, f"sst2-tiny-{mode}")
+        assert len(study.trials) == 3 and runs[mode]["jobs"] == 2 and runs[mode]["trials"] == 3
+        workers[mode] = {t.user_attrs["worker"] for t in study.trials}
+    assert len(workers["pareto"]) == len(workers["none"]) == 1 and workers["pareto"] != workers["none"]
+
+
 def test_a_recorded_seed_stands_for_one_when_both_studies_match_and_share_a_teacher():
     from fastbert_nas.bench.pruning import reusable, teacher_made
 

@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
 import statistics
 from pathlib import Path
 from typing import Callable
@@ -13,9 +17,13 @@ import scipy.stats
 import torch
 from optuna.trial import TrialState
 
+from fastbert_nas.config import UserError
 from fastbert_nas.core.training import cpu_name
 from fastbert_nas.report.rows import hv_reference
+from fastbert_nas.search.options import Search, SearchOptions
 from fastbert_nas.search.pruning import front_hypervolume
+from fastbert_nas.search.run import in_process, run_search
+from fastbert_nas.search.storage import make_storage
 from fastbert_nas.search.trials import front_rows, top_rung_trials, trial_metric
 
 
@@ -97,6 +105,45 @@ def study_figures(study: optuna.Study) -> dict:
                         "train_steps": t.user_attrs.get("train_steps", 0), "wall_s": t.user_attrs.get("wall_s")}
                        for t in finished],
     }
+
+
+def run_study(opts: SearchOptions) -> None:
+    """One study of the bench in a process of its own (--jobs above 1), its log lines led by the study's name;
+    its exit code as search.run.in_process gives it."""
+    in_process(opts.study, lambda log: run_search(opts, log))
+
+
+def run_studies(plan: list[SearchOptions], jobs: int) -> None:
+    """The studies, `jobs` at a time, each in a process of its own; SQLite takes their writes in turn (search/storage.py
+    retries a locked file). A process starts only when one is free, so a Ctrl-C (which the running studies see
+    too) leaves the others unstarted; the same command resumes them all."""
+    spawn = multiprocessing.get_context("spawn")
+    pending, running = list(plan), []
+    for url in dict.fromkeys(Search.from_options(opts).storage_url for opts in plan):
+        make_storage(url)  # the files and their tables, made here: two processes making them at once collide
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                opts = pending.pop(0)
+                running.append(spawn.Process(target=run_study, args=(opts,), name=opts.study))
+                running[-1].start()
+            multiprocessing.connection.wait([p.sentinel for p in running])
+            for p in [p for p in running if not p.is_alive()]:
+                running.remove(p)
+                if p.exitcode == 130:
+                    raise KeyboardInterrupt
+                if p.exitcode:
+                    raise UserError(f"study {p.name} stopped with exit code {p.exitcode}: see its lines above; "
+                                    "the same command resumes every study")
+    except KeyboardInterrupt:  # a Ctrl-C reaches the running studies too
+        raise
+    except BaseException:
+        for p in running:  # stop them as a Ctrl-C would: each queues its running trial again
+            os.kill(p.pid, signal.SIGINT)
+        raise
+    finally:
+        for p in running:
+            p.join()
 
 
 def task_name(task: str) -> str:

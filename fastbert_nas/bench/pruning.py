@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 
-from fastbert_nas.bench.common import machine, save_report, study_figures, task_name
+from fastbert_nas.bench.common import machine, run_studies, save_report, study_figures, task_name
 from fastbert_nas.search.options import Search, SearchOptions
 from fastbert_nas.search.run import run_search
 from fastbert_nas.search.storage import existing_attrs, make_storage, storage_exists
@@ -22,7 +22,7 @@ GOAL_STEPS_SAVED = 0.40
 GOAL_HYPERVOLUME_KEPT = 0.98
 
 
-def bench_pruning(opts: SearchOptions, seeds: int = 1, log=print) -> dict:
+def bench_pruning(opts: SearchOptions, seeds: int = 1, jobs: int = 1, log=print) -> dict:
     """Run (or resume) the study `opts` describes twice per seed (0 .. seeds-1), with Pareto pruning and with
     none; compare each pair, and judge the goals on the means over seeds.
 
@@ -32,7 +32,8 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, log=print) -> dict:
     (another machine, a fresh clone) is taken from the report when both were run with the same settings and a
     teacher of the same recipe and data (machines round differently, so its weights may differ in their last
     bits: each seed's pair shares one teacher, and the report names it); so the seeds of a long benchmark can
-    be run on different days.
+    be run on different days. With jobs 2 a seed's two studies run side by side, each in a process of its own
+    (give each one thread: env.threads).
     """
     prefix = opts.study or f"{task_name(opts.env.task)}-{Path(opts.space).stem}"
     name = f"pruning-{task_name(opts.env.task)}"
@@ -53,14 +54,18 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, log=print) -> dict:
                 f"{old['none']['teacher_fingerprint']}); its study files are not here, so its figures are taken "
                 "from the report")
             runs |= old
-        for mode, search in searches.items():
-            if mode in runs:
-                continue
-            summary = run_search(search.opts, log)
-            study = optuna.load_study(study_name=summary["study"], storage=make_storage(summary["storage"]))
+        todo = [mode for mode in searches if mode not in runs]
+        if jobs > 1 and len(todo) > 1:
+            run_studies([searches[mode].opts for mode in todo], jobs)
+        for mode in todo:
+            search = searches[mode]
+            if jobs == 1 or len(todo) == 1:
+                run_search(search.opts, log)
+            study = optuna.load_study(study_name=search.study_name, storage=make_storage(search.storage_url))
             runs[mode] = study_figures(study) | {
-                "storage": summary["storage"], "settings": run_settings(opts, mode, seed, made),
-                "teacher_fingerprint": teacher.fingerprint, "machine": machine(), "measured": now()}
+                "storage": search.storage_url, "settings": run_settings(opts, mode, seed, made),
+                "teacher_fingerprint": teacher.fingerprint, "machine": machine(), "jobs": min(jobs, len(todo)),
+                "measured": now()}
             if mode == "pareto":  # written after every study: a benchmark stopped later keeps what it finished
                 save_report(pruning_report(opts, per_seed), opts.env.results, name, pruning_markdown)
         pruned, full = runs["pareto"], runs["none"]

@@ -42,10 +42,6 @@ mixed.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import multiprocessing.connection
-import os
-import signal
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -54,14 +50,14 @@ from typing import Callable
 
 import optuna
 
-from fastbert_nas.bench.common import machine, save_report, spread, study_figures, task_name
+from fastbert_nas.bench.common import machine, run_studies, save_report, spread, study_figures, task_name
 from fastbert_nas.bench.search_curves import final, search_goals
 from fastbert_nas.bench.search_report import curves_figure, search_markdown
 from fastbert_nas.config import RUNG_ETA, RunEnv, UserError, at_least
 from fastbert_nas.report.plots import write_figures
 from fastbert_nas.report.rows import hv_reference, hypervolume_history
 from fastbert_nas.search.options import Search, SearchOptions
-from fastbert_nas.search.run import TPE_STARTUP_TRIALS, in_process, run_search
+from fastbert_nas.search.run import TPE_STARTUP_TRIALS, run_search
 from fastbert_nas.search.rungs import rung_config
 from fastbert_nas.search.storage import make_storage, storage_exists
 from fastbert_nas.search.trials import rung_of
@@ -178,44 +174,6 @@ def arm_figures(study: optuna.Study, seed: int, min_rung: int = 0) -> dict:
     return {"seed": seed, **figures, "hypervolume": final(curve, "hypervolume"),
             "hypervolume_all_rungs": figures["hypervolume"], "promotions": sum(r["rung"] > 0 for r in curve),
             "curve": curve}
-
-
-def run_study(opts: SearchOptions) -> None:
-    """One study of the bench in a process of its own (--jobs above 1), its log lines led by the study's name;
-    its exit code as search.run.in_process gives it."""
-    in_process(opts.study, lambda log: run_search(opts, log))
-
-
-def run_studies(plan: list[SearchOptions], jobs: int) -> None:
-    """The studies, `jobs` at a time, each in a process of its own; SQLite takes their writes in turn (search/storage.py
-    retries a locked file). A process starts only when one is free, so a Ctrl-C (which the running studies see
-    too) leaves the others unstarted; the same command resumes them all."""
-    spawn = multiprocessing.get_context("spawn")
-    pending, running = list(plan), []
-    make_storage(plan[0].storage)  # the file and its tables, made here: two processes making them at once collide
-    try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                opts = pending.pop(0)
-                running.append(spawn.Process(target=run_study, args=(opts,), name=opts.study))
-                running[-1].start()
-            multiprocessing.connection.wait([p.sentinel for p in running])
-            for p in [p for p in running if not p.is_alive()]:
-                running.remove(p)
-                if p.exitcode == 130:
-                    raise KeyboardInterrupt
-                if p.exitcode:
-                    raise UserError(f"study {p.name} stopped with exit code {p.exitcode}: see its lines above; "
-                                    "the same command resumes every study")
-    except KeyboardInterrupt:  # a Ctrl-C reaches the running studies too
-        raise
-    except BaseException:
-        for p in running:  # stop them as a Ctrl-C would: each queues its running trial again
-            os.kill(p.pid, signal.SIGINT)
-        raise
-    finally:
-        for p in running:
-            p.join()
 
 
 def bench_search(env: RunEnv, trials: int = DEFAULT_TRIALS, seeds: int = DEFAULT_SEEDS,

@@ -83,20 +83,24 @@ def bench_pruning(task: Task = "sst2",
                   seeds: Annotated[int, typer.Option(
                       "--seeds", help="Pairs of studies, with seeds 0 to SEEDS-1; the goals are judged on the "
                       "means over them.")] = 3,
+                  jobs: Annotated[int, typer.Option(
+                      "--jobs", help="2: a seed's two studies side by side, each in its own process (give each "
+                      "--threads 1 on a CPU: a small student's trial gains little from a second thread).")] = 1,
                   data_dir: DataDir = None, teacher: TeacherOpt = None, device: Device = "auto",
                   threads: Threads = None, results: Results = Path("results")):
     """The same study with Pareto pruning and without: training steps saved, hypervolume kept, both fronts.
 
-    Runs (or resumes) two searches, one after the other, then compares them.
+    Runs (or resumes) two searches per seed, one after the other (or side by side with --jobs 2), then
+    compares them.
     """
     import fastbert_nas.bench.pruning as bench_pruning_mod
     import fastbert_nas.search.options as options_mod
 
     env = run_env(task, data_dir, teacher=teacher, device=device, threads=threads, results=results)
-    at_least(1, seeds=seeds)
+    at_least(1, seeds=seeds, jobs=jobs)
     # one rung: what pruning alone saves (promotions would add trials of their own to both studies)
     opts = options_mod.SearchOptions(env=env, trials=trials, study=study, space=space, budget=budget, rungs=1)
-    r = bench_pruning_mod.bench_pruning(opts, seeds=seeds, log=typer.echo)
+    r = bench_pruning_mod.bench_pruning(opts, seeds=seeds, jobs=jobs, log=typer.echo)
     finish(r, bench_pruning_mod.pruning_markdown, results)
 
 
