@@ -11,6 +11,7 @@ from conftest import cache_tiny_teacher, invoke, quick_timings
 from transformers import AutoConfig
 
 import fastbert_nas.bench.depth as bd
+from fastbert_nas.bench.common import teacher_id
 from fastbert_nas.core.cost import analytic_flops
 from fastbert_nas.core.teacher import DEFAULT_BASE, base_path
 
@@ -83,7 +84,11 @@ def test_bench_depth_runs_every_student_and_method_and_resumes(tmp_path, data_di
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "benchmarks" / "depth.json").read_text())
     runs = json.loads((tmp_path / "depth" / "runs.json").read_text())
-    assert len(runs) == 2 * len(bd.METHODS) and all(k.endswith(f"/teacher-{fingerprint}") for k in runs)
+    manifest = json.loads((tmp_path / "teachers" / "sst2" / "manifest.json").read_text())
+    key = teacher_id(manifest, fingerprint)
+    assert key.startswith("recipe-")  # the teacher's recipe and data: another machine's bits keep the runs
+    assert len(runs) == 2 * len(bd.METHODS) and all(k.endswith(f"/teacher-{key}") for k in runs)
+    assert {r["teacher_fingerprint"] for r in runs.values()} == {fingerprint}
     by_method = {}
     for record in runs.values():
         by_method.setdefault(record["method"], []).append(record)

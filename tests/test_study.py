@@ -960,7 +960,8 @@ def test_bench_pruning_jobs_runs_a_seeds_two_studies_side_by_side(data_dir, tiny
 
 
 def test_a_recorded_seed_stands_for_one_when_both_studies_match_and_share_a_teacher():
-    from fastbert_nas.bench.pruning import reusable, teacher_made
+    from fastbert_nas.bench.common import teacher_id
+    from fastbert_nas.bench.pruning import reusable
 
     want = {"pareto": {"seed": 1, "pruning": "pareto"}, "none": {"seed": 1, "pruning": "none"}}
     old = {m: {"settings": want[m], "teacher_fingerprint": "aa"} for m in want}
@@ -969,8 +970,9 @@ def test_a_recorded_seed_stands_for_one_when_both_studies_match_and_share_a_teac
     assert not reusable(old | {"none": {"settings": want["none"], "teacher_fingerprint": "bb"}}, want)
     assert not reusable(old | {"none": {"settings": want["pareto"], "teacher_fingerprint": "aa"}}, want)
     made = {"task": "sst2", "base": "b", "data_fingerprint": "d", "max_len": 64, "minutes": 3.0}
-    assert teacher_made(made, "aa") == teacher_made(made | {"minutes": 9.0}, "bb")  # another machine's bits
-    assert teacher_made({"teacher": "/x", "task": "sst2"}, "aa") == {"fingerprint": "aa"}  # --teacher: its weights
+    assert teacher_id(made, "aa") == teacher_id(made | {"minutes": 9.0}, "bb")  # another machine's bits
+    assert teacher_id(made, "aa") != teacher_id(made | {"data_fingerprint": "e"}, "aa")  # other data
+    assert teacher_id({"teacher": "/x", "task": "sst2"}, "aa") == "aa"  # --teacher: its weights
 
 
 def log_flops_hv(done, teacher_flops, floor):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -144,6 +145,19 @@ def run_studies(plan: list[SearchOptions], jobs: int) -> None:
     finally:
         for p in running:
             p.join()
+
+
+TEACHER_RECIPE_KEYS = ("task", "base", "data_fingerprint", "max_len")  # of a fine-tuned teacher's manifest
+
+
+def teacher_id(manifest: dict, fingerprint: str) -> str:
+    """What benchmark records are keyed on: for a teacher this tool fine-tuned, a hash of its task, base, data
+    and length (the same command on another machine gives weights that differ in their last bits: its records
+    stand); for one given by --teacher, which records none of that, its weights' fingerprint."""
+    if "data_fingerprint" not in manifest:
+        return fingerprint
+    text = "|".join(str(manifest.get(k)) for k in TEACHER_RECIPE_KEYS)
+    return "recipe-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def task_name(task: str) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from fastbert_nas.bench import settings
-from fastbert_nas.bench.common import machine, save_report, seed_stats
+from fastbert_nas.bench.common import machine, save_report, seed_stats, teacher_id
 from fastbert_nas.bench.depth_report import depth_markdown, write_plot
 from fastbert_nas.config import CHECKPOINT_EVERY, StudentArch, UserError, at_least, budget_config, run_env, trial_recipe
 from fastbert_nas.core import pipeline
@@ -160,7 +160,8 @@ class DepthOptions:
 def run_key(task: str, share: float, arch: StudentArch, method: str, seed: int, opts: DepthOptions,
             teacher: str) -> str:
     """A run's name in runs.json: everything that makes it this run (the step counts too: a shorter benchmark
-    keeps runs of its own; and the teacher's weights fingerprint: runs of another teacher are kept, not used)."""
+    keeps runs of its own; and `teacher`, bench.common.teacher_id: runs of another teacher recipe are kept, not
+    used; each run records its teacher's weights fingerprint)."""
     return (f"{task}/{share:g}/{arch.name}/{method}/seed{seed}/{opts.budget}-hint{opts.hint_steps}-"
             f"kd{opts.kd_steps}/teacher-{teacher}")
 
@@ -209,11 +210,12 @@ def task_runs(task: str, opts: DepthOptions, runs: Runs, log: Callable[[str], No
     ctx = pipeline.prepare(env, budget_config(opts.budget, kd_steps=opts.kd_steps, hint_steps=opts.hint_steps))
     seq_len = ctx.spec.max_len
     ladders = {share: ladder(ctx.teacher.model.config, share, opts.depths, seq_len) for share in opts.shares}
+    teacher = teacher_id(ctx.teacher.manifest, ctx.teacher.fingerprint)
     for seed in range(opts.seeds):
         for share, archs in ladders.items():
             for arch in archs:
                 for method in opts.methods:
-                    key = run_key(task, share, arch, method, seed, opts, ctx.teacher.fingerprint)
+                    key = run_key(task, share, arch, method, seed, opts, teacher)
                     if key in runs.data:
                         continue
                     log(f"{key} ({arch.hints_str}) ...")
@@ -221,7 +223,7 @@ def task_runs(task: str, opts: DepthOptions, runs: Runs, log: Callable[[str], No
                     runs.put(key, one_run(ctx, arch, method, seed, opts, folder, log) | {"share": share})
     teacher_flops = count_flops(ctx.teacher.model, seq_len)
     return {"task": ctx.spec.name, "metric": ctx.spec.metric, "seq_len": seq_len, "teacher_flops": teacher_flops,
-            "teacher_fingerprint": ctx.teacher.fingerprint,
+            "teacher_fingerprint": ctx.teacher.fingerprint, "teacher_id": teacher,
             "teacher_dev": pipeline.teacher_dev_metrics(ctx.teacher, ctx.data, ctx.device)["metric"],
             "ladders": {f"{share:g}": [a.to_dict() | {"name": a.name, "flops_share": analytic_flops(a, seq_len) /
                                                       teacher_flops} for a in archs]
@@ -237,7 +239,7 @@ def summarize(task: dict, runs: Runs, opts: DepthOptions) -> list[dict]:
             for method in opts.methods:
                 got = [runs.data[k] for seed in range(opts.seeds)
                        if (k := run_key(task["task"], float(share), arch, method, seed, opts,
-                                        task["teacher_fingerprint"])) in runs.data]
+                                        task["teacher_id"])) in runs.data]
                 if not got:
                     continue
                 rows.append({"task": task["task"], "share": float(share), "depth": arch.layers, "student": arch.name,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 
-from fastbert_nas.bench.common import machine, run_studies, save_report, study_figures, task_name
+from fastbert_nas.bench.common import machine, run_studies, save_report, study_figures, task_name, teacher_id
 from fastbert_nas.search.options import Search, SearchOptions
 from fastbert_nas.search.run import run_search
 from fastbert_nas.search.storage import existing_attrs, make_storage, storage_exists
@@ -39,7 +39,7 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, jobs: int = 1, log=print)
     name = f"pruning-{task_name(opts.env.task)}"
     recorded = recorded_runs(Path(opts.env.results) / "benchmarks" / f"{name}.json")
     teacher = Search.from_options(opts).prepare().teacher  # fine-tunes the teacher if there is none
-    made = teacher_made(teacher.manifest, teacher.fingerprint)
+    made = teacher_id(teacher.manifest, teacher.fingerprint)
     per_seed = []
     for seed in range(seeds):
         runs = {}
@@ -76,16 +76,6 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, jobs: int = 1, log=print)
     return report
 
 
-TEACHER_KEYS = ("task", "base", "data_fingerprint", "max_len")  # a teacher's recipe and data, from its manifest
-
-
-def teacher_made(manifest: dict, fingerprint: str) -> dict:
-    """What a seed's teacher must share with a recorded one: for a teacher this tool fine-tuned, its base, task
-    and data (TEACHER_KEYS); for one given by --teacher, which records none of that, its weights."""
-    return {k: manifest.get(k) for k in TEACHER_KEYS} if "data_fingerprint" in manifest else {
-        "fingerprint": fingerprint}
-
-
 def reusable(old: dict[str, dict | None], settings: dict[str, dict]) -> bool:
     """Whether a seed's recorded studies (by mode) can stand for it: both there, each with these settings, and
     both run with one teacher."""
@@ -103,9 +93,9 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_settings(opts: SearchOptions, mode: str, seed: int, teacher: dict) -> dict:
-    """What makes a study of this benchmark this study (`teacher`: its recipe and data, TEACHER_KEYS): a
-    recorded one is reused only when all of it matches."""
+def run_settings(opts: SearchOptions, mode: str, seed: int, teacher: str) -> dict:
+    """What makes a study of this benchmark this study (`teacher`: bench.common.teacher_id): a recorded one is
+    reused only when all of it matches."""
     return {"task": task_name(opts.env.task), "space": Path(opts.space).stem, "budget": opts.budget,
             "trials": opts.trials, "rungs": opts.rungs, "pruning": mode, "seed": seed, "teacher": teacher}
 
