@@ -56,7 +56,7 @@ from fastbert_nas.bench.search_report import curves_figure, search_markdown
 from fastbert_nas.config import RUNG_ETA, RunEnv, UserError, at_least
 from fastbert_nas.report.plots import write_figures
 from fastbert_nas.report.rows import hv_reference, hypervolume_history
-from fastbert_nas.search.options import Search, SearchOptions
+from fastbert_nas.search.options import DEFAULT_SAMPLER, Search, SearchOptions
 from fastbert_nas.search.run import TPE_STARTUP_TRIALS, run_search
 from fastbert_nas.search.rungs import rung_config
 from fastbert_nas.search.storage import make_storage, storage_exists
@@ -103,7 +103,7 @@ class Arm:
 
 
 ARMS = {
-    "default": Arm("tpe", "pareto", True, "TPE, Pareto pruning, rungs (the search as it ships)"),
+    "default": Arm(DEFAULT_SAMPLER, "pareto", True, f"as the search ships: {DEFAULT_SAMPLER}, Pareto pruning, rungs"),
     "tpe": Arm("tpe", "pareto", False, "TPE, Pareto pruning, no rungs"),
     "random": Arm("random", "none", False, "random, no pruning, no rungs"),
     "gp": Arm("gp", "pareto", True, "GP, Pareto pruning, rungs"),
