@@ -6,7 +6,15 @@ import random
 
 import pytest
 
-from fastbert_nas.search.pruning import PRUNE_MARGIN, PRUNE_WARMUP_TRIALS, hypervolume_2d, metric_by, should_prune
+from fastbert_nas.search.pruning import (
+    PRUNE_MARGIN,
+    PRUNE_WARMUP_TRIALS,
+    front_hypervolume,
+    hypervolume_2d,
+    metric_by,
+    replay_pruning,
+    should_prune,
+)
 
 # Five finished trials: (cost, {checkpoint: metric})
 FINISHED = [
@@ -78,6 +86,33 @@ def test_ties_name_the_cheapest():
 
 # ---------------------------------------------------------------------------
 # Hypervolume: metric maximized, cost minimized
+
+def unpruned(cost: float, curve: dict, state: str = "COMPLETE") -> dict:
+    """A finished trial of an unpruned study: 10 hint steps, then KD to its last checkpoint."""
+    return {"state": state, "cost": cost, "curve": curve, "metric": curve[max(curve)], "hint_steps": 10,
+            "train_steps": 10 + max(curve)}
+
+
+def test_replay_stops_what_the_rule_stops_and_drops_it_from_the_front():
+    """Replayed over an unpruned study, the rule stops a trial at the first checkpoint where it is more than the
+    margin below a cheaper finished trial; the stopped trial keeps only its steps to there and leaves the front,
+    and what it reached no longer sets the bar for the trials after it."""
+    trials = [unpruned(1.0, {100: 0.70, 200: 0.80}),
+              unpruned(2.0, {100: 0.60, 200: 0.85}),           # 0.10 below at 100: stopped at 100 (110 steps)
+              unpruned(3.0, {100: 0.58, 200: 0.60}),           # 0.12 below the first's 0.70: stopped at 100
+              unpruned(0.5, {100: 0.90, 200: 0.60}, "PRUNED")]  # collapsed: all its steps, never the bar
+    kw = dict(warmup_trials=1, teacher_cost=10.0, floor_metric=0.5)
+    kept = replay_pruning(trials, margin=0.05, **kw)
+    assert kept["pruned"] == 2
+    assert kept["train_steps"] == 210 + 110 + 110 + 210
+    assert kept["hypervolume"] == pytest.approx(front_hypervolume([(0.80, 1.0)], 10.0, 0.5))
+    # a margin past every gap stops nothing: the unpruned study's steps and front
+    everything = replay_pruning(trials, margin=1.0, **kw)
+    assert everything == {"pruned": 0, "train_steps": sum(t["train_steps"] for t in trials),
+                          "hypervolume": front_hypervolume([(0.80, 1.0), (0.85, 2.0), (0.60, 3.0)], 10.0, 0.5)}
+    # without a finished trial to warm up on, nothing is stopped either
+    assert replay_pruning(trials, margin=0.0, **(kw | {"warmup_trials": 5}))["pruned"] == 0
+
 
 def test_hypervolume_by_hand():
     ref = (0.5, 3.0)

@@ -878,7 +878,7 @@ def test_a_postgresql_server_that_is_down_is_one_error_line(data_dir, tiny_teach
 # The pruning benchmark (fastbert-nas bench pruning)
 
 def test_bench_pruning_runs_both_studies_per_seed_and_judges_the_goals(data_dir, tiny_teacher_dir, tmp_path):
-    import json
+    from fastbert_nas.bench.pruning import REPLAY_MARGINS
 
     args = search_args(data_dir, tiny_teacher_dir, tmp_path)[1:]
     r = invoke("bench", "pruning", *args, "--seeds", 2)
@@ -900,6 +900,11 @@ def test_bench_pruning_runs_both_studies_per_seed_and_judges_the_goals(data_dir,
             assert figures["hypervolume"] == pytest.approx(log_flops_hv(done, figures["teacher_flops"],
                                                                         study.user_attrs["majority_val"]))
         assert s["steps_saved"] == pytest.approx(1 - runs["pareto"]["train_steps"] / runs["none"]["train_steps"])
+        # the rule replayed over the unpruned study: 3 trials, fewer than the warm-up, so nothing is stopped
+        assert [x["margin"] for x in s["replay"]] == list(REPLAY_MARGINS)
+        kept = 1 if runs["none"]["hypervolume"] else None  # a front of students no better than the majority: none
+        assert all(x["pruned"] == 0 and x["steps_saved"] == 0 and x["hypervolume_kept"] == pytest.approx(kept)
+                   for x in s["replay"])
     saved = [s["steps_saved"] for s in report["seeds"]]
     assert report["steps_saved"] == pytest.approx(sum(saved) / 2)
     goals = report["goals"]
@@ -907,6 +912,7 @@ def test_bench_pruning_runs_both_studies_per_seed_and_judges_the_goals(data_dir,
     assert goals["met"] == (goals["steps_saved_met"] and goals["hypervolume_kept_met"])
     text = (tmp_path / "benchmarks" / "pruning-sst2.md").read_text()
     assert "Mean over seeds: training steps saved" in text and "Both goals:" in text
+    assert "## The rule replayed over the unpruned studies" in text
 
 
 def test_bench_pruning_takes_recorded_seeds_whose_files_are_gone_and_reruns_changed_ones(

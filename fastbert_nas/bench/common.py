@@ -103,7 +103,9 @@ def study_figures(study: optuna.Study) -> dict:
                              if t.state == TrialState.PRUNED and t.user_attrs.get("prune_reason") == "pareto"]),
         "trial_rows": [{"trial": t.number, "state": t.state.name, "name": t.user_attrs.get("name"),
                         "metric": trial_metric(t), "flops": t.user_attrs.get("flops"),
-                        "train_steps": t.user_attrs.get("train_steps", 0), "wall_s": t.user_attrs.get("wall_s")}
+                        "train_steps": t.user_attrs.get("train_steps", 0),
+                        "hint_steps": t.user_attrs.get("hint_steps", 0),
+                        "curve": t.user_attrs.get("curve") or {}, "wall_s": t.user_attrs.get("wall_s")}
                        for t in finished],
     }
 

@@ -13,6 +13,7 @@ import optuna
 
 from fastbert_nas.bench.common import machine, run_studies, save_report, study_figures, task_name, teacher_id
 from fastbert_nas.search.options import Search, SearchOptions
+from fastbert_nas.search.pruning import PRUNE_WARMUP_TRIALS, replay_pruning
 from fastbert_nas.search.run import run_search
 from fastbert_nas.search.storage import existing_attrs, make_storage, storage_exists
 
@@ -20,6 +21,9 @@ from fastbert_nas.search.storage import existing_attrs, make_storage, storage_ex
 # training steps while keeping at least this share of the unpruned study's hypervolume.
 GOAL_STEPS_SAVED = 0.40
 GOAL_HYPERVOLUME_KEPT = 0.98
+# Pruning margins (metric units) the rule is replayed with over each unpruned study: the evidence, on
+# validation, for search.pruning.PRUNE_MARGIN; 0.03 is the default.
+REPLAY_MARGINS = (0.0, 0.01, 0.02, 0.03, 0.05)
 
 
 def bench_pruning(opts: SearchOptions, seeds: int = 1, jobs: int = 1, log=print) -> dict:
@@ -71,9 +75,28 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, jobs: int = 1, log=print)
         pruned, full = runs["pareto"], runs["none"]
         per_seed[-1] |= {
             "steps_saved": 1 - pruned["train_steps"] / full["train_steps"] if full["train_steps"] else None,
-            "hypervolume_kept": pruned["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None}
+            "hypervolume_kept": pruned["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None,
+            "replay": replayed(full, opts.pruning_warmup)}
         report = save_report(pruning_report(opts, per_seed), opts.env.results, name, pruning_markdown)
     return report
+
+
+def replayed(full: dict, warmup: int = PRUNE_WARMUP_TRIALS, margins=REPLAY_MARGINS) -> list[dict]:
+    """The pruning rule replayed at each margin over an unpruned study's trial rows
+    (search.pruning.replay_pruning: the same students, the sampler not replayed): steps saved and
+    hypervolume kept, as the benchmark measures them; [] for a record without checkpoint curves."""
+    rows = full.get("trial_rows") or []
+    if not rows or any("curve" not in r for r in rows) or not full["train_steps"]:
+        return []
+    trials = [{"state": r["state"], "cost": r["flops"], "curve": r["curve"], "metric": r["metric"],
+               "train_steps": r["train_steps"], "hint_steps": r["hint_steps"]} for r in rows]
+    out = []
+    for margin in margins:
+        r = replay_pruning(trials, full["teacher_flops"], full["hv_ref"][0], margin=margin, warmup_trials=warmup)
+        out.append({"margin": margin, "pruned": r["pruned"],
+                    "steps_saved": 1 - r["train_steps"] / full["train_steps"],
+                    "hypervolume_kept": r["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None})
+    return out
 
 
 def reusable(old: dict[str, dict | None], settings: dict[str, dict]) -> bool:
@@ -176,6 +199,7 @@ def pruning_markdown(r: dict) -> str:
                          f"{f['wall_minutes']:.1f} | {w['min']:.0f} / {w['median']:.0f} / {w['max']:.0f} | "
                          f"{f['hypervolume']:.4f} | {pair_text(s) if mode == 'pareto' else ' | '} | {measured(f)} |")
     lines.append("")
+    lines += replay_markdown(r["seeds"])
     for s in r["seeds"]:
         for mode, f in s["runs"].items():
             lines += [f"## Front, seed {s['seed']}, pruning {mode}", "", "| trial | student | hints | val metric | "
@@ -186,3 +210,18 @@ def pruning_markdown(r: dict) -> str:
                              f"{row['params']:,} | {row['latency_ms']:.2f} | {row['baseline']} |")
             lines.append("")
     return "\n".join(lines)
+
+
+def replay_markdown(seeds: list[dict]) -> list[str]:
+    """The replayed margins of each seed's unpruned study as a table (nothing when no seed has them)."""
+    rows = [(s["seed"], x) for s in seeds for x in s.get("replay") or []]
+    if not rows:
+        return []
+    lines = ["## The rule replayed over the unpruned studies", "",
+             "Each unpruned study's trials, in the order they finished, checked at their checkpoints against the "
+             "trials finished before them, at several margins (validation metric units): the same students, "
+             "the sampler's answer to pruning not replayed. The evidence, on validation, for the margin.", "",
+             "| seed | margin | trials stopped | steps saved | hypervolume kept |", "|---|---|---|---|---|"]
+    lines += [f"| {seed} | {x['margin']:g} | {x['pruned']} | {_share(x['steps_saved'])} | "
+              f"{_share(x['hypervolume_kept'])} |" for seed, x in rows]
+    return lines + [""]

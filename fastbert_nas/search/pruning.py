@@ -106,3 +106,39 @@ def front_hypervolume(points: Iterable[tuple[float, float]], teacher_cost: float
     """
     logged = [(m, math.log10(c / teacher_cost)) for m, c in points if c > 0]
     return hypervolume_2d(logged, (floor_metric, 0.0))
+
+
+def replay_pruning(trials: Iterable[Mapping], teacher_cost: float, floor_metric: float, *,
+                   margin: float = PRUNE_MARGIN, warmup_trials: int = PRUNE_WARMUP_TRIALS) -> dict:
+    """What the rule would have done to a study run without pruning: its trials, in the order they finished,
+    each checked at its checkpoints against the trials finished before it, as the search checks them.
+
+    trials: {"state", "cost", "curve" ({step: metric}), "metric" (final), "train_steps", "hint_steps"} per
+    finished trial; a trial stopped at KD step s keeps hint_steps + s of its steps and leaves the front, and
+    the trials after it no longer see it. Only COMPLETE trials set the bar or make the front (a collapsed or
+    rejected one is neither, with pruning or without). The sampler is not replayed: with pruning it would
+    have learnt from the stopped trials and drawn other students after the first, so this is the rule's
+    verdict on one sequence of students, not a second study.
+    Returns {"train_steps", "pruned" (trial count), "hypervolume" (front_hypervolume of what is left)}.
+    """
+    finished: list[tuple[float, Mapping]] = []
+    steps, pruned, points = 0, 0, []
+    for t in trials:
+        stopped = None
+        if t["state"] == "COMPLETE":
+            for step in sorted(int(s) for s in t["curve"]):
+                metric = metric_by(t["curve"], step)
+                if metric and should_prune(step, metric[1], t["cost"], finished, warmup_trials=warmup_trials,
+                                           margin=margin):
+                    stopped = step
+                    break
+        if stopped is None:
+            steps += t["train_steps"]
+            if t["state"] == "COMPLETE":
+                finished.append((t["cost"], t["curve"]))
+                points.append((t["metric"], t["cost"]))
+        else:
+            steps += t["hint_steps"] + stopped
+            pruned += 1
+    return {"train_steps": steps, "pruned": pruned,
+            "hypervolume": front_hypervolume(points, teacher_cost, floor_metric)}
