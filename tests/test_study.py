@@ -196,6 +196,7 @@ def test_a_study_made_before_the_sampler_option_resumes_as_tpe():
     ({"--pruner": "asha"}, ["--pruner 'asha'"]),
     ({"--sampler": "nsga2"}, ["--sampler 'nsga2'"]),
     ({"--workers": 0}, ["--workers 0"]),
+    ({"--pruning-margin": -0.1}, ["--pruning-margin -0.1"]),
     ({"--space": "nosuchspace"}, ["--space 'nosuchspace'"]),
     ({"--budget": "huge"}, ["--budget 'huge'"]),
     ({"--storage": "nosuchdb://x"}, ["--storage nosuchdb://x"]),
@@ -423,6 +424,13 @@ def test_pareto_pruning_prunes_a_trial_in_a_study(data_dir, tiny_teacher_dir, tm
     assert a["prune_reason"] == "pareto" and "pruned at step 2" in a["prune_detail"]
     assert list(a["curve"]) == ["2"] and a["kd_steps"] == 2  # stopped at the first checkpoint
     assert "(pareto: pruned at step 2" in r.output
+    # a margin as wide as the metric's range stops nothing: the next trial runs its whole budget
+    args = search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 3, "--pruning-warmup": 1,
+                                                                "--pruning-margin": 1.0})
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    t = load(tmp_path).get_trials()[2]
+    assert t.state == TrialState.COMPLETE and t.user_attrs["kd_steps"] == 4, r.output
 
 
 # ---------------------------------------------------------------------------

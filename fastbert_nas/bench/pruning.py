@@ -120,7 +120,8 @@ def run_settings(opts: SearchOptions, mode: str, seed: int, teacher: str) -> dic
     """What makes a study of this benchmark this study (`teacher`: bench.common.teacher_id): a recorded one is
     reused only when all of it matches."""
     return {"task": task_name(opts.env.task), "space": Path(opts.space).stem, "budget": opts.budget,
-            "trials": opts.trials, "rungs": opts.rungs, "pruning": mode, "seed": seed, "teacher": teacher}
+            "trials": opts.trials, "rungs": opts.rungs, "pruning": mode, "seed": seed, "teacher": teacher,
+            "margin": opts.pruning_margin if mode == "pareto" else None}
 
 
 def recorded_runs(path: Path) -> dict[str, dict]:

@@ -32,7 +32,7 @@ from fastbert_nas.cli.options import (
 )
 from fastbert_nas.config import CHECKPOINT_EVERY, DEFAULT_BASE, DEFAULT_TRIAL_BUDGET, RUNG_ETA, DistillConfig, run_env
 from fastbert_nas.core.metrics import others_text
-from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_WARMUP_TRIALS
+from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_MARGIN, PRUNE_WARMUP_TRIALS
 from fastbert_nas.search.space import DEFAULT_SPACE
 
 _RECIPE = DistillConfig()  # distill's default recipe
@@ -183,6 +183,10 @@ def search(task: Task,
            pruning_warmup: Annotated[int, typer.Option(
                "--pruning-warmup", help="Finished trials with a checkpoint needed before any trial is "
                "pruned.")] = PRUNE_WARMUP_TRIALS,
+           pruning_margin: Annotated[float, typer.Option(
+               "--pruning-margin", help="How far (metric units) below a cheaper finished trial's metric at the "
+               "same checkpoint a trial must be to be stopped (pareto); bench pruning replays other margins.")
+           ] = PRUNE_MARGIN,
            pruner: Annotated[Optional[str], typer.Option(
                "--pruner", help="Single-objective studies (--objectives metric) only: Optuna's median or "
                "hyperband pruner, or none \\[default: median].")] = None,
@@ -236,12 +240,11 @@ def search(task: Task,
                   no_cache)
     opts = options_mod.SearchOptions(
         env=env, trials=trials, study=study, space=space, budget=budget, hint_steps=hint_steps,
-        kd_steps=kd_steps, examples=examples, augment=augment, rungs=rungs, objectives=objectives, sampler=sampler, pruning=pruning,
-        pruning_warmup=pruning_warmup, pruner=pruner, collapse_margin=collapse_margin, max_flops=max_flops,
-        max_params=max_params, max_latency_ms=max_latency_ms, latency_backend=latency_backend, precision=precision,
-        baselines=not no_baselines,
-        enqueue=tuple(enqueue or ()), seed=seed,
-        workers=workers, storage=storage)
+        kd_steps=kd_steps, examples=examples, augment=augment, rungs=rungs, objectives=objectives, sampler=sampler,
+        pruning=pruning, pruning_warmup=pruning_warmup, pruning_margin=pruning_margin, pruner=pruner,
+        collapse_margin=collapse_margin, max_flops=max_flops, max_params=max_params, max_latency_ms=max_latency_ms,
+        latency_backend=latency_backend, precision=precision, baselines=not no_baselines,
+        enqueue=tuple(enqueue or ()), seed=seed, workers=workers, storage=storage)
     r = search_run.run_search(opts, log=typer.echo)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
     typer.echo(f"ran {r['ran']} trials; study {r['study']} has {r['used']} of {r['trials']} trials used ({counts})")

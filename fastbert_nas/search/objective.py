@@ -38,7 +38,7 @@ from fastbert_nas.core.metrics import majority_score
 from fastbert_nas.core.runtime import latency
 from fastbert_nas.core.training import evaluate
 from fastbert_nas.search.options import TOP_RUNG_CACHE, Search
-from fastbert_nas.search.pruning import collapse_reason, should_prune
+from fastbert_nas.search.pruning import PRUNE_MARGIN, collapse_reason, should_prune
 from fastbert_nas.search.space import sample
 from fastbert_nas.search.storage import MAX_RETRY, worker_id
 from fastbert_nas.search.trials import COST_ATTRS, DUPLICATE, is_duplicate, rung_of, student_of
@@ -103,11 +103,11 @@ def finished_costs(trials: list[FrozenTrial]) -> list[tuple[dict, dict]]:
 
 
 def pareto_reason(step: int, metric: float, costs: dict, cost_keys: tuple[str, ...],
-                  finished: list[tuple[dict, dict]], warmup: int) -> str | None:
+                  finished: list[tuple[dict, dict]], warmup: int, margin: float = PRUNE_MARGIN) -> str | None:
     """pruning.should_prune on the first cost objective, among finished trials no costlier in the others."""
     primary, *others = cost_keys
     comparable = [(c[primary], curve) for c, curve in finished if all(c[k] <= costs[k] for k in others)]
-    return should_prune(step, metric, costs[primary], comparable, warmup_trials=warmup)
+    return should_prune(step, metric, costs[primary], comparable, warmup_trials=warmup, margin=margin)
 
 
 @dataclass
@@ -126,13 +126,15 @@ class Checkpoints:
     finished: Callable[[], list[tuple[dict, dict]]]  # (costs, curve) of the finished trials, fetched per call
     curve: dict = field(default_factory=dict)        # {str(step): metric}: JSON keys are strings
     reason: str | None = None                       # why the trial was stopped
+    margin: float = PRUNE_MARGIN                    # metric units below the bar that stop a trial (pareto)
 
     def __call__(self, step: int, metrics: dict) -> bool:
         metric = metrics["metric"]
         self.curve[str(step)] = metric
         self.trial.set_user_attr("curve", dict(self.curve))
         if self.mode == "pareto":
-            self.reason = pareto_reason(step, metric, self.costs, self.cost_keys, self.finished(), self.warmup)
+            self.reason = pareto_reason(step, metric, self.costs, self.cost_keys, self.finished(), self.warmup,
+                                        self.margin)
         elif self.mode in ("median", "hyperband"):
             self.trial.report(metric, step)
             if self.trial.should_prune():
@@ -176,7 +178,8 @@ class Objective:
             self.reject_if_over(trial, costs)
             checkpoints = Checkpoints(trial, "none" if rung else s.pruning_mode, costs, s.objectives[1:],
                                       s.opts.pruning_warmup,
-                                      lambda: finished_costs(trial.study.get_trials(deepcopy=False)))
+                                      lambda: finished_costs(trial.study.get_trials(deepcopy=False)),
+                                      margin=s.opts.pruning_margin)
             result = pipeline.distill_student(ctx, student, arch, cfg, on_eval=checkpoints,     # distill
                                               show_progress=self.show_progress)
             record(trial, train_steps=result.hint_steps + result.kd_steps, hint_steps=result.hint_steps,  # record

@@ -15,7 +15,7 @@ from fastbert_nas.core.cost import analytic_flops
 from fastbert_nas.core.tasks import resolve_task
 from fastbert_nas.search.baselines import parse_student
 from fastbert_nas.search.hints import DEFAULT_SCHEME, HINT_SCHEME_ATTR, UNRECORDED_SCHEME
-from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_WARMUP_TRIALS
+from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_MARGIN, PRUNE_WARMUP_TRIALS
 from fastbert_nas.search.rungs import rung_config
 from fastbert_nas.search.space import DEFAULT_SPACE, SearchSpace, load_space, space_budget, space_rungs
 from fastbert_nas.search.storage import IN_MEMORY_URLS
@@ -55,6 +55,7 @@ class SearchOptions:
     sampler: str = DEFAULT_SAMPLER
     pruning: str = "pareto"
     pruning_warmup: int = PRUNE_WARMUP_TRIALS
+    pruning_margin: float = PRUNE_MARGIN  # metric units below the bar that stop a trial (search/pruning.py)
     pruner: str | None = None          # single objective only; None = DEFAULT_PRUNER
     collapse_margin: float = COLLAPSE_MARGIN  # metric units above the majority class; negative: keep collapsed trials
     max_flops: float | None = None
@@ -133,7 +134,8 @@ class Search:
     @classmethod
     def from_options(cls, opts: SearchOptions) -> "Search":
         """Check every option (cheap: nothing is loaded but the space file and the task's name)."""
-        at_least(0, trials=opts.trials, seed=opts.seed, pruning_warmup=opts.pruning_warmup)
+        at_least(0, trials=opts.trials, seed=opts.seed, pruning_warmup=opts.pruning_warmup,
+                 pruning_margin=opts.pruning_margin)
         at_least(1, workers=opts.workers)
         if opts.pruning not in PRUNING:
             raise UserError(f"--pruning {opts.pruning!r}: choose one of {', '.join(PRUNING)}")
