@@ -57,7 +57,8 @@ def test_margin():
     assert should_prune(200, 0.84, 3.0, FINISHED, warmup_trials=1, margin=0.0) is not None
     assert should_prune(200, 0.84, 3.0, FINISHED, warmup_trials=1, margin=0.02) is None
     assert should_prune(200, 0.82, 3.0, FINISHED, warmup_trials=1, margin=0.02) is not None
-    assert should_prune(200, 0.84, 3.0, FINISHED) is None                 # the defaults
+    assert should_prune(200, 0.84, 3.0, FINISHED) is not None             # the defaults: 0.84 < 0.85, no margin
+    assert should_prune(200, 0.85, 3.0, FINISHED) is None                 # level with the bar goes on
 
 
 def test_checkpoint_mismatch():

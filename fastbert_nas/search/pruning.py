@@ -20,9 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-# Metric units (accuracy or MCC). Two accuracies on 1000 validation examples near 0.8 differ
-# by about 0.018 (one standard deviation) from noise alone; 0.03 is about 1.7 of those.
-PRUNE_MARGIN = 0.03
+# Metric units (accuracy or MCC): a trial is stopped as soon as it is below a cheaper finished trial at the same
+# checkpoint. Chosen on validation by bench pruning's replay of the rule over an unpruned 30-trial SST-2 study
+# (thin-deep, cpu budget, seed 0): margin 0 stopped 20 of 30 trials, saving 46% of the training steps and keeping
+# 99.7% of the hypervolume; 0.01 saved 39% and 0.03 (about 1.7 standard deviations of the difference of two
+# accuracies on 1,000 rows) 20%, both keeping all of it. A trial behind a cheaper one rarely overtakes it by the
+# end, and if it only draws level it is dominated anyway.
+PRUNE_MARGIN = 0.0
 # Metric units. A trial whose final validation metric is no more than this above the majority-class level
 # (always predicting the most frequent class) learned nothing: 0.02 is 20 of 1,000 validation rows, about
 # 1.3 standard errors of an accuracy near 0.5; an MCC of 0.02 is no skill either.
