@@ -958,19 +958,33 @@ def test_bench_pruning_takes_recorded_seeds_whose_files_are_gone_and_reruns_chan
     assert json.loads(path.read_text())["seeds"][0]["runs"]["pareto"]["trials"] == 4
 
 
-def test_bench_pruning_jobs_runs_a_seeds_two_studies_side_by_side(data_dir, tiny_teacher_dir, tmp_path):
+def test_bench_pruning_jobs_runs_the_studies_of_all_seeds_side_by_side(data_dir, tiny_teacher_dir, tmp_path,
+                                                                       monkeypatch):
     import json
 
+    import fastbert_nas.bench.pruning as bench_pruning
+
+    queued, run_studies = [], bench_pruning.run_studies
+    monkeypatch.setattr(bench_pruning, "run_studies", lambda plan, jobs, done: (
+        queued.extend(o.study for o in plan), run_studies(plan, jobs, done)))
     args = search_args(data_dir, tiny_teacher_dir, tmp_path)[1:]
-    r = invoke("bench", "pruning", *args, "--seeds", 1, "--jobs", 2)
+    r = invoke("bench", "pruning", *args, "--seeds", 2, "--jobs", 2)
     assert r.exit_code == 0, r.output
-    runs = json.loads((tmp_path / "benchmarks" / "pruning-sst2.json").read_text())["seeds"][0]["runs"]
+    report = json.loads((tmp_path / "benchmarks" / "pruning-sst2.json").read_text())
     workers = {}
-    for mode in ("pareto", "none"):
-        study = load(tmp_path, f"sst2-tiny-{mode}")
-        assert len(study.trials) == 3 and runs[mode]["jobs"] == 2 and runs[mode]["trials"] == 3
-        workers[mode] = {t.user_attrs["worker"] for t in study.trials}
-    assert len(workers["pareto"]) == len(workers["none"]) == 1 and workers["pareto"] != workers["none"]
+    for s in report["seeds"]:
+        runs = s["runs"]
+        assert list(runs) == ["pareto", "none"]  # the pair in the report's order, whichever finished first
+        assert s["steps_saved"] == pytest.approx(1 - runs["pareto"]["train_steps"] / runs["none"]["train_steps"])
+        for mode in runs:
+            study = load(tmp_path, runs[mode]["study"])
+            assert len(study.trials) == 3 and runs[mode]["jobs"] == 2 and runs[mode]["trials"] == 3
+            assert {t.user_attrs["seed"] for t in study.trials} == {s["seed"]}
+            workers[runs[mode]["study"]] = {t.user_attrs["worker"] for t in study.trials}
+    assert all(len(w) == 1 for w in workers.values())  # each study in a process of its own
+    assert len(set().union(*workers.values())) == 4
+    # one queue over the seeds, a seed's unpruned study (the longer) first: each pair finishes as early as it can
+    assert queued == ["sst2-tiny-none", "sst2-tiny-pareto", "sst2-tiny-none-seed1", "sst2-tiny-pareto-seed1"]
 
 
 def test_a_recorded_seed_stands_for_one_when_both_studies_match_and_share_a_teacher():

@@ -116,28 +116,32 @@ def run_study(opts: SearchOptions) -> None:
     in_process(opts.study, lambda log: run_search(opts, log))
 
 
-def run_studies(plan: list[SearchOptions], jobs: int) -> None:
+def run_studies(plan: list[SearchOptions], jobs: int, done: Callable[[SearchOptions], None] | None = None) -> None:
     """The studies, `jobs` at a time, each in a process of its own; SQLite takes their writes in turn (search/storage.py
-    retries a locked file). A process starts only when one is free, so a Ctrl-C (which the running studies see
-    too) leaves the others unstarted; the same command resumes them all."""
+    retries a locked file). `done` is called here with each study's options as its process finishes. A process
+    starts only when one is free, so a Ctrl-C (which the running studies see too) leaves the others unstarted;
+    the same command resumes them all."""
     spawn = multiprocessing.get_context("spawn")
-    pending, running = list(plan), []
+    pending, running = list(plan), {}
     for url in dict.fromkeys(Search.from_options(opts).storage_url for opts in plan):
         make_storage(url)  # the files and their tables, made here: two processes making them at once collide
     try:
         while pending or running:
             while pending and len(running) < jobs:
                 opts = pending.pop(0)
-                running.append(spawn.Process(target=run_study, args=(opts,), name=opts.study))
-                running[-1].start()
+                p = spawn.Process(target=run_study, args=(opts,), name=opts.study)
+                p.start()
+                running[p] = opts
             multiprocessing.connection.wait([p.sentinel for p in running])
             for p in [p for p in running if not p.is_alive()]:
-                running.remove(p)
+                opts = running.pop(p)
                 if p.exitcode == 130:
                     raise KeyboardInterrupt
                 if p.exitcode:
                     raise UserError(f"study {p.name} stopped with exit code {p.exitcode}: see its lines above; "
                                     "the same command resumes every study")
+                if done:
+                    done(opts)
     except KeyboardInterrupt:  # a Ctrl-C reaches the running studies too
         raise
     except BaseException:

@@ -36,18 +36,18 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, jobs: int = 1, log=print)
     (another machine, a fresh clone) is taken from the report when both were run with the same settings and a
     teacher of the same recipe and data (machines round differently, so its weights may differ in their last
     bits: each seed's pair shares one teacher, and the report names it); so the seeds of a long benchmark can
-    be run on different days. With jobs 2 a seed's two studies run side by side, each in a process of its own
-    (give each one thread: env.threads).
+    be run on different days. With jobs N the studies still to run, over all seeds, run N at a time, each in a
+    process of its own (give each one thread: env.threads), seed by seed and a seed's unpruned study (the
+    longer) first, so that each seed's pair finishes as early as it can.
     """
     prefix = opts.study or f"{task_name(opts.env.task)}-{Path(opts.space).stem}"
     name = f"pruning-{task_name(opts.env.task)}"
     recorded = recorded_runs(Path(opts.env.results) / "benchmarks" / f"{name}.json")
     teacher = Search.from_options(opts).prepare().teacher  # fine-tunes the teacher if there is none
     made = teacher_id(teacher.manifest, teacher.fingerprint)
-    per_seed = []
+    per_seed, plan = [], []
     for seed in range(seeds):
-        runs = {}
-        per_seed.append({"seed": seed, "runs": runs, "steps_saved": None, "hypervolume_kept": None})
+        per_seed.append({"seed": seed, "runs": {}, "steps_saved": None, "hypervolume_kept": None})
         searches = {mode: Search.from_options(replace(opts, pruning=mode, seed=seed, study=f"{prefix}-{mode}"
                                                       + (f"-seed{seed}" if seed else "")))
                     for mode in ("pareto", "none")}
@@ -57,28 +57,40 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, jobs: int = 1, log=print)
             log(f"seed {seed}: recorded {old['none']['measured']} on {old['none']['machine']['cpu']} (teacher "
                 f"{old['none']['teacher_fingerprint']}); its study files are not here, so its figures are taken "
                 "from the report")
-            runs |= old
-        todo = [mode for mode in searches if mode not in runs]
-        if jobs > 1 and len(todo) > 1:
-            run_studies([searches[mode].opts for mode in todo], jobs)
-        for mode in todo:
-            search = searches[mode]
-            if jobs == 1 or len(todo) == 1:
-                run_search(search.opts, log)
-            study = optuna.load_study(study_name=search.study_name, storage=make_storage(search.storage_url))
-            runs[mode] = study_figures(study) | {
-                "storage": search.storage_url, "settings": run_settings(opts, mode, seed, made),
-                "teacher_fingerprint": teacher.fingerprint, "machine": machine(), "jobs": min(jobs, len(todo)),
-                "measured": now()}
-            if mode == "pareto":  # written after every study: a benchmark stopped later keeps what it finished
-                save_report(pruning_report(opts, per_seed), opts.env.results, name, pruning_markdown)
-        pruned, full = runs["pareto"], runs["none"]
-        per_seed[-1] |= {
-            "steps_saved": 1 - pruned["train_steps"] / full["train_steps"] if full["train_steps"] else None,
-            "hypervolume_kept": pruned["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None,
-            "replay": replayed(full, opts.pruning_warmup)}
-        report = save_report(pruning_report(opts, per_seed), opts.env.results, name, pruning_markdown)
-    return report
+            per_seed[-1]["runs"] |= old
+            compare(per_seed[-1], opts)
+        else:
+            plan += [(seed, mode, searches[mode]) for mode in ("none", "pareto")]
+    workers = min(jobs, len(plan))
+
+    def finished(seed: int, mode: str, search: Search) -> None:
+        study = optuna.load_study(study_name=search.study_name, storage=make_storage(search.storage_url))
+        per_seed[seed]["runs"][mode] = study_figures(study) | {
+            "storage": search.storage_url, "settings": run_settings(opts, mode, seed, made),
+            "teacher_fingerprint": teacher.fingerprint, "machine": machine(), "jobs": workers, "measured": now()}
+        compare(per_seed[seed], opts)
+        # written after every study: a benchmark stopped later keeps what it finished
+        save_report(pruning_report(opts, per_seed), opts.env.results, name, pruning_markdown)
+
+    if workers > 1:
+        by_study = {search.study_name: (seed, mode, search) for seed, mode, search in plan}
+        run_studies([search.opts for _, _, search in plan], workers, done=lambda o: finished(*by_study[o.study]))
+    else:
+        for seed, mode, search in plan:
+            run_search(search.opts, log)
+            finished(seed, mode, search)
+    return save_report(pruning_report(opts, per_seed), opts.env.results, name, pruning_markdown)
+
+
+def compare(seed: dict, opts: SearchOptions) -> None:
+    """A seed's figures from its pair of studies, once both are in: steps saved, hypervolume kept, the replay."""
+    if set(seed["runs"]) != {"pareto", "none"}:
+        return
+    pruned, full = seed["runs"]["pareto"], seed["runs"]["none"]
+    seed["runs"] = {"pareto": pruned, "none": full}
+    seed |= {"steps_saved": 1 - pruned["train_steps"] / full["train_steps"] if full["train_steps"] else None,
+             "hypervolume_kept": pruned["hypervolume"] / full["hypervolume"] if full["hypervolume"] else None,
+             "replay": replayed(full, opts.pruning_warmup)}
 
 
 def replayed(full: dict, warmup: int = PRUNE_WARMUP_TRIALS, margins=REPLAY_MARGINS) -> list[dict]:
@@ -175,8 +187,7 @@ def _share(x: float | None) -> str:
 
 def pruning_markdown(r: dict) -> str:
     """The pruning benchmark as Markdown: the goals, a summary table per seed, then each front."""
-    first = r["seeds"][0]["runs"]["pareto"]
-    ref = first["hv_ref"]
+    ref = next(f for s in r["seeds"] for f in s["runs"].values())["hv_ref"]
     g = r["goals"]
     lines = [f"# Pareto pruning against none: {r['task']}, space {r['space']}, budget {r['budget']}, "
              f"{r['trials']} trials, seeds {', '.join(str(s['seed']) for s in r['seeds'])}", "",
