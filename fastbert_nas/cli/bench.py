@@ -84,14 +84,15 @@ def bench_pruning(task: Task = "sst2",
                       "--seeds", help="Pairs of studies, with seeds 0 to SEEDS-1; the goals are judged on the "
                       "means over them.")] = 3,
                   jobs: Annotated[int, typer.Option(
-                      "--jobs", help="2: a seed's two studies side by side, each in its own process (give each "
-                      "--threads 1 on a CPU: a small student's trial gains little from a second thread).")] = 1,
+                      "--jobs", help="Studies run side by side, each in its own process, from one queue over all "
+                      "seeds (a seed's unpruned study first); give each --threads 1 on a CPU: a small student's "
+                      "trial gains little from a second thread.")] = 1,
                   data_dir: DataDir = None, teacher: TeacherOpt = None, device: Device = "auto",
                   threads: Threads = None, results: Results = Path("results")):
     """The same study with Pareto pruning and without: training steps saved, hypervolume kept, both fronts.
 
-    Runs (or resumes) two searches per seed, one after the other (or side by side with --jobs 2), then
-    compares them.
+    Runs (or resumes) two searches per seed, one after the other (or --jobs at a time), and compares each
+    seed's pair as soon as both are done.
     """
     import fastbert_nas.bench.pruning as bench_pruning_mod
     import fastbert_nas.search.options as options_mod

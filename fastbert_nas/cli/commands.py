@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fastbert_nas.cli.app import INTERRUPTED_SEARCH, STORAGE_ENV, app, handled
+from fastbert_nas.cli.app import INTERRUPTED_SEARCH, app, handled
 from fastbert_nas.cli.options import (
     Base,
     DataDir,
@@ -24,18 +24,37 @@ from fastbert_nas.cli.options import (
     Precision,
     ReportResults,
     Results,
+    SearchAugment,
+    SearchBudget,
+    SearchCollapseMargin,
+    SearchEnqueue,
+    SearchMaxFlops,
+    SearchMaxLatencyMs,
+    SearchMaxParams,
+    SearchNoBaselines,
+    SearchObjectives,
+    SearchPruner,
+    SearchPruning,
+    SearchPruningMargin,
+    SearchPruningWarmup,
+    SearchRungs,
+    SearchSampler,
+    SearchSeed,
+    SearchSpace,
+    SearchStorage,
+    SearchStudy,
+    SearchTrials,
+    SearchWorkers,
     StudyStorage,
     Task,
     TeacherOpt,
     TextColumn,
     Threads,
 )
-from fastbert_nas.config import CHECKPOINT_EVERY, DEFAULT_BASE, DEFAULT_TRIAL_BUDGET, RUNG_ETA, DistillConfig, run_env
+from fastbert_nas.config import CHECKPOINT_EVERY, DEFAULT_BASE, DEFAULT_TRIAL_BUDGET, run_env
 from fastbert_nas.core.metrics import others_text
 from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_MARGIN, PRUNE_WARMUP_TRIALS
 from fastbert_nas.search.space import DEFAULT_SPACE
-
-_RECIPE = DistillConfig()  # distill's default recipe
 
 
 @app.command()
@@ -142,87 +161,29 @@ def distill(task: Task,
 @app.command()
 @handled(INTERRUPTED_SEARCH)
 def search(task: Task,
-           trials: Annotated[int, typer.Option(
-               "--trials", help="Trials in the study in all. COMPLETE, PRUNED (cost-constraint rejections "
-               "included) and FAIL trials count; running the command again runs only the trials left. "
-               "A trial killed or interrupted mid-run is retried once with the same student and counts once.")] = 100,
-           study: Annotated[Optional[str], typer.Option(
-               "--study", help="Study name (default: <task>-<space>). Resuming needs the same task, space, "
-               "objectives and sampler.")] = None,
-           space: Annotated[str, typer.Option(
-               "--space", help="Search space: a shipped name (thin-deep, shallow-wide, compact, tiny) or a path to a "
-               ".yaml file.")] = DEFAULT_SPACE,
-           budget: Annotated[str, typer.Option(
-               "--budget", help="Trial budget, short proxy runs named apart from distill's: smoke (tests), cpu "
-               "(50 hint + 500 KD steps on 16,000 examples, 1-2 minutes a trial on 2 cores) or gpu (1,000 + "
-               "10,000 on 100,000); the space file may change each.")] = DEFAULT_TRIAL_BUDGET,
+           trials: SearchTrials = 100,
+           study: SearchStudy = None,
+           space: SearchSpace = DEFAULT_SPACE,
+           budget: SearchBudget = DEFAULT_TRIAL_BUDGET,
            hint_steps: HintSteps = None, kd_steps: KdSteps = None, examples: Examples = None,
-           augment: Annotated[Optional[int], typer.Option(
-               "--augment", help="Override: add N word-replaced copies of every sentence-like train example to "
-               "every trial's training set, taught by the teacher's outputs \\[default: 0, none; the top rung of "
-               "a ladder always trains with 2, as export does].")] = None,
-           rungs: Annotated[Optional[int], typer.Option(
-               "--rungs", help="Rungs of successive halving: one in "
-               f"{RUNG_ETA} of the students finished at a rung trains again at the next, with {RUNG_ETA} times "
-               "its KD steps (cpu: 500 -> 1,500 -> 4,500), chosen by Pareto rank and share of the front. 1: no "
-               "promotion. Promotions do not count toward --trials; the front, plot and export --pick take "
-               "each student at the highest rung it finished \\[default: the space's, else cpu 3, gpu 2, smoke "
-               "1; a resumed study keeps its own].")] = None,
-           objectives: Annotated[str, typer.Option(
-               "--objectives", help="metric (maximized) then the costs to minimize: metric,flops, metric,latency, "
-               "metric,params or metric,flops,latency; or metric alone, which needs a cost constraint and "
-               "prunes with --pruner.")] = "metric,flops",
-           sampler: Annotated[str, typer.Option(
-               "--sampler", help="tpe: Optuna's TPE, multi-objective (conditional parameters suit it); random: "
-               "Optuna's RandomSampler, random search as a baseline; gp: Optuna's GPSampler (a Gaussian process, "
-               "multi-objective, with the constraints; not yet compared with TPE). Recorded in the study: resuming "
-               "needs the same.")] = "tpe",
-           pruning: Annotated[str, typer.Option(
-               "--pruning", help="pareto: stop a trial whose metric at a checkpoint is clearly below what a "
-               "finished trial of no higher cost had reached by then; none: no pruning at all.")] = "pareto",
-           pruning_warmup: Annotated[int, typer.Option(
-               "--pruning-warmup", help="Finished trials with a checkpoint needed before any trial is "
-               "pruned.")] = PRUNE_WARMUP_TRIALS,
-           pruning_margin: Annotated[float, typer.Option(
-               "--pruning-margin", help="How far (metric units) below a cheaper finished trial's metric at the "
-               "same checkpoint a trial must be to be stopped (pareto); bench pruning replays other margins.")
-           ] = PRUNE_MARGIN,
-           pruner: Annotated[Optional[str], typer.Option(
-               "--pruner", help="Single-objective studies (--objectives metric) only: Optuna's median or "
-               "hyperband pruner, or none \\[default: median].")] = None,
-           collapse_margin: Annotated[float, typer.Option(
-               "--collapse-margin", help="A trial whose final validation metric is at most this far above the "
-               "majority-class level (always predicting the most frequent class) learned nothing: it is recorded "
-               "as PRUNED (reason collapsed) and never put on the front. Metric units; negative: keep such "
-               "trials.")] = COLLAPSE_MARGIN,
-           max_flops: Annotated[Optional[float], typer.Option(
-               "--max-flops", help="Reject students above this many FLOPs (2 per multiply-add, batch 1, at the "
-               "task's --max-len tokens), e.g. 1e9, before training them.")] = None,
-           max_params: Annotated[Optional[float], typer.Option(
-               "--max-params", help="Reject students above this many parameters (embeddings included), "
-               "before training them.")] = None,
-           max_latency_ms: Annotated[Optional[float], typer.Option(
-               "--max-latency-ms", help="Reject students slower than this at batch 1 (median ms, --max-len tokens, "
-               "--threads), timed before training them.")] = None,
+           augment: SearchAugment = None,
+           rungs: SearchRungs = None,
+           objectives: SearchObjectives = "metric,flops",
+           sampler: SearchSampler = "tpe",
+           pruning: SearchPruning = "pareto",
+           pruning_warmup: SearchPruningWarmup = PRUNE_WARMUP_TRIALS,
+           pruning_margin: SearchPruningMargin = PRUNE_MARGIN,
+           pruner: SearchPruner = None,
+           collapse_margin: SearchCollapseMargin = COLLAPSE_MARGIN,
+           max_flops: SearchMaxFlops = None,
+           max_params: SearchMaxParams = None,
+           max_latency_ms: SearchMaxLatencyMs = None,
            latency_backend: LatencyBackend = None, precision: Precision = None,
-           no_baselines: Annotated[bool, typer.Option(
-               "--no-baselines", help="Do not queue the baseline students (DistilBERT-, TinyBERT-4-, MobileBERT-"
-               "like, teacher depth at half width) first in a new study.")] = False,
-           enqueue: Annotated[Optional[list[str]], typer.Option(
-               "--enqueue", help="A student to try first in a new study (repeatable), as L<layers>-H<hidden>-"
-               "A<heads>-I<ffn>, optionally @ its hints, e.g. L3-H320-A10-I640@1:2,2:4,3:6 \\[default hints: "
-               "last layer -> last]. It must lie in the space; it trains with the trials' recipe (teacher init, "
-               f"temperature {_RECIPE.temperature:g}, kd-alpha {_RECIPE.kd_alpha:g}, hint weight "
-               f"{_RECIPE.hint_weight:g}, a learning rate tied to its width and depth).")] = None,
-           seed: Annotated[int, typer.Option("--seed", help="Seed of the sampler and of every trial's "
-                                             "training.")] = 0,
-           workers: Annotated[int, typer.Option(
-               "--workers", help="Processes on this machine sharing the study. For several machines, start the "
-               "command on each with the same PostgreSQL --storage.")] = 1,
-           storage: Annotated[Optional[str], typer.Option(
-               "--storage", envvar=STORAGE_ENV, help="Optuna RDB storage URL (default: sqlite:///RESULTS/<study>.db); "
-               "postgresql://... to share one study between machines (a password is better given in "
-               f"${STORAGE_ENV} than on the command line).")] = None,
+           no_baselines: SearchNoBaselines = False,
+           enqueue: SearchEnqueue = None,
+           seed: SearchSeed = 0,
+           workers: SearchWorkers = 1,
+           storage: SearchStorage = None,
            no_cache: NoCache = False,
            data_dir: DataDir = None, text_column: TextColumn = None, label_column: LabelColumn = None,
            max_len: MaxLen = None, teacher: TeacherOpt = None, base: Base = None,
