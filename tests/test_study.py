@@ -937,19 +937,31 @@ def test_bench_pruning_takes_recorded_seeds_whose_files_are_gone_and_reruns_chan
         (tmp_path / db).unlink()
     r = invoke("bench", "pruning", *args, "--seeds", 2)
     assert r.exit_code == 0, r.output
-    assert r.output.count("its figures are taken from the report") == 1 and "seed 0: recorded" in r.output
+    assert r.output.count("its figures are taken from the report") == 2  # seed 0's two studies
+    assert "seed 0, pruning pareto: recorded" in r.output and "seed 0, pruning none: recorded" in r.output
     assert not (tmp_path / "sst2-tiny-pareto.db").exists()  # seed 0 not re-run ...
     assert (tmp_path / "sst2-tiny-pareto-seed1.db").exists()  # ... seed 1 run
     report = json.loads(path.read_text())
     assert report["seeds"][0]["runs"] == first and report["seeds"][1]["steps_saved"] is not None
     assert "| 0 | pareto |" in (tmp_path / "benchmarks" / "pruning-sst2.md").read_text()
-    # a seed with one study on record is run whole: its two studies share one teacher
+    # a seed with one study on record runs the other with the same teacher: the recorded one stands
     for db in ("sst2-tiny-pareto-seed1.db", "sst2-tiny-none-seed1.db"):
         (tmp_path / db).unlink()
     del report["seeds"][1]["runs"]["none"]
     path.write_text(json.dumps(report))
     r = invoke("bench", "pruning", *args, "--seeds", 2)
-    assert r.exit_code == 0 and r.output.count("taken from the report") == 1
+    assert r.exit_code == 0 and r.output.count("taken from the report") == 3
+    assert "seed 1, pruning pareto: recorded" in r.output
+    assert not (tmp_path / "sst2-tiny-pareto-seed1.db").exists() and (tmp_path / "sst2-tiny-none-seed1.db").exists()
+    again = json.loads(path.read_text())["seeds"][1]
+    assert again["runs"]["pareto"] == report["seeds"][1]["runs"]["pareto"] and again["steps_saved"] is not None
+    # ... but not when it was run with another teacher's bits: the pair is run whole
+    (tmp_path / "sst2-tiny-none-seed1.db").unlink()
+    again["runs"]["pareto"]["teacher_fingerprint"] = "0" * 16
+    del again["runs"]["none"]
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"seeds": [report["seeds"][0], again]}))
+    r = invoke("bench", "pruning", *args, "--seeds", 2)
+    assert r.exit_code == 0 and r.output.count("taken from the report") == 2  # seed 0's only
     assert (tmp_path / "sst2-tiny-pareto-seed1.db").exists() and (tmp_path / "sst2-tiny-none-seed1.db").exists()
     # other settings (here: trials) are another benchmark: its studies are run, not taken from the report
     more = search_args(data_dir, tiny_teacher_dir, tmp_path, **{"--trials": 4})[1:]
@@ -987,16 +999,21 @@ def test_bench_pruning_jobs_runs_the_studies_of_all_seeds_side_by_side(data_dir,
     assert queued == ["sst2-tiny-none", "sst2-tiny-pareto", "sst2-tiny-none-seed1", "sst2-tiny-pareto-seed1"]
 
 
-def test_a_recorded_seed_stands_for_one_when_both_studies_match_and_share_a_teacher():
+def test_a_recorded_study_stands_for_one_when_it_matches_and_its_pair_shares_a_teacher():
     from fastbert_nas.bench.common import teacher_id
-    from fastbert_nas.bench.pruning import reusable
+    from fastbert_nas.bench.pruning import from_record
 
     want = {"pareto": {"seed": 1, "pruning": "pareto"}, "none": {"seed": 1, "pruning": "none"}}
     old = {m: {"settings": want[m], "teacher_fingerprint": "aa"} for m in want}
-    assert reusable(old, want)
-    assert not reusable(old | {"none": None}, want)
-    assert not reusable(old | {"none": {"settings": want["none"], "teacher_fingerprint": "bb"}}, want)
-    assert not reusable(old | {"none": {"settings": want["pareto"], "teacher_fingerprint": "aa"}}, want)
+    assert from_record(old, want, set(), "bb") == ["pareto", "none"]  # a pair from another machine's teacher
+    assert from_record(old, want, {"none"}, "bb") == []  # beside a study run with another teacher: run both
+    assert from_record(old, want, {"none"}, "aa") == ["pareto"]  # beside one run with the same teacher
+    assert from_record(old | {"none": None}, want, set(), "aa") == ["pareto"]
+    assert from_record(old | {"none": None}, want, set(), "bb") == []
+    mixed = old | {"none": {"settings": want["none"], "teacher_fingerprint": "bb"}}
+    assert from_record(mixed, want, set(), "bb") == ["none"]  # the pareto study runs again with teacher bb
+    assert from_record(old | {"none": {"settings": want["pareto"], "teacher_fingerprint": "aa"}}, want, set(),
+                       "aa") == ["pareto"]  # other settings: not this study
     made = {"task": "sst2", "base": "b", "data_fingerprint": "d", "max_len": 64, "minutes": 3.0}
     assert teacher_id(made, "aa") == teacher_id(made | {"minutes": 9.0}, "bb")  # another machine's bits
     assert teacher_id(made, "aa") != teacher_id(made | {"data_fingerprint": "e"}, "aa")  # other data

@@ -32,11 +32,11 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, jobs: int = 1, log=print)
 
     Study names: <prefix>-pareto and <prefix>-none for seed 0, <prefix>-<mode>-seed<N> for the others, where
     the prefix is <task>-<space> unless opts.study is set. Both studies of a seed share seed, budget, trials and
-    teacher. Each study's figures are kept in the report as it finishes. A seed whose two study files are gone
-    (another machine, a fresh clone) is taken from the report when both were run with the same settings and a
-    teacher of the same recipe and data (machines round differently, so its weights may differ in their last
-    bits: each seed's pair shares one teacher, and the report names it); so the seeds of a long benchmark can
-    be run on different days. With jobs N the studies still to run, over all seeds, run N at a time, each in a
+    teacher. Each study's figures are kept in the report as it finishes. A study whose file is gone (another
+    machine, a fresh clone) is taken from the report when it was run with the same settings and its seed's
+    pair still shares one teacher (`from_record`: machines round differently, so a teacher of the same recipe
+    and data may differ in its last bits; the report names each study's); so the seeds of a long benchmark
+    can be run on different days. With jobs N the studies still to run, over all seeds, run N at a time, each in a
     process of its own (give each one thread: env.threads), seed by seed and a seed's unpruned study (the
     longer) first, so that each seed's pair finishes as early as it can.
     """
@@ -52,15 +52,16 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, jobs: int = 1, log=print)
                                                       + (f"-seed{seed}" if seed else "")))
                     for mode in ("pareto", "none")}
         old = {mode: recorded.get(s.study_name) for mode, s in searches.items()}
-        if reusable(old, {mode: run_settings(opts, mode, seed, made) for mode in searches}) and not any(
-                study_here(s) for s in searches.values()):
-            log(f"seed {seed}: recorded {old['none']['measured']} on {old['none']['machine']['cpu']} (teacher "
-                f"{old['none']['teacher_fingerprint']}); its study files are not here, so its figures are taken "
-                "from the report")
-            per_seed[-1]["runs"] |= old
-            compare(per_seed[-1], opts)
-        else:
-            plan += [(seed, mode, searches[mode]) for mode in ("none", "pareto")]
+        here = {mode for mode, s in searches.items() if study_here(s)}
+        taken = from_record(old, {mode: run_settings(opts, mode, seed, made) for mode in searches}, here,
+                            teacher.fingerprint)
+        for mode in taken:
+            log(f"seed {seed}, pruning {mode}: recorded {old[mode]['measured']} on {old[mode]['machine']['cpu']} "
+                f"(teacher {old[mode]['teacher_fingerprint']}); its study file is not here, so its figures are "
+                "taken from the report")
+            per_seed[-1]["runs"][mode] = old[mode]
+        compare(per_seed[-1], opts)
+        plan += [(seed, mode, searches[mode]) for mode in ("none", "pareto") if mode not in taken]
     workers = min(jobs, len(plan))
 
     def finished(seed: int, mode: str, search: Search) -> None:
@@ -111,11 +112,16 @@ def replayed(full: dict, warmup: int = PRUNE_WARMUP_TRIALS, margins=REPLAY_MARGI
     return out
 
 
-def reusable(old: dict[str, dict | None], settings: dict[str, dict]) -> bool:
-    """Whether a seed's recorded studies (by mode) can stand for it: both there, each with these settings, and
-    both run with one teacher."""
-    return (all(old[m] is not None and old[m].get("settings") == settings[m] for m in settings)
-            and len({old[m].get("teacher_fingerprint") for m in settings}) == 1)
+def from_record(old: dict[str, dict | None], settings: dict[str, dict], here: set[str], fingerprint: str
+                ) -> list[str]:
+    """The modes of a seed whose recorded study (`old`, by mode) stands for it: its study file not `here`, its
+    settings these, and the seed's pair sharing one teacher: either both taken, recorded with one teacher (of
+    this recipe and data: teacher_id is in the settings), or each taken recorded with this very teacher
+    (`fingerprint`), beside a study run now."""
+    candidates = [m for m in settings if m not in here and old[m] is not None and old[m].get("settings") == settings[m]]
+    if len(candidates) == len(settings) and len({old[m].get("teacher_fingerprint") for m in candidates}) == 1:
+        return candidates
+    return [m for m in candidates if old[m].get("teacher_fingerprint") == fingerprint]
 
 
 def study_here(search: Search) -> bool:
