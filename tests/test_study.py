@@ -886,6 +886,8 @@ def test_a_postgresql_server_that_is_down_is_one_error_line(data_dir, tiny_teach
 # The pruning benchmark (fastbert-nas bench pruning)
 
 def test_bench_pruning_runs_both_studies_per_seed_and_judges_the_goals(data_dir, tiny_teacher_dir, tmp_path):
+    from datetime import datetime, timezone
+
     from fastbert_nas.bench.pruning import REPLAY_MARGINS
 
     args = search_args(data_dir, tiny_teacher_dir, tmp_path)[1:]
@@ -904,6 +906,8 @@ def test_bench_pruning_runs_both_studies_per_seed_and_judges_the_goals(data_dir,
             assert figures["trials"] == 3 and sum(figures["states"].values()) == 3
             assert figures["train_steps"] == sum(t.user_attrs["train_steps"] for t in study.trials) > 0
             assert figures["wall_s_per_trial"]["n"] == 3
+            last = max(t.datetime_complete for t in study.trials).astimezone(timezone.utc)  # when it ran
+            assert abs(datetime.fromisoformat(figures["measured"]) - last).total_seconds() < 1
             assert {row["trial"] for row in figures["front"]} == {t.number for t in study.best_trials}
             assert figures["hypervolume"] == pytest.approx(log_flops_hv(done, figures["teacher_flops"],
                                                                         study.user_attrs["majority_val"]))

@@ -68,7 +68,8 @@ def bench_pruning(opts: SearchOptions, seeds: int = 1, jobs: int = 1, log=print)
         study = optuna.load_study(study_name=search.study_name, storage=make_storage(search.storage_url))
         per_seed[seed]["runs"][mode] = study_figures(study) | {
             "storage": search.storage_url, "settings": run_settings(opts, mode, seed, made),
-            "teacher_fingerprint": teacher.fingerprint, "machine": machine(), "jobs": workers, "measured": now()}
+            "teacher_fingerprint": teacher.fingerprint, "machine": machine(), "jobs": workers,
+            "measured": last_finished(study)}
         compare(per_seed[seed], opts)
         # written after every study: a benchmark stopped later keeps what it finished
         save_report(pruning_report(opts, per_seed), opts.env.results, name, pruning_markdown)
@@ -132,6 +133,13 @@ def study_here(search: Search) -> bool:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def last_finished(study: optuna.Study) -> str:
+    """When the study's last trial finished (a study resumed with nothing left to run was measured then); now
+    for one without a finished trial. Optuna keeps naive local times."""
+    done = [t.datetime_complete for t in study.trials if t.datetime_complete]
+    return max(done).astimezone(timezone.utc).isoformat(timespec="seconds") if done else now()
 
 
 def run_settings(opts: SearchOptions, mode: str, seed: int, teacher: str) -> dict:
