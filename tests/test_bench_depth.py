@@ -108,6 +108,13 @@ def test_bench_depth_runs_every_student_and_method_and_resumes(tmp_path, data_di
     assert r.exit_code == 0 and ") ..." not in r.output, r.output
     assert json.loads((tmp_path / "depth" / "runs.json").read_text()) == runs
 
+    r = invoke(*bench_args(data_dir, tmp_path, **{"--seeds": 2}), "--recorded-only")  # a report of seed 0 alone
+    assert r.exit_code == 0 and ") ..." not in r.output, r.output
+    assert json.loads((tmp_path / "depth" / "runs.json").read_text()) == runs
+    task = json.loads((tmp_path / "benchmarks" / "depth.json").read_text())["tasks"][0]
+    assert (task["on_record"], task["planned"]) == (6, 12)
+    assert "Runs on record: 6 of the 12 planned" in (tmp_path / "benchmarks" / "depth.md").read_text()
+
     r = invoke(*bench_args(data_dir, tmp_path, **{"--kd-steps": 4, "--methods": "kd"}))  # other steps: runs of its own
     assert r.exit_code == 0, r.output
     after = json.loads((tmp_path / "depth" / "runs.json").read_text())

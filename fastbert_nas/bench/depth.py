@@ -138,6 +138,7 @@ class DepthOptions:
     results: Path = Path("results")
     threads: int | None = None
     device: str = "auto"
+    recorded_only: bool = False    # report the runs on record and run none of the rest
 
     def check(self) -> "DepthOptions":
         at_least(1, seeds=self.seeds, kd_steps=self.kd_steps, hint_steps=self.hint_steps)
@@ -204,26 +205,26 @@ def one_run(ctx: pipeline.Context, arch: StudentArch, method: str, seed: int, op
 
 
 def task_runs(task: str, opts: DepthOptions, runs: Runs, log: Callable[[str], None]) -> dict:
-    """Every run of one task not yet on record (seed 0 of every student and method first); the task's
-    teacher figures and its ladders."""
+    """Every run of one task not yet on record (seed 0 of every student and method first; none with
+    opts.recorded_only); the task's teacher figures, its ladders and how many of its runs are on record."""
     env = run_env(task, opts.data_dir, device=opts.device, threads=opts.threads, results=opts.results)
     ctx = pipeline.prepare(env, budget_config(opts.budget, kd_steps=opts.kd_steps, hint_steps=opts.hint_steps))
     seq_len = ctx.spec.max_len
     ladders = {share: ladder(ctx.teacher.model.config, share, opts.depths, seq_len) for share in opts.shares}
     teacher = teacher_id(ctx.teacher.manifest, ctx.teacher.fingerprint)
-    for seed in range(opts.seeds):
-        for share, archs in ladders.items():
-            for arch in archs:
-                for method in opts.methods:
-                    key = run_key(task, share, arch, method, seed, opts, teacher)
-                    if key in runs.data:
-                        continue
-                    log(f"{key} ({arch.hints_str}) ...")
-                    folder = runs.path.parent / key.replace("/", "-")
-                    runs.put(key, one_run(ctx, arch, method, seed, opts, folder, log) | {"share": share})
+    plan = [(share, arch, method, seed, run_key(task, share, arch, method, seed, opts, teacher))
+            for seed in range(opts.seeds) for share, archs in ladders.items() for arch in archs
+            for method in opts.methods]
+    for share, arch, method, seed, key in plan:
+        if key in runs.data or opts.recorded_only:
+            continue
+        log(f"{key} ({arch.hints_str}) ...")
+        folder = runs.path.parent / key.replace("/", "-")
+        runs.put(key, one_run(ctx, arch, method, seed, opts, folder, log) | {"share": share})
     teacher_flops = count_flops(ctx.teacher.model, seq_len)
     return {"task": ctx.spec.name, "metric": ctx.spec.metric, "seq_len": seq_len, "teacher_flops": teacher_flops,
-            "teacher_fingerprint": ctx.teacher.fingerprint, "teacher_id": teacher,
+            "teacher_fingerprint": ctx.teacher.fingerprint, "teacher_id": teacher, "planned": len(plan),
+            "on_record": sum(key in runs.data for *_, key in plan),
             "teacher_dev": pipeline.teacher_dev_metrics(ctx.teacher, ctx.data, ctx.device)["metric"],
             "ladders": {f"{share:g}": [a.to_dict() | {"name": a.name, "flops_share": analytic_flops(a, seq_len) /
                                                       teacher_flops} for a in archs]
@@ -253,7 +254,8 @@ def summarize(task: dict, runs: Runs, opts: DepthOptions) -> list[dict]:
 
 
 def bench_depth(opts: DepthOptions, log: Callable[[str], None] = print) -> dict:
-    """Run (or resume) every run of the benchmark; write its report and plot."""
+    """Run (or resume) every run of the benchmark (none with opts.recorded_only); write its report and plot of
+    the runs on record."""
     opts.check()
     runs = Runs(opts.results)
     tasks = [task_runs(task, opts, runs, log) for task in opts.tasks]

@@ -69,6 +69,9 @@ def depth_markdown(r: dict) -> str:
              f"{s['flat_tolerance']:.0%} (none: still falling at the stage's end).", ""]
     for t in r["tasks"]:
         lines += [f"## {t['task']} (teacher dev {t['metric']} {t['teacher_dev']:.4f}, {t['seq_len']} tokens)", "",
+                  f"Runs on record: {t['on_record']} of the {t['planned']} planned"
+                  + (" (the rest not run yet: rows with fewer seeds, or missing)." if t["on_record"] < t["planned"]
+                     else "."), "",
                   "| share | depth | student | hints | FLOPs share | method | val | dev | retention | flat steps "
                   "| minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in (x for x in r["rows"] if x["task"] == t["task"]):

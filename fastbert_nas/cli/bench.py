@@ -315,6 +315,9 @@ def bench_depth(tasks: Annotated[str, typer.Option(
                                     ] = BENCH_EXPORT_KD_STEPS,
                 hint_steps: Annotated[int, typer.Option(
                     "--hint-steps", help="Hint-stage steps of the methods with hints.")] = DEPTH_HINT_STEPS,
+                recorded_only: Annotated[bool, typer.Option(
+                    "--recorded-only", help="Run nothing: write the report and plot of the runs on record (an "
+                    "interrupted benchmark's so far).")] = False,
                 data_dir: DataDir = None, device: Device = "auto", threads: Threads = None,
                 results: Results = Path("results")):
     """Thinner-deeper with FitNets hints against shallower-wider at equal FLOPs: a ladder of students of equal
@@ -328,7 +331,8 @@ def bench_depth(tasks: Annotated[str, typer.Option(
 
     opts = bd.DepthOptions(tasks=parse_tasks(tasks), shares=parse_shares(shares), depths=bd.parse_depths(depths),
                            methods=parse_tasks(methods), seeds=seeds, budget=budget, kd_steps=kd_steps,
-                           hint_steps=hint_steps, data_dir=data_dir, results=results, threads=threads, device=device)
+                           hint_steps=hint_steps, data_dir=data_dir, results=results, threads=threads, device=device,
+                           recorded_only=recorded_only)
     r = bd.bench_depth(opts, log=typer.echo)
     finish(r, bd.depth_markdown, results)
 
