@@ -79,7 +79,7 @@ def collapse_reason(metric: float, majority: float, teacher: float, margin: floa
     majority level itself has nothing to teach, and gives no verdict; a negative margin turns the check off."""
     if margin < 0 or metric > majority + margin or teacher <= majority + margin:
         return None
-    return (f"collapsed: final metric {metric:.4f} is within {margin:g} of the majority-class level "
+    return (f"final metric {metric:.4f} is within {margin:g} of the majority-class level "
             f"{majority:.4f} (always predicting the most frequent class); the teacher has {teacher:.4f}")
 
 
