@@ -927,6 +927,31 @@ def test_bench_pruning_runs_both_studies_per_seed_and_judges_the_goals(data_dir,
     assert "## The rule replayed over the unpruned studies" in text
 
 
+def test_bench_pruning_counts_each_seeds_hypervolume_kept_at_most_100_percent_toward_the_goal():
+    """A seed whose pruned study's sampler found a better front (kept 133.7%) cannot hide one that lost part of
+    its front: the goal's mean counts it at 100%; the spread keeps the uncapped figures; the replay's mean too."""
+    from fastbert_nas.bench.pruning import pruning_goals, seed_summary
+
+    def seed(saved, kept, replay_kept):
+        return {"steps_saved": saved, "hypervolume_kept": kept,
+                "replay": [{"margin": 0, "steps_saved": saved, "hypervolume_kept": replay_kept},
+                           {"margin": 0.01, "steps_saved": saved / 2, "hypervolume_kept": 1.0}]}
+
+    seeds = [seed(0.485, 0.997, 0.997), seed(0.455, 0.940, 0.95), seed(0.442, 1.337, 1.2)]
+    r = seed_summary(seeds)
+    assert r["steps_saved"] == pytest.approx((0.485 + 0.455 + 0.442) / 3)
+    assert r["hypervolume_kept"] == pytest.approx((0.997 + 0.940 + 1.0) / 3)  # 97.9%: below the goal
+    assert not pruning_goals(r["steps_saved"], r["hypervolume_kept"])["hypervolume_kept_met"]
+    assert r["spread"]["hypervolume_kept"]["mean"] == pytest.approx((0.997 + 0.940 + 1.337) / 3)  # 109%, uncapped
+    assert r["spread"]["hypervolume_kept"]["max"] == 1.337 and r["spread"]["steps_saved"]["n"] == 3
+    assert [x["margin"] for x in r["replay_mean"]] == [0, 0.01]
+    assert r["replay_mean"][0]["hypervolume_kept"] == pytest.approx((0.997 + 0.95 + 1.0) / 3)
+    assert r["replay_mean"][1]["steps_saved"] == pytest.approx(r["steps_saved"] / 2)
+    seeds[1]["hypervolume_kept"] = None  # a seed without a front: no mean, no spread of it
+    r = seed_summary(seeds)
+    assert r["hypervolume_kept"] is None and "hypervolume_kept" not in r["spread"] and r["steps_saved"] is not None
+
+
 def test_bench_pruning_takes_recorded_seeds_whose_files_are_gone_and_reruns_changed_ones(
         data_dir, tiny_teacher_dir, tmp_path):
     import json
