@@ -125,3 +125,20 @@ def test_bench_depth_runs_every_student_and_method_and_resumes(tmp_path, data_di
 def test_bench_depth_bad_input_is_one_line(tmp_path, data_dir):
     r = invoke(*bench_args(data_dir, tmp_path, **{"--depths": "2,x"}))
     assert r.exit_code == 2 and "--depths '2,x'" in r.output and "Traceback" not in r.output
+
+
+def test_depth_figure_gives_each_method_one_colour_in_every_panel():
+    """Two panels (two shares): a method's line has the same colour in both, and the colours differ."""
+    from fastbert_nas.bench.depth_report import depth_figure
+
+    stat = {"mean": 0.8, "sd": None, "n": 1}
+    rows = [{"task": "sst2", "share": share, "depth": depth, "method": method, "dev": stat, "student": "s",
+             "hints": "1:1"} for share in (0.1, 0.25) for depth in (2, 4) for method in bd.METHODS]
+    report = {"tasks": [{"task": "sst2", "metric": "accuracy", "teacher_dev": 0.9,
+                         "ladders": {"0.1": [], "0.25": []}}],
+              "rows": rows, "settings": {"methods": list(bd.METHODS), "depths": [2, 4]}}
+    colours = {}
+    for trace in depth_figure(report).data:
+        colours.setdefault(trace.legendgroup, set()).add(trace.line.color)
+    assert set(colours) == set(bd.METHODS) and all(len(c) == 1 for c in colours.values())
+    assert len({next(iter(c)) for c in colours.values()}) == len(bd.METHODS)

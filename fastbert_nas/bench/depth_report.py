@@ -14,6 +14,8 @@ from fastbert_nas.report.plots import write_figures
 PLOT_STEM = "metric_vs_depth"
 METHOD_LABELS = {"fitnets": "FitNets (teacher init, hints, KD)", "kd": "KD only (teacher init)",
                  "random-hints": "random init, hints, KD"}
+# One colour per method in every panel (plotly's default cycle would give each panel's traces new ones).
+METHOD_COLORS = {"fitnets": "#1f77b4", "kd": "#ff7f0e", "random-hints": "#2ca02c"}
 
 
 def _stat(s: dict, digits: int = 4) -> str:
@@ -35,6 +37,7 @@ def depth_figure(report: dict) -> go.Figure:
             fig.add_trace(go.Scatter(
                 x=[r["depth"] for r in got], y=[r["dev"]["mean"] for r in got], mode="lines+markers",
                 name=METHOD_LABELS.get(method, method), legendgroup=method, showlegend=col == 1,
+                line=dict(color=METHOD_COLORS.get(method)),
                 error_y=dict(array=[r["dev"]["sd"] or 0 for r in got]),
                 text=[f"{r['student']} hints {r['hints']}" for r in got]), row=1, col=col)
         fig.add_hline(y=t["teacher_dev"], line_dash="dash", annotation_text="teacher", row=1, col=col)
