@@ -185,15 +185,18 @@ def seed_summary(per_seed: list[dict]) -> dict:
 
     saved, kept = values("steps_saved", per_seed), values("hypervolume_kept", per_seed)
     replays = [s.get("replay") or [] for s in per_seed]
-    margins = [x["margin"] for x in replays[0]] if replays and all(
-        [x["margin"] for x in r] == [x["margin"] for x in replays[0]] for r in replays) else []
-    at = [[r[i] for r in replays] for i in range(len(margins))]
+    replay_mean = []
+    if replays and all(len(r) == len(replays[0]) for r in replays):
+        for i, first in enumerate(replays[0]):
+            at = [r[i] for r in replays]
+            at_saved, at_kept = values("steps_saved", at), values("hypervolume_kept", at)
+            if at_saved and at_kept and all(x["margin"] == first["margin"] for x in at):
+                replay_mean.append({"margin": first["margin"], "steps_saved": statistics.mean(at_saved),
+                                    "hypervolume_kept": statistics.mean(min(1.0, k) for k in at_kept)})
     return {"steps_saved": statistics.mean(saved) if saved else None,
             "hypervolume_kept": statistics.mean(min(1.0, k) for k in kept) if kept else None,
             "spread": {key: seed_stats(v) for key, v in (("steps_saved", saved), ("hypervolume_kept", kept)) if v},
-            "replay_mean": [{"margin": m, "steps_saved": statistics.mean(values("steps_saved", xs)),
-                             "hypervolume_kept": statistics.mean(min(1.0, k) for k in values("hypervolume_kept", xs))}
-                            for m, xs in zip(margins, at) if values("hypervolume_kept", xs)]}
+            "replay_mean": replay_mean}
 
 
 def pruning_goals(steps_saved: float | None, hypervolume_kept: float | None) -> dict:
@@ -220,6 +223,7 @@ def spread_lines(r: dict) -> list[str]:
     """The per-seed figures' spread, and the replay's mean at each margin (nothing before every seed is in)."""
     if set(r.get("spread") or {}) != {"steps_saved", "hypervolume_kept"}:
         return []
+
     def text(x: dict) -> str:
         sd = f" ± {x['sd']:.1%}" if x["sd"] is not None else ""
         return f"{x['mean']:.1%}{sd} ({x['min']:.1%}-{x['max']:.1%})"
@@ -256,7 +260,8 @@ def pruning_markdown(r: dict) -> str:
              f"{g['steps_saved_at_least']:.0%}: {'met' if g['steps_saved_met'] else 'not met'}); hypervolume kept "
              f"**{_share(r['hypervolume_kept'])}**, each seed counted at most 100% (goal >= "
              f"{g['hypervolume_kept_at_least']:.0%}: {'met' if g['hypervolume_kept_met'] else 'not met'}). "
-             f"Both goals: **{'met' if g['met'] else 'not met'}**.", "", *spread_lines(r), "", "| seed | pruning | trials | states | training steps | wall min | per trial s (min / median / max) "
+             f"Both goals: **{'met' if g['met'] else 'not met'}**.", "", *spread_lines(r), "",
+             "| seed | pruning | trials | states | training steps | wall min | per trial s (min / median / max) "
              "| hypervolume | steps saved | hypervolume kept | measured |", "|---" * 11 + "|"]
     for s in r["seeds"]:
         for mode, f in s["runs"].items():
