@@ -5,7 +5,14 @@ import json
 
 import pytest
 
-from fastbert_nas.bench.common import SUMMARY_FILE, kendall_tau, rank_correlation, write_summary
+from fastbert_nas.bench.common import (
+    SUMMARY_FILE,
+    kendall_tau,
+    rank_correlation,
+    seed_stats,
+    seed_text,
+    write_summary,
+)
 
 
 def test_the_summary_lists_every_report_with_its_machine_and_includes_it(tmp_path):
@@ -35,3 +42,8 @@ def test_rank_correlation_on_plain_numbers():
     # Kendall: of the 6 pairs, 5 in the same order and 1 swapped
     assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx((5 - 1) / 6)
     assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0) and kendall_tau([1, 1], [1, 2]) is None
+
+
+def test_seed_text_gives_mean_sd_and_range_over_seeds_and_one_seed_alone():
+    assert seed_text(seed_stats([0.5]), ".1%") == "50.0%"
+    assert seed_text(seed_stats([0.94, 0.95, 0.96]), ".2f") == "0.95 ± 0.01 (0.94-0.96)"

@@ -64,6 +64,13 @@ def seed_stats(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
+def seed_text(s: dict, fmt: str) -> str:
+    """seed_stats as 'mean ± sd (min-max)' in format fmt; one seed: its value alone."""
+    if s["n"] == 1:
+        return format(s["mean"], fmt)
+    return f"{s['mean']:{fmt}} ± {s['sd']:{fmt}} ({s['min']:{fmt}}-{s['max']:{fmt}})"
+
+
 def rank_correlation(a: list[float], b: list[float]) -> float | None:
     """Spearman's rank correlation of two paired lists (ties get their average rank); None when either list
     has fewer than two distinct values."""

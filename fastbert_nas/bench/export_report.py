@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from fastbert_nas.bench.common import seed_stats
+from fastbert_nas.bench.common import seed_stats, seed_text
 
 # The goals, as (task, largest FLOPs share of the teacher, least dev retention); other tasks: as measured.
 GOALS = (("sst2", 0.25, 0.98), ("sst2", 0.10, 0.95))
@@ -51,13 +51,6 @@ def check_goals(means: list[dict]) -> list[dict]:
 
 def _limit(share: float) -> str:
     return f"{share * 100:g}%"
-
-
-def _mean(s: dict, fmt: str) -> str:
-    """seed_stats as 'mean ± sd (min-max)'; one seed: its value."""
-    if s["n"] == 1:
-        return format(s["mean"], fmt)
-    return f"{s['mean']:{fmt}} ± {s['sd']:{fmt}} ({s['min']:{fmt}}-{s['max']:{fmt}})"
 
 
 def _ms(s: dict) -> str:
@@ -121,9 +114,9 @@ def export_markdown(r: dict) -> str:
                   "|---|---|---|---|---|---|---|---|"]
         for m in r["over_seeds"]:
             lines.append(f"| {title(m['task'])} | {_limit(m['share_limit'])} | {m['trial']} | {m['student']} | "
-                         f"{len(m['seeds'])} | {_mean(m['val_metric'], '.4f')} | {m['metric']} "
-                         f"{_mean(m['dev_metric'], '.4f')} | "
-                         f"{_mean(m['retention'], '.1%') if m['retention'] else '-'} |")
+                         f"{len(m['seeds'])} | {seed_text(m['val_metric'], '.4f')} | {m['metric']} "
+                         f"{seed_text(m['dev_metric'], '.4f')} | "
+                         f"{seed_text(m['retention'], '.1%') if m['retention'] else '-'} |")
         lines.append("")
     if r["goals"]:
         lines += ["## Goals", ""]
@@ -137,7 +130,7 @@ def export_markdown(r: dict) -> str:
                 lines.append(f"- {head}**{'met' if g['met'] else 'not met'}**: the best within it, trial "
                              f"{g['trial']} {g['student']} ({g['flops_share']:.1%} of the FLOPs), retains "
                              f"{g['retention']:.1%}" + (f" on the mean of {seeds['n']} seeds "
-                                                       f"({_mean(seeds, '.1%')})" if seeds["n"] > 1 else "") + ".")
+                                                       f"({seed_text(seeds, '.1%')})" if seeds["n"] > 1 else "") + ".")
         others = [task for task in r["tasks"] if task not in {g["task"] for g in r["goals"]}]
         if others:
             lines.append(f"- {', '.join(map(title, others))}: no goal; as measured above.")

@@ -16,6 +16,7 @@ from fastbert_nas.bench.common import (
     run_studies,
     save_report,
     seed_stats,
+    seed_text,
     study_figures,
     task_name,
     teacher_id,
@@ -174,6 +175,11 @@ def pruning_report(opts: SearchOptions, per_seed: list[dict]) -> dict:
     return report
 
 
+def capped_mean(kept: list[float]) -> float:
+    """The mean of per-seed shares of hypervolume kept, each counted at most 100%."""
+    return statistics.mean(min(1.0, k) for k in kept)
+
+
 def seed_summary(per_seed: list[dict]) -> dict:
     """The per-seed figures over the seeds: the goals' means of steps saved and of hypervolume kept, each seed's
     hypervolume kept counted at most 100% (a seed whose pruned study's sampler found a better front cannot hide
@@ -192,9 +198,9 @@ def seed_summary(per_seed: list[dict]) -> dict:
             at_saved, at_kept = values("steps_saved", at), values("hypervolume_kept", at)
             if at_saved and at_kept and all(x["margin"] == first["margin"] for x in at):
                 replay_mean.append({"margin": first["margin"], "steps_saved": statistics.mean(at_saved),
-                                    "hypervolume_kept": statistics.mean(min(1.0, k) for k in at_kept)})
+                                    "hypervolume_kept": capped_mean(at_kept)})
     return {"steps_saved": statistics.mean(saved) if saved else None,
-            "hypervolume_kept": statistics.mean(min(1.0, k) for k in kept) if kept else None,
+            "hypervolume_kept": capped_mean(kept) if kept else None,
             "spread": {key: seed_stats(v) for key, v in (("steps_saved", saved), ("hypervolume_kept", kept)) if v},
             "replay_mean": replay_mean}
 
@@ -223,13 +229,10 @@ def spread_lines(r: dict) -> list[str]:
     """The per-seed figures' spread, and the replay's mean at each margin (nothing before every seed is in)."""
     if set(r.get("spread") or {}) != {"steps_saved", "hypervolume_kept"}:
         return []
-
-    def text(x: dict) -> str:
-        sd = f" ± {x['sd']:.1%}" if x["sd"] is not None else ""
-        return f"{x['mean']:.1%}{sd} ({x['min']:.1%}-{x['max']:.1%})"
     spread = r["spread"]
-    lines = [f"Over {spread['steps_saved']['n']} seeds, mean ± sd (min-max): steps saved "
-             f"{text(spread['steps_saved'])}; hypervolume kept, uncapped, {text(spread['hypervolume_kept'])}. "
+    saved, kept = (seed_text(spread[key], ".1%") for key in ("steps_saved", "hypervolume_kept"))
+    lines = [f"Over {spread['steps_saved']['n']} seeds, mean ± sd (min-max): steps saved {saved}; "
+             f"hypervolume kept, uncapped, {kept}. "
              "A seed above 100% is one whose pruned study's sampler, steered by the pruned trials, drew a better "
              "front than the unpruned one: the replay below (the same students) separates the rule from the path."]
     if r.get("replay_mean"):
