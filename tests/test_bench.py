@@ -5,14 +5,7 @@ import json
 
 import pytest
 
-from fastbert_nas.bench.common import (
-    SUMMARY_FILE,
-    kendall_tau,
-    rank_correlation,
-    seed_stats,
-    seed_text,
-    write_summary,
-)
+from fastbert_nas.bench.common import SUMMARY_FILE, kendall_tau, rank_correlation, seed_stats, seed_text, write_summary
 
 
 def test_the_summary_lists_every_report_with_its_machine_and_includes_it(tmp_path):
