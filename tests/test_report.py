@@ -192,6 +192,7 @@ def test_several_studies_overlay_in_their_own_colours(tmp_path):
     front_a, front_b = trace(fig, "a: front"), trace(fig, "b: front")
     assert list(front_b.x) == [0.3e9, 0.6e9]
     assert front_a.line.color != front_b.line.color
+    assert fig.layout.title.text.startswith("a, b: accuracy against FLOPs<br><sup>")  # the note on a line of its own
     assert {t.name for t in plots.hypervolume_figure([a, b]).data} == {"a", "b"}
 
 

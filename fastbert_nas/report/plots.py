@@ -148,8 +148,9 @@ def pareto_figure(studies: list[StudyData], cost: str, show_pruned: bool = False
     metric = "/".join(sorted({d.metric for d in studies}))
     unit = COST_TITLES[cost].format(seq_len="/".join(sorted({str(d.seq_len) for d in studies})))
     unit += f" ({studies[0].latency_note})" if cost == "latency" and not many else ""
-    fig.update_layout(title=f"{', '.join(d.name for d in studies)}: {metric} against {COST_NAMES[cost]} "
-                            "(validation split, each student at its highest rung; the front is the step line)",
+    fig.update_layout(title=f"{', '.join(d.name for d in studies)}: {metric} against {COST_NAMES[cost]}<br>"
+                            "<sup>validation split, each student at its highest rung; the front is the step "
+                            "line</sup>",
                       xaxis=dict(title=unit + ", log scale", type="log", dtick=LOG_DTICK,
                                  tickformat="~s" if cost == "flops" else None),
                       yaxis=dict(title=f"{metric} (validation split)"), hovermode="closest",
