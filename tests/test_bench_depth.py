@@ -66,9 +66,20 @@ def test_flat_step_on_plain_curves():
 def test_options_refuse_bad_values():
     for over, fragment in [({"methods": ("fitnets", "nope")}, "--methods: unknown nope"),
                            ({"depths": (2, 0)}, "--depths"), ({"shares": (1.5,)}, "--shares 1.5"),
-                           ({"seeds": 0}, "--seeds 0"), ({"tasks": ("mnli",)}, "mnli")]:
+                           ({"seeds": 0}, "--seeds 0"), ({"tasks": ("mnli",)}, "mnli"),
+                           ({"report": "../depth"}, "--report '../depth'")]:
         with pytest.raises(bd.UserError, match=fragment):
             bd.DepthOptions(**over).check()
+
+
+def test_two_benchmarks_sharing_runs_json_keep_each_others_runs(tmp_path):
+    one, two = bd.Runs(tmp_path), bd.Runs(tmp_path)   # e.g. one benchmark per core, other tasks
+    one.put("sst2/a", {"val": 0.8})
+    two.put("cola/b", {"val": 0.3})                    # two read the file before one wrote
+    one.put("sst2/c", {"val": 0.9})
+    assert set(json.loads((tmp_path / "depth" / "runs.json").read_text())) == {"sst2/a", "cola/b", "sst2/c"}
+    assert set(two.refresh()) == {"sst2/a", "cola/b", "sst2/c"}
+    assert [p.name for p in (tmp_path / "depth").iterdir()] == ["runs.json"]
 
 
 def bench_args(data_dir, results, **over) -> list[str]:
@@ -115,11 +126,14 @@ def test_bench_depth_runs_every_student_and_method_and_resumes(tmp_path, data_di
     assert (task["on_record"], task["planned"]) == (6, 12)
     assert "Runs on record: 6 of the 12 planned" in (tmp_path / "benchmarks" / "depth.md").read_text()
 
-    r = invoke(*bench_args(data_dir, tmp_path, **{"--kd-steps": 4, "--methods": "kd"}))  # other steps: runs of its own
-    assert r.exit_code == 0, r.output
+    main_report = (tmp_path / "benchmarks" / "depth.json").read_text()
+    r = invoke(*bench_args(data_dir, tmp_path, **{"--kd-steps": 4, "--methods": "kd", "--report": "depth-kd4"}))
+    assert r.exit_code == 0, r.output     # other steps: runs of their own, in a report of its own name
     after = json.loads((tmp_path / "depth" / "runs.json").read_text())
     assert len(after) == len(runs) + 2 and all(after[k] == v for k, v in runs.items())
-    assert len(json.loads((tmp_path / "benchmarks" / "depth.json").read_text())["rows"]) == 2
+    assert len(json.loads((tmp_path / "benchmarks" / "depth-kd4.json").read_text())["rows"]) == 2
+    assert (tmp_path / "benchmarks" / "depth-kd4" / "metric_vs_depth.png").exists()
+    assert (tmp_path / "benchmarks" / "depth.json").read_text() == main_report
 
 
 def test_bench_depth_bad_input_is_one_line(tmp_path, data_dir):

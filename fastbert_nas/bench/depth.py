@@ -9,7 +9,8 @@
          random-hints  random init, the same hint stage, then KD
     -> validation and dev metric of every run, mean and spread over seeds; the step where each hint
        stage's loss flattened (flat_step)
-    -> RESULTS/benchmarks/depth.json, depth.md and depth/metric_vs_depth.png (bench/depth_report.py)
+    -> RESULTS/benchmarks/depth.json, depth.md and depth/metric_vs_depth.png (bench/depth_report.py), or
+       under another name (--report) for a variant: other step counts, a subset of the ladder
 
 Every run is kept as it finishes in RESULTS/depth/runs.json (small: commit it), keyed by its task, share,
 student, method, seed and step counts, so the same command resumes, on this machine or a fresh one;
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -40,7 +43,6 @@ from fastbert_nas.core.training import evaluate
 from fastbert_nas.export.checkpoint import FileCheckpoint
 from fastbert_nas.search.hints import hint_student_layers
 
-BENCH_FILE = "depth"
 RUNS_DIR = "depth"                # RESULTS/depth/: runs.json and the checkpoints of runs in progress
 RUNS_FILE = "runs.json"
 LADDER_TOLERANCE = 0.05           # a rung's encoder FLOPs within 5% of its share of the teacher's
@@ -139,6 +141,7 @@ class DepthOptions:
     threads: int | None = None
     device: str = "auto"
     recorded_only: bool = False    # report the runs on record and run none of the rest
+    report: str = settings.DEPTH_REPORT      # RESULTS/benchmarks/<report>.json, .md and <report>/: a variant's own name
 
     def check(self) -> "DepthOptions":
         at_least(1, seeds=self.seeds, kd_steps=self.kd_steps, hint_steps=self.hint_steps)
@@ -155,6 +158,8 @@ class DepthOptions:
         for task in self.tasks:
             resolve_task(task)
         budget_config(self.budget)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.report):
+            raise UserError(f"--report {self.report!r}: a file name (letters, digits, '.', '_', '-')")
         return self
 
 
@@ -168,16 +173,25 @@ def run_key(task: str, share: float, arch: StudentArch, method: str, seed: int, 
 
 
 class Runs:
-    """RESULTS/depth/runs.json: {run_key: record}, written after every run."""
+    """RESULTS/depth/runs.json: {run_key: record}, written after every run. Two benchmarks may share the file
+    (say one per core, other tasks or step counts): each write reads it again and adds its run to what is there,
+    and replaces the file whole, so neither loses the other's runs."""
 
     def __init__(self, results: Path):
         self.path = Path(results) / RUNS_DIR / RUNS_FILE
+        self.refresh()
+
+    def refresh(self) -> dict:
+        """The runs on record now (another benchmark may have added some)."""
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        return self.data
 
     def put(self, key: str, record: dict) -> None:
-        self.data[key] = record
+        self.data = self.refresh() | {key: record}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=1))
+        part = self.path.with_name(f"{self.path.name}.{os.getpid()}.part")
+        part.write_text(json.dumps(self.data, indent=1))
+        part.replace(self.path)
 
 
 def one_run(ctx: pipeline.Context, arch: StudentArch, method: str, seed: int, opts: DepthOptions, folder: Path,
@@ -216,7 +230,7 @@ def task_runs(task: str, opts: DepthOptions, runs: Runs, log: Callable[[str], No
             for seed in range(opts.seeds) for share, archs in ladders.items() for arch in archs
             for method in opts.methods]
     for share, arch, method, seed, key in plan:
-        if key in runs.data or opts.recorded_only:
+        if opts.recorded_only or key in runs.refresh():
             continue
         log(f"{key} ({arch.hints_str}) ...")
         folder = runs.path.parent / key.replace("/", "-")
@@ -259,6 +273,7 @@ def bench_depth(opts: DepthOptions, log: Callable[[str], None] = print) -> dict:
     opts.check()
     runs = Runs(opts.results)
     tasks = [task_runs(task, opts, runs, log) for task in opts.tasks]
+    runs.refresh()
     report = {"tasks": tasks, "rows": [row for t in tasks for row in summarize(t, runs, opts)],
               "settings": {"budget": opts.budget, "hint_steps": opts.hint_steps, "kd_steps": opts.kd_steps,
                            "seeds": opts.seeds, "depths": list(opts.depths), "shares": list(opts.shares),
@@ -267,5 +282,5 @@ def bench_depth(opts: DepthOptions, log: Callable[[str], None] = print) -> dict:
               "chosen_on": "nothing (fixed ladder and methods; validation is what a user would choose on)",
               "reported_on": "dev", "runs_file": str(runs.path), "machine": machine(),
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    report["plot"] = write_plot(report, Path(opts.results) / "benchmarks" / BENCH_FILE, log)
-    return save_report(report, opts.results, BENCH_FILE, depth_markdown)
+    report["plot"] = write_plot(report, Path(opts.results) / "benchmarks" / opts.report, log)
+    return save_report(report, opts.results, opts.report, depth_markdown)

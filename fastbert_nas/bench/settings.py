@@ -23,6 +23,7 @@ DEPTH_SEEDS = 3
 DEPTH_HINT_STEPS = 2000                          # stage-1 steps of 32 examples for the methods with hints (FitNets
                                                  # trains the guided layers until they fit: each run's flat step
                                                  # says whether this was long enough)
+DEPTH_REPORT = "depth"                           # RESULTS/benchmarks/depth.{json,md} and depth/ (the plot)
 
 # `bench families`: one SST-2 row per teacher family, from a random base of each (bench/families.py).
 FAMILIES = ("bert", "roberta", "electra", "distilbert")

@@ -21,6 +21,7 @@ from fastbert_nas.bench.settings import (
     DEPTH_HINT_STEPS,
     DEPTH_LADDER,
     DEPTH_METHODS,
+    DEPTH_REPORT,
     DEPTH_SEEDS,
     DEPTH_SHARES,
     DEPTH_TASKS,
@@ -318,13 +319,17 @@ def bench_depth(tasks: Annotated[str, typer.Option(
                 recorded_only: Annotated[bool, typer.Option(
                     "--recorded-only", help="Run nothing: write the report and plot of the runs on record (an "
                     "interrupted benchmark's so far).")] = False,
+                report: Annotated[str, typer.Option(
+                    "--report", help="Name of the report: RESULTS/benchmarks/REPORT.json, .md and REPORT/ (give a "
+                    "variant, such as other step counts or a subset of the ladder, a name of its own so that it "
+                    "leaves the main report as it is).")] = DEPTH_REPORT,
                 data_dir: DataDir = None, device: Device = "auto", threads: Threads = None,
                 results: Results = Path("results")):
     """Thinner-deeper with FitNets hints against shallower-wider at equal FLOPs: a ladder of students of equal
     FLOPs per share, each distilled by every method and seed; validation and dev metrics with their spread,
     where each hint stage's loss flattened, and a plot of dev metric against depth. Runs are kept in
     RESULTS/depth/runs.json (the same command resumes, a shorter --kd-steps keeps runs of its own); writes
-    RESULTS/benchmarks/depth.json, .md and depth/metric_vs_depth.png.
+    RESULTS/benchmarks/depth.json, .md and depth/metric_vs_depth.png (or under the name --report gives).
     """
     from fastbert_nas.bench import depth as bd
     from fastbert_nas.bench.export import parse_shares, parse_tasks
@@ -332,7 +337,7 @@ def bench_depth(tasks: Annotated[str, typer.Option(
     opts = bd.DepthOptions(tasks=parse_tasks(tasks), shares=parse_shares(shares), depths=bd.parse_depths(depths),
                            methods=parse_tasks(methods), seeds=seeds, budget=budget, kd_steps=kd_steps,
                            hint_steps=hint_steps, data_dir=data_dir, results=results, threads=threads, device=device,
-                           recorded_only=recorded_only)
+                           recorded_only=recorded_only, report=report)
     r = bd.bench_depth(opts, log=typer.echo)
     finish(r, bd.depth_markdown, results)
 
