@@ -133,6 +133,7 @@ def test_bench_depth_runs_every_student_and_method_and_resumes(tmp_path, data_di
     assert len(after) == len(runs) + 2 and all(after[k] == v for k, v in runs.items())
     assert len(json.loads((tmp_path / "benchmarks" / "depth-kd4.json").read_text())["rows"]) == 2
     assert (tmp_path / "benchmarks" / "depth-kd4" / "metric_vs_depth.png").exists()
+    assert "shallower-wider (`depth-kd4`)" in (tmp_path / "benchmarks" / "depth-kd4.md").read_text()
     assert (tmp_path / "benchmarks" / "depth.json").read_text() == main_report
 
 

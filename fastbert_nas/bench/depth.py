@@ -278,7 +278,7 @@ def bench_depth(opts: DepthOptions, log: Callable[[str], None] = print) -> dict:
               "settings": {"budget": opts.budget, "hint_steps": opts.hint_steps, "kd_steps": opts.kd_steps,
                            "seeds": opts.seeds, "depths": list(opts.depths), "shares": list(opts.shares),
                            "methods": list(opts.methods), "ladder_tolerance": LADDER_TOLERANCE,
-                           "flat_tolerance": FLAT_TOLERANCE},
+                           "flat_tolerance": FLAT_TOLERANCE, "report": opts.report},
               "chosen_on": "nothing (fixed ladder and methods; validation is what a user would choose on)",
               "reported_on": "dev", "runs_file": str(runs.path), "machine": machine(),
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -9,6 +9,7 @@ from typing import Callable
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from fastbert_nas.bench.settings import DEPTH_REPORT
 from fastbert_nas.report.plots import write_figures
 
 PLOT_STEM = "metric_vs_depth"
@@ -62,7 +63,8 @@ def write_plot(report: dict, folder: Path, log: Callable[[str], None]) -> str | 
 def depth_markdown(r: dict) -> str:
     """The benchmark's tables: each task's ladders, then one row per (share, depth, method)."""
     s, m = r["settings"], r["machine"]
-    lines = ["# Depth at equal FLOPs: thinner-deeper with hints, or shallower-wider", "",
+    variant = f" (`{s['report']}`)" if s.get("report", DEPTH_REPORT) != DEPTH_REPORT else ""
+    lines = [f"# Depth at equal FLOPs: thinner-deeper with hints, or shallower-wider{variant}", "",
              f"Measured {r['time']} on {m['cpu']}, {m['threads']} threads, torch {m['torch']}. Budget "
              f"`{s['budget']}`: {s['hint_steps']} hint steps (FitNets and random-hints; none for KD only), "
              f"{s['kd_steps']} KD steps, up to {s['seeds']} seeds. Ladder: depths {s['depths']}, widths holding the "
