@@ -67,9 +67,20 @@ def test_options_refuse_bad_values():
     for over, fragment in [({"methods": ("fitnets", "nope")}, "--methods: unknown nope"),
                            ({"depths": (2, 0)}, "--depths"), ({"shares": (1.5,)}, "--shares 1.5"),
                            ({"seeds": 0}, "--seeds 0"), ({"tasks": ("mnli",)}, "mnli"),
-                           ({"report": "../depth"}, "--report '../depth'")]:
+                           ({"report": "../depth"}, "--report '../depth'"),
+                           ({"budget": "huge"}, "--budget 'huge': unknown")]:
         with pytest.raises(bd.UserError, match=fragment):
             bd.DepthOptions(**over).check()
+
+
+def test_a_trial_budget_runs_as_search_trials_do_at_the_benchmarks_step_counts():
+    cfg = bd.DepthOptions(budget="cpu", kd_steps=700, hint_steps=200).check().config()
+    trial = bd.TRIAL_BUDGETS["cpu"]
+    assert (cfg.kd_steps, cfg.hint_steps) == (700, 200)
+    for key in ("examples", "batch_size", "eval_every"):
+        assert getattr(cfg, key) == trial[key]
+    assert cfg.augment == 0                       # trials do not augment; distill's small budget does
+    assert bd.DepthOptions(budget="small").config().augment > 0
 
 
 def test_two_benchmarks_sharing_runs_json_keep_each_others_runs(tmp_path):

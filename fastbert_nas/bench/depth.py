@@ -34,7 +34,18 @@ from typing import Callable
 from fastbert_nas.bench import settings
 from fastbert_nas.bench.common import machine, save_report, seed_stats, teacher_id
 from fastbert_nas.bench.depth_report import depth_markdown, write_plot
-from fastbert_nas.config import CHECKPOINT_EVERY, StudentArch, UserError, at_least, budget_config, run_env, trial_recipe
+from fastbert_nas.config import (
+    BUDGETS,
+    CHECKPOINT_EVERY,
+    TRIAL_BUDGETS,
+    DistillConfig,
+    StudentArch,
+    UserError,
+    at_least,
+    budget_config,
+    run_env,
+    trial_recipe,
+)
 from fastbert_nas.core import pipeline
 from fastbert_nas.core.cost import analytic_flops, count_flops
 from fastbert_nas.core.family import config_shape
@@ -157,10 +168,21 @@ class DepthOptions:
             raise UserError(f"--shares {bad[0]}: a share of the teacher's FLOPs, above 0 and at most 1")
         for task in self.tasks:
             resolve_task(task)
-        budget_config(self.budget)
+        self.config()
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.report):
             raise UserError(f"--report {self.report!r}: a file name (letters, digits, '.', '_', '-')")
         return self
+
+    def config(self) -> DistillConfig:
+        """Every run's budget: a distill/export preset (config.BUDGETS) or a search trial's (config.TRIAL_BUDGETS,
+        without augmentation, as trials run), at this benchmark's step counts."""
+        steps = {"kd_steps": self.kd_steps, "hint_steps": self.hint_steps}
+        if self.budget in BUDGETS:
+            return budget_config(self.budget, **steps)
+        if self.budget in TRIAL_BUDGETS:
+            return DistillConfig(**(TRIAL_BUDGETS[self.budget] | steps))
+        raise UserError(f"--budget {self.budget!r}: unknown; choose one of {', '.join(BUDGETS)} (distill presets) "
+                        f"or {', '.join(b for b in TRIAL_BUDGETS if b not in BUDGETS)} (a search trial's)")
 
 
 def run_key(task: str, share: float, arch: StudentArch, method: str, seed: int, opts: DepthOptions,
@@ -197,8 +219,7 @@ class Runs:
 def one_run(ctx: pipeline.Context, arch: StudentArch, method: str, seed: int, opts: DepthOptions, folder: Path,
             log: Callable[[str], None]) -> dict:
     """Distill one student one way (checkpointed in `folder`), scored on validation and dev."""
-    base = budget_config(opts.budget, kd_steps=opts.kd_steps, hint_steps=opts.hint_steps)
-    cfg = replace(base, **(trial_recipe(arch) | METHODS[method]), seed=seed)
+    cfg = replace(opts.config(), **(trial_recipe(arch) | METHODS[method]), seed=seed)
     checkpoint = FileCheckpoint(folder / ".checkpoint", CHECKPOINT_EVERY, log=log)
     checkpoint.claim({"arch": arch.to_dict(), "config": cfg.to_dict(), "teacher": ctx.teacher.fingerprint,
                       "task": ctx.spec.name})
@@ -222,7 +243,7 @@ def task_runs(task: str, opts: DepthOptions, runs: Runs, log: Callable[[str], No
     """Every run of one task not yet on record (seed 0 of every student and method first; none with
     opts.recorded_only); the task's teacher figures, its ladders and how many of its runs are on record."""
     env = run_env(task, opts.data_dir, device=opts.device, threads=opts.threads, results=opts.results)
-    ctx = pipeline.prepare(env, budget_config(opts.budget, kd_steps=opts.kd_steps, hint_steps=opts.hint_steps))
+    ctx = pipeline.prepare(env, opts.config())
     seq_len = ctx.spec.max_len
     ladders = {share: ladder(ctx.teacher.model.config, share, opts.depths, seq_len) for share in opts.shares}
     teacher = teacher_id(ctx.teacher.manifest, ctx.teacher.fingerprint)

@@ -310,15 +310,17 @@ def bench_depth(tasks: Annotated[str, typer.Option(
                     "KD only), random-hints (random init, hint stage, KD).")] = ",".join(DEPTH_METHODS),
                 seeds: Annotated[int, typer.Option("--seeds", help="Seeds 0 to SEEDS-1 of every run.")] = DEPTH_SEEDS,
                 budget: Annotated[str, typer.Option(
-                    "--budget", help="Step budget (examples, augmentation, batch) of every run.")
+                    "--budget", help="Step budget (examples, augmentation, batch) of every run: small, standard "
+                    "or full (distill's), or cpu or gpu (a search trial's, without augmentation).")
                 ] = BENCH_EXPORT_BUDGET,
                 kd_steps: Annotated[int, typer.Option("--kd-steps", help="KD steps of every run.")
                                     ] = BENCH_EXPORT_KD_STEPS,
                 hint_steps: Annotated[int, typer.Option(
                     "--hint-steps", help="Hint-stage steps of the methods with hints.")] = DEPTH_HINT_STEPS,
                 recorded_only: Annotated[bool, typer.Option(
-                    "--recorded-only", help="Run nothing: write the report and plot of the runs on record (an "
-                    "interrupted benchmark's so far).")] = False,
+                    "--recorded-only", help="Distill no student: write the report and plot of the runs on "
+                    "record (an interrupted benchmark's so far). The report needs each task's teacher: one not "
+                    "cached is fine-tuned first (minutes).")] = False,
                 report: Annotated[str, typer.Option(
                     "--report", help="Name of the report: RESULTS/benchmarks/REPORT.json, .md and REPORT/ (give a "
                     "variant, such as other step counts or a subset of the ladder, a name of its own so that it "
