@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -153,7 +154,9 @@ def run_studies(plan: list[SearchOptions], jobs: int, done: Callable[[SearchOpti
         raise
     except BaseException:
         for p in running:  # stop them as a Ctrl-C would: each queues its running trial again
-            os.kill(p.pid, signal.SIGINT)
+            if p.is_alive():  # one that ended too is reaped already: its pid may no longer exist
+                with contextlib.suppress(ProcessLookupError):  # it ended a moment ago
+                    os.kill(p.pid, signal.SIGINT)
         raise
     finally:
         for p in running:
