@@ -178,6 +178,27 @@ def test_a_study_keeps_its_hint_scheme_rungs_and_runtime_and_an_older_one_resume
         options_mod.Search.from_options(replace(opts, precision="fp32")).resumed(attrs)
 
 
+def test_a_resumed_study_keeps_its_trial_budget_and_refuses_another():
+    """A study runs every trial at the budget it was made with: resumed with no step option it keeps the
+    recorded counts (a changed default or space file does not mix budgets); a contradicting --budget or
+    step option is refused; a study made before budgets were recorded resumes at this run's."""
+    opts = options_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", budget="smoke")
+    made = options_mod.Search.from_options(replace(opts, hint_steps=3, kd_steps=6))
+    attrs = {**made.study_attrs(), ENV_ATTR: RunEnv("sst2").to_dict()}
+    assert attrs["trial_budget"]["budget"] == "smoke" and attrs["trial_budget"]["hint_steps"] == 3
+    search = options_mod.Search.from_options(opts)
+    assert (search.cfg.hint_steps, search.cfg.kd_steps) != (3, 6)
+    again = search.resumed(attrs)
+    assert (again.cfg.hint_steps, again.cfg.kd_steps, again.cfg.seed) == (3, 6, search.cfg.seed)
+    assert options_mod.Search.from_options(replace(opts, hint_steps=3)).resumed(attrs).cfg.kd_steps == 6
+    with pytest.raises(UserError, match="runs its trials at hint_steps=3; this run asks for --hint-steps 5"):
+        options_mod.Search.from_options(replace(opts, hint_steps=5)).resumed(attrs)
+    with pytest.raises(UserError, match="runs its trials at --budget smoke; this run asks for --budget cpu"):
+        options_mod.Search.from_options(replace(opts, budget="cpu")).resumed(attrs)
+    older = {k: v for k, v in attrs.items() if k != "trial_budget"}
+    assert search.resumed(older).cfg == search.cfg
+
+
 def test_a_study_made_before_the_sampler_option_resumes_as_tpe():
     tpe = options_mod.Search.from_options(options_mod.SearchOptions(env=RunEnv("sst2"), space="tiny", budget="smoke"))
     old = {k: v for k, v in tpe.study_attrs().items() if k != "sampler"}

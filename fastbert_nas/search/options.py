@@ -17,7 +17,7 @@ from fastbert_nas.search.baselines import parse_student
 from fastbert_nas.search.hints import DEFAULT_SCHEME, HINT_SCHEME_ATTR, UNRECORDED_SCHEME
 from fastbert_nas.search.pruning import COLLAPSE_MARGIN, PRUNE_MARGIN, PRUNE_WARMUP_TRIALS
 from fastbert_nas.search.rungs import rung_config
-from fastbert_nas.search.space import DEFAULT_SPACE, SearchSpace, load_space, space_budget, space_rungs
+from fastbert_nas.search.space import DEFAULT_SPACE, STEP_KEYS, SearchSpace, load_space, space_budget, space_rungs
 from fastbert_nas.search.storage import IN_MEMORY_URLS
 from fastbert_nas.search.trials import COST_LABELS, OBJECTIVE_COSTS
 
@@ -31,6 +31,7 @@ DEFAULT_SAMPLER = "tpe"                    # also what a study made before --sam
 
                                            # a CPU study of 16-30 trials would spend a third or more of it guessing
 DEFAULT_PRUNER = "median"
+TRIAL_BUDGET_ATTR = "trial_budget"  # study attr: the --budget preset and the step counts its trials run at
 TOP_RUNG_CACHE = "rung-augmented"  # teacher-cache name of trials' augmented examples (the top rung's, or every
                                    # trial's with --augment); the exports' is "augmented": each keeps its own
 
@@ -195,21 +196,23 @@ class Search:
         return {"task": self.task, "space": self.space.name, "space_path": self.space.path,
                 "space_fingerprint": space_fingerprint(self.space), "objectives": ",".join(self.objectives),
                 "sampler": self.opts.sampler, "rungs": self.rungs, HINT_SCHEME_ATTR: self.hint_scheme,
-                "latency_backend": self.runtime.backend, "latency_precision": self.runtime.precision}
+                "latency_backend": self.runtime.backend, "latency_precision": self.runtime.precision,
+                TRIAL_BUDGET_ATTR: {"budget": self.opts.budget, **{k: getattr(self.cfg, k) for k in STEP_KEYS}}}
 
     def prepare(self) -> pipeline.Context:
         return pipeline.prepare(self.opts.env, self.cfg, cache_split=TOP_RUNG_CACHE if self.cfg.augment else None)
 
     def resumed(self, attrs: dict) -> "Search":
         """This search on the study with these attrs: UserError when the study was made for another task,
-        space, objectives or sampler, when an option contradicts its recorded environment, or when its costs
-        were measured at another length; else this search with that environment where no option was given."""
+        space, objectives or sampler, when an option contradicts its recorded environment or trial budget, or
+        when its costs were measured at another length; else this search with that environment and budget
+        where no option was given (so a changed default does not mix two budgets in one study)."""
         check_compatible(self, attrs)
         search = self
         if self.opts.rungs is None:  # the study's own; one made before rungs existed had one
             search = replace(search, rungs=attrs.get("rungs", 1))
         search = replace(search, hint_scheme=attrs.get(HINT_SCHEME_ATTR, UNRECORDED_SCHEME),
-                         runtime=recorded_runtime(search, attrs))
+                         runtime=recorded_runtime(search, attrs), cfg=recorded_budget(search, attrs))
         if ENV_ATTR in attrs:  # else a study made before the environment was recorded
             env = self.opts.env.adopt(RunEnv.from_dict(attrs[ENV_ATTR]), f"study {self.study_name!r}")
             search = replace(search, opts=replace(search.opts, env=env), seq_len=env.max_len or search.seq_len)
@@ -247,6 +250,26 @@ def recorded_runtime(search: Search, attrs: dict) -> Runtime:
                         f"this run asks for {asked.label}: leave --latency-backend and --precision out to resume "
                         "it, or start another with --study NEW_NAME")
     return recorded.check() if recorded != TORCH_FP32 else recorded
+
+
+def recorded_budget(search: Search, attrs: dict) -> DistillConfig:
+    """The trials' budget the study recorded (search.cfg for one made before it was recorded); UserError
+    when --budget names another preset or a step option (--hint-steps etc.) gives another count."""
+    recorded = attrs.get(TRIAL_BUDGET_ATTR)
+    if recorded is None:
+        return search.cfg
+    where = f"study {search.study_name!r} in {search.storage_url}"
+    if recorded["budget"] != search.opts.budget:
+        raise UserError(f"{where} runs its trials at --budget {recorded['budget']}; this run asks for --budget "
+                        f"{search.opts.budget}: run with --budget {recorded['budget']} to resume it, or start "
+                        "another with --study NEW_NAME")
+    for key in STEP_KEYS:
+        asked = getattr(search.opts, key, None)  # not every step count is an option (batch_size is not)
+        if asked is not None and asked != recorded[key]:
+            raise UserError(f"{where} runs its trials at {key}={recorded[key]}; this run asks for "
+                            f"--{key.replace('_', '-')} {asked}: leave it out to resume the study, or start "
+                            "another with --study NEW_NAME")
+    return replace(search.cfg, **{k: recorded[k] for k in STEP_KEYS})
 
 
 def check_space_fits(space: SearchSpace, limits: Limits, seq_len: int) -> None:
