@@ -156,7 +156,7 @@ def test_ladder_arms_run_as_many_steps_and_flat_arms_train_at_the_top_rungs_budg
     top = Search.from_options(ladder).rung_config(1)
     cfg = Search.from_options(flat).cfg
     assert (cfg.kd_steps, cfg.eval_every, cfg.augment, cfg.hint_steps) == (top.kd_steps, top.eval_every, top.augment,
-                                                                           top.hint_steps) == (300, 150, 2, 50)
+                                                                           top.hint_steps) == (300, 150, 2, 200)
     assert bs.parse_arms("random, default") == ("default", "random")
     with pytest.raises(UserError, match="--arms 'fast'"):
         bs.parse_arms("fast")

@@ -103,8 +103,8 @@ SearchSpace = Annotated[str, typer.Option(
 
 SearchBudget = Annotated[str, typer.Option(
     "--budget", help="Trial budget, short proxy runs named apart from distill's: smoke (tests), cpu "
-    "(50 hint + 500 KD steps on 16,000 examples, 1-2 minutes a trial on 2 cores) or gpu (1,000 + "
-    "10,000 on 100,000); the space file may change each.")]
+    "(200 hint + 500 KD steps on 16,000 examples, 1-2 minutes a trial on 2 cores) or gpu (1,000 + "
+    "10,000 on 100,000); the space file may change each. A resumed study keeps the budget it was made with.")]
 
 SearchAugment = Annotated[Optional[int], typer.Option(
     "--augment", help="Override: add N word-replaced copies of every sentence-like train example to "
