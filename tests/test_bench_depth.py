@@ -22,6 +22,8 @@ def test_ladder_hints_spread_over_the_student_and_the_teacher():
     assert bd.ladder_hints(12, 6) == tuple((2 * k, k) for k in range(1, 7))
     assert bd.ladder_hints(6, 6) == tuple((k, k) for k in range(1, 7))
     assert bd.ladder_hints(1, 6) == ((1, 6),)
+    assert bd.ladder_hints(12, 6, max_hints=4) == ((3, 2), (6, 3), (9, 5), (12, 6))  # sparse: the search's baseline's
+    assert bd.ladder_hints(2, 6, max_hints=4) == bd.ladder_hints(2, 6)
 
 
 @pytest.mark.parametrize("share", [0.10, 0.25])
@@ -68,7 +70,8 @@ def test_options_refuse_bad_values():
                            ({"depths": (2, 0)}, "--depths"), ({"shares": (1.5,)}, "--shares 1.5"),
                            ({"seeds": 0}, "--seeds 0"), ({"tasks": ("mnli",)}, "mnli"),
                            ({"report": "../depth"}, "--report '../depth'"),
-                           ({"budget": "huge"}, "--budget 'huge': unknown")]:
+                           ({"budget": "huge"}, "--budget 'huge': unknown"),
+                           ({"max_hints": 0}, "--max-hints 0"), ({"hint_lr": -1e-3}, "--hint-lr -0.001")]:
         with pytest.raises(bd.UserError, match=fragment):
             bd.DepthOptions(**over).check()
 
@@ -146,6 +149,16 @@ def test_bench_depth_runs_every_student_and_method_and_resumes(tmp_path, data_di
     assert (tmp_path / "benchmarks" / "depth-kd4" / "metric_vs_depth.png").exists()
     assert "shallower-wider (`depth-kd4`)" in (tmp_path / "benchmarks" / "depth-kd4.md").read_text()
     assert (tmp_path / "benchmarks" / "depth.json").read_text() == main_report
+
+    r = invoke(*bench_args(data_dir, tmp_path, **{"--methods": "fitnets", "--depths": "2", "--max-hints": 1,
+                                                  "--hint-lr": 3e-3, "--report": "depth-sparse"}))
+    assert r.exit_code == 0, r.output     # sparse hints and another hint learning rate: runs of their own
+    new = {k: v for k, v in json.loads((tmp_path / "depth" / "runs.json").read_text()).items() if k not in after}
+    (record,) = new.values()
+    assert "-hints1-hintlr0.003/" in next(iter(new)) and record["hints"] == "2:3"  # the tiny teacher has 3
+    assert record["config"]["hint_lr"] == 3e-3 and record["config"]["hint_steps"] == 40
+    assert "at most 1 hints a student, hint-stage peak learning rate 0.003" in \
+        (tmp_path / "benchmarks" / "depth-sparse.md").read_text()
 
 
 def test_bench_depth_bad_input_is_one_line(tmp_path, data_dir):

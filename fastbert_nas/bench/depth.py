@@ -72,16 +72,17 @@ METHODS: dict[str, dict] = {  # DEPTH_METHODS, in that order
 # ---------------------------------------------------------------------------
 # The ladder (plain numbers)
 
-def ladder_hints(layers: int, teacher_layers: int) -> tuple[tuple[int, int], ...]:
-    """min(layers, T) hints on student layers spread evenly (the last on the last), the i-th of n guided by
-    teacher layer ceil(i * T / n). (2, 6) -> 1:3,2:6; (4, 6) -> 1:2,2:3,3:5,4:6; (12, 6) -> 2:1,4:2,...,12:6."""
-    n = min(layers, teacher_layers)
+def ladder_hints(layers: int, teacher_layers: int, max_hints: int | None = None) -> tuple[tuple[int, int], ...]:
+    """min(layers, T, max_hints) hints on student layers spread evenly (the last on the last), the i-th of n
+    guided by teacher layer ceil(i * T / n). (2, 6) -> 1:3,2:6; (4, 6) -> 1:2,2:3,3:5,4:6; (12, 6) ->
+    2:1,4:2,...,12:6; (12, 6, 4) -> 3:2,6:3,9:5,12:6 (the search's MobileBERT-like baseline's)."""
+    n = min(layers, teacher_layers, max_hints or teacher_layers)
     teacher = (math.ceil(i * teacher_layers / n - 1e-9) for i in range(1, n + 1))
     return tuple(zip(hint_student_layers(layers, n), teacher))
 
 
 def equal_flops_arch(layers: int, target: float, seq_len: int, head_dim: int, teacher_layers: int,
-                     max_hidden: int, tolerance: float = LADDER_TOLERANCE) -> StudentArch:
+                     max_hidden: int, tolerance: float = LADDER_TOLERANCE, max_hints: int | None = None) -> StudentArch:
     """The `layers`-deep student whose encoder FLOPs (cost.analytic_flops at seq_len) are within `tolerance`
     of `target`: hidden and FFN widths multiples of the teacher's head width (heads of the teacher's
     size), FFN between FFN_RATIOS times hidden, the FFN ratio nearest BERT's 4 first, then the nearest
@@ -89,7 +90,7 @@ def equal_flops_arch(layers: int, target: float, seq_len: int, head_dim: int, te
     best, best_key = None, None
     for hidden in range(head_dim, max_hidden + 1, head_dim):
         for ffn in range(FFN_RATIOS[0] * hidden, FFN_RATIOS[1] * hidden + 1, head_dim):
-            arch = StudentArch(layers, hidden, hidden // head_dim, ffn, ladder_hints(layers, teacher_layers))
+            arch = StudentArch(layers, hidden, hidden // head_dim, ffn, ladder_hints(layers, teacher_layers, max_hints))
             off = analytic_flops(arch, seq_len) / target - 1
             key = (abs(ffn / hidden - FFN_RATIOS[1]), abs(off))
             if abs(off) <= tolerance and (best_key is None or key < best_key):
@@ -100,13 +101,15 @@ def equal_flops_arch(layers: int, target: float, seq_len: int, head_dim: int, te
     return best
 
 
-def ladder(teacher_config, share: float, depths: tuple[int, ...], seq_len: int) -> list[StudentArch]:
+def ladder(teacher_config, share: float, depths: tuple[int, ...], seq_len: int,
+           max_hints: int | None = None) -> list[StudentArch]:
     """One student per depth at `share` of the teacher's encoder FLOPs (equal_flops_arch)."""
     tc = teacher_config
     head_dim = tc.hidden_size // tc.num_attention_heads
     teacher = StudentArch(*config_shape(tc))
     target = share * analytic_flops(teacher, seq_len)
-    return [equal_flops_arch(d, target, seq_len, head_dim, tc.num_hidden_layers, 2 * tc.hidden_size) for d in depths]
+    return [equal_flops_arch(d, target, seq_len, head_dim, tc.num_hidden_layers, 2 * tc.hidden_size,
+                             max_hints=max_hints) for d in depths]
 
 
 def flat_step(curve: list, tolerance: float = FLAT_TOLERANCE, window: int = FLAT_WINDOW) -> int | None:
@@ -147,6 +150,8 @@ class DepthOptions:
     budget: str = settings.BENCH_EXPORT_BUDGET
     kd_steps: int = settings.BENCH_EXPORT_KD_STEPS
     hint_steps: int = settings.DEPTH_HINT_STEPS
+    max_hints: int | None = None   # hints per student at most (sparse hints); None: one per teacher layer it can take
+    hint_lr: float | None = None   # the hint stage's peak learning rate; None: DistillConfig's
     data_dir: str | None = None
     results: Path = Path("results")
     threads: int | None = None
@@ -155,7 +160,9 @@ class DepthOptions:
     report: str = settings.DEPTH_REPORT      # RESULTS/benchmarks/<report>.json, .md and <report>/: a variant's own name
 
     def check(self) -> "DepthOptions":
-        at_least(1, seeds=self.seeds, kd_steps=self.kd_steps, hint_steps=self.hint_steps)
+        at_least(1, seeds=self.seeds, kd_steps=self.kd_steps, hint_steps=self.hint_steps, max_hints=self.max_hints)
+        if self.hint_lr is not None and not 0 < self.hint_lr < 1:
+            raise UserError(f"--hint-lr {self.hint_lr:g}: a learning rate, above 0 and below 1")
         if any(d < 1 for d in self.depths):
             raise UserError(f"--depths {','.join(map(str, self.depths))}: student layers, each at least 1")
         unknown = [m for m in self.methods if m not in METHODS]
@@ -189,9 +196,11 @@ def run_key(task: str, share: float, arch: StudentArch, method: str, seed: int, 
             teacher: str) -> str:
     """A run's name in runs.json: everything that makes it this run (the step counts too: a shorter benchmark
     keeps runs of its own; and `teacher`, bench.common.teacher_id: runs of another teacher recipe are kept, not
-    used; each run records its teacher's weights fingerprint)."""
+    used; each run records its teacher's weights fingerprint; --max-hints and --hint-lr, when given)."""
+    variant = ((f"-hints{opts.max_hints}" if opts.max_hints else "")       # options left out: no suffix,
+               + (f"-hintlr{opts.hint_lr:g}" if opts.hint_lr else ""))    # so older runs keep their keys
     return (f"{task}/{share:g}/{arch.name}/{method}/seed{seed}/{opts.budget}-hint{opts.hint_steps}-"
-            f"kd{opts.kd_steps}/teacher-{teacher}")
+            f"kd{opts.kd_steps}{variant}/teacher-{teacher}")
 
 
 class Runs:
@@ -219,7 +228,8 @@ class Runs:
 def one_run(ctx: pipeline.Context, arch: StudentArch, method: str, seed: int, opts: DepthOptions, folder: Path,
             log: Callable[[str], None]) -> dict:
     """Distill one student one way (checkpointed in `folder`), scored on validation and dev."""
-    cfg = replace(opts.config(), **(trial_recipe(arch) | METHODS[method]), seed=seed)
+    lr = {"hint_lr": opts.hint_lr} if opts.hint_lr else {}
+    cfg = replace(opts.config(), **(trial_recipe(arch) | METHODS[method] | lr), seed=seed)
     checkpoint = FileCheckpoint(folder / ".checkpoint", CHECKPOINT_EVERY, log=log)
     checkpoint.claim({"arch": arch.to_dict(), "config": cfg.to_dict(), "teacher": ctx.teacher.fingerprint,
                       "task": ctx.spec.name})
@@ -245,7 +255,8 @@ def task_runs(task: str, opts: DepthOptions, runs: Runs, log: Callable[[str], No
     env = run_env(task, opts.data_dir, device=opts.device, threads=opts.threads, results=opts.results)
     ctx = pipeline.prepare(env, opts.config())
     seq_len = ctx.spec.max_len
-    ladders = {share: ladder(ctx.teacher.model.config, share, opts.depths, seq_len) for share in opts.shares}
+    ladders = {share: ladder(ctx.teacher.model.config, share, opts.depths, seq_len, opts.max_hints)
+               for share in opts.shares}
     teacher = teacher_id(ctx.teacher.manifest, ctx.teacher.fingerprint)
     plan = [(share, arch, method, seed, run_key(task, share, arch, method, seed, opts, teacher))
             for seed in range(opts.seeds) for share, archs in ladders.items() for arch in archs
@@ -297,6 +308,7 @@ def bench_depth(opts: DepthOptions, log: Callable[[str], None] = print) -> dict:
     runs.refresh()
     report = {"tasks": tasks, "rows": [row for t in tasks for row in summarize(t, runs, opts)],
               "settings": {"budget": opts.budget, "hint_steps": opts.hint_steps, "kd_steps": opts.kd_steps,
+                           "max_hints": opts.max_hints, "hint_lr": opts.hint_lr,
                            "seeds": opts.seeds, "depths": list(opts.depths), "shares": list(opts.shares),
                            "methods": list(opts.methods), "ladder_tolerance": LADDER_TOLERANCE,
                            "flat_tolerance": FLAT_TOLERANCE, "report": opts.report},

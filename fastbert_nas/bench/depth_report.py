@@ -67,7 +67,10 @@ def depth_markdown(r: dict) -> str:
     lines = [f"# Depth at equal FLOPs: thinner-deeper with hints, or shallower-wider{variant}", "",
              f"Measured {r['time']} on {m['cpu']}, {m['threads']} threads, torch {m['torch']}. Budget "
              f"`{s['budget']}`: {s['hint_steps']} hint steps (FitNets and random-hints; none for KD only), "
-             f"{s['kd_steps']} KD steps, up to {s['seeds']} seeds. Ladder: depths {s['depths']}, widths holding the "
+             f"{s['kd_steps']} KD steps, up to {s['seeds']} seeds"
+             + (f", at most {s['max_hints']} hints a student" if s.get("max_hints") else "")
+             + (f", hint-stage peak learning rate {s['hint_lr']:g}" if s.get("hint_lr") else "")
+             + f". Ladder: depths {s['depths']}, widths holding the "
              f"encoder's FLOPs within {s['ladder_tolerance']:.0%} of each share at the task's length. Nothing is "
              "chosen: the ladder and the methods are fixed. Validation is scored on the split's first rows "
              "trials use; dev reports. Flat step: where the hint loss's moving average stopped falling by more than "

@@ -317,6 +317,11 @@ def bench_depth(tasks: Annotated[str, typer.Option(
                                     ] = BENCH_EXPORT_KD_STEPS,
                 hint_steps: Annotated[int, typer.Option(
                     "--hint-steps", help="Hint-stage steps of the methods with hints.")] = DEPTH_HINT_STEPS,
+                max_hints: Annotated[Optional[int], typer.Option(
+                    "--max-hints", help="Sparse hints: at most N hinted student layers, spread evenly, the last "
+                    "on the last \\[default: one per teacher layer the student can take].")] = None,
+                hint_lr: Annotated[Optional[float], typer.Option(
+                    "--hint-lr", help="Peak learning rate of the hint stage \\[default: 1e-3, distill's].")] = None,
                 recorded_only: Annotated[bool, typer.Option(
                     "--recorded-only", help="Distill no student: write the report and plot of the runs on "
                     "record (an interrupted benchmark's so far). The report needs each task's teacher: one not "
@@ -338,8 +343,8 @@ def bench_depth(tasks: Annotated[str, typer.Option(
 
     opts = bd.DepthOptions(tasks=parse_tasks(tasks), shares=parse_shares(shares), depths=bd.parse_depths(depths),
                            methods=parse_tasks(methods), seeds=seeds, budget=budget, kd_steps=kd_steps,
-                           hint_steps=hint_steps, data_dir=data_dir, results=results, threads=threads, device=device,
-                           recorded_only=recorded_only, report=report)
+                           hint_steps=hint_steps, max_hints=max_hints, hint_lr=hint_lr, data_dir=data_dir,
+                           results=results, threads=threads, device=device, recorded_only=recorded_only, report=report)
     r = bd.bench_depth(opts, log=typer.echo)
     finish(r, bd.depth_markdown, results)
 
