@@ -3,12 +3,13 @@ numbers), due promotions and duplicates on a study's trials (search.promotion, s
 
 from datetime import datetime, timedelta
 
+import optuna
 import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from fastbert_nas.config import AUGMENT_COPIES, DistillConfig
-from fastbert_nas.search.promotion import due_promotion
+from fastbert_nas.search.promotion import due_promotion, enqueue_promotion
 from fastbert_nas.search.rungs import (
     hv_contributions,
     pareto_ranks,
@@ -137,3 +138,18 @@ def test_reports_take_each_student_at_its_highest_finished_rung():
     trials.append(student(6, 0.60, 10, rung=1, of=0))                          # longer, and worse: it counts
     assert [t.number for t in front_trials(trials, 2)] == [2, 3]
     assert trials_used(trials) == 3                                             # students, not promotions
+
+
+def test_a_promoted_baseline_keeps_its_name():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({"layers": 2}, user_attrs={"baseline": "TinyBERT-4-like"})
+    study.enqueue_trial({"layers": 3})
+    for _ in range(2):
+        study.optimize(lambda t: (t.suggest_int("layers", 1, 4) / 10, 1.0), n_trials=1)
+    named, plain = study.trials
+    enqueue_promotion(study, named, 1)
+    enqueue_promotion(study, plain, 1)
+    up_named, up_plain = study.get_trials(states=(TrialState.WAITING,))
+    assert up_named.user_attrs["baseline"] == "TinyBERT-4-like"
+    assert up_named.system_attrs["fixed_params"] == named.params
+    assert "baseline" not in up_plain.user_attrs and up_plain.system_attrs["fixed_params"] == plain.params

@@ -52,6 +52,7 @@ def promotions_waiting(trials: list[FrozenTrial]) -> int:
 
 def enqueue_promotion(study: optuna.Study, parent: FrozenTrial, rung: int) -> None:
     """Queue `parent`'s student at `rung`: its parameters, and the rung, the student and the parent as user
-    attrs."""
+    attrs, and the parent's baseline name if it is one (reports label the student at its highest rung)."""
+    named = {"baseline": parent.user_attrs["baseline"]} if "baseline" in parent.user_attrs else {}
     study.enqueue_trial(parent.params, user_attrs={RUNG_ATTR: rung, STUDENT_ATTR: student_of(parent),
-                                                   PARENT_ATTR: parent.number})
+                                                   PARENT_ATTR: parent.number, **named})
