@@ -14,6 +14,7 @@ import fastbert_nas.core.relation as relation_mod
 import fastbert_nas.core.training as training
 from fastbert_nas.config import StudentArch, budget_config
 from fastbert_nas.core.distill import CachedTeacher, LiveTeacher, distill, hint_loss, kd_loss, truncated
+from fastbert_nas.core.pipeline import run_tag
 from fastbert_nas.core.student import build_student
 from fastbert_nas.core.tasks import collate, encode
 from fastbert_nas.core.teacher import teacher_outputs
@@ -500,3 +501,11 @@ def test_distill_with_the_relation_loss_adds_it_to_stage_two(tiny_teacher, sst2_
     assert r.kd_steps == cfg.kd_steps and 0.0 <= r.metrics["metric"] <= 1.0
     with pytest.raises(ValueError, match="relation"):
         distill(student, arch, source, 48, train, val, sst2_data.spec, cfg, CPU, show_progress=False)
+
+
+def test_run_tag_names_the_options_that_tell_distill_results_apart():
+    assert run_tag(budget_config("smoke")) == ""
+    assert run_tag(budget_config("small")) == "-aug2"
+    assert run_tag(budget_config("small", seed=2)) == "-aug2-seed2"
+    assert run_tag(budget_config("small", augment_min_tokens=1, augment_examples=100000, relation_weight=1.0,
+                                 seed=1)) == "-aug2-augx100000-min1-relation1-seed1"

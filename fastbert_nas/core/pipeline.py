@@ -221,6 +221,17 @@ def unused_path(path: Path) -> Path:
     return out
 
 
+def run_tag(cfg: DistillConfig) -> str:
+    """The part of a distill result's file name that tells its options apart: augmentation, relation
+    loss and seed where they differ from the defaults."""
+    tag = (f"-aug{cfg.augment}" if cfg.augment else "") + (f"-augx{cfg.augment_examples}" if cfg.augment_examples
+                                                            else "")
+    if tag and cfg.augment_min_tokens != aug.AUGMENT_MIN_TOKENS:
+        tag += f"-min{cfg.augment_min_tokens}"
+    tag += f"-relation{cfg.relation_weight:g}" if cfg.relation_weight else ""
+    return tag + (f"-seed{cfg.seed}" if cfg.seed else "")
+
+
 def distill_one(env: RunEnv, arch: str, hints: str | None, init: str, budget: str, seed: int = 0,
                 latency: bool = True, overrides: dict | None = None, show_progress: bool = True, tag: str = "") -> dict:
     """One FitNets distillation of one student, scored on the official dev set too;
@@ -232,11 +243,7 @@ def distill_one(env: RunEnv, arch: str, hints: str | None, init: str, budget: st
     student, report = run_student(ctx, student_arch, cfg, latency=latency, show_progress=show_progress)
     score_on_dev(ctx, student, report)
     report["budget"] = budget
-    aug_tag = (f"-aug{cfg.augment}" if cfg.augment else "") + (f"-augx{cfg.augment_examples}" if cfg.augment_examples
-                                                                else "")
-    if aug_tag and cfg.augment_min_tokens != aug.AUGMENT_MIN_TOKENS:
-        aug_tag += f"-min{cfg.augment_min_tokens}"
-    name = f"{ctx.spec.name}-{student_arch.name}-{cfg.init}-{budget}{aug_tag}{tag}.json"
+    name = f"{ctx.spec.name}-{student_arch.name}-{cfg.init}-{budget}{run_tag(cfg)}{tag}.json"
     out = unused_path(ctx.results / "distill" / name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
