@@ -222,8 +222,9 @@ def unused_path(path: Path) -> Path:
 
 
 def run_tag(cfg: DistillConfig) -> str:
-    """The part of a distill result's file name that tells its options apart: augmentation, relation
-    loss and seed where they differ from the defaults."""
+    """The part of a distill result's file name that tells its options apart: the augmentation when on
+    (its copies rule, and its minimum length where not AUGMENT_MIN_TOKENS), the relation loss's weight and
+    the seed when not 0."""
     tag = (f"-aug{cfg.augment}" if cfg.augment else "") + (f"-augx{cfg.augment_examples}" if cfg.augment_examples
                                                             else "")
     if tag and cfg.augment_min_tokens != aug.AUGMENT_MIN_TOKENS:
