@@ -239,7 +239,9 @@ def postgres_server():
     database; stopped at the end. As root, the server runs as the `postgres` user (PostgreSQL refuses root)
     from a folder under /tmp it owns."""
     bindir = postgres_bin()
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # runuser lives in /usr/sbin, which a root shell's PATH can leave out (CI's environment, say)
+    runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin") or "runuser"
+    as_postgres = [runuser, "-u", "postgres", "--"] if os.geteuid() == 0 else []
     # Not under pytest's tmp_path: that is private to this user, and the postgres user must reach it.
     root = Path(tempfile.mkdtemp(prefix="fastbert-nas-postgres-"))
     user, password, database, port = "fastbert", secrets.token_hex(8), "fastbert_nas", free_port()
