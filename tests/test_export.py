@@ -14,7 +14,7 @@ import onnxruntime
 import optuna
 import pytest
 import torch
-from conftest import SMOKE_STUDY, assert_user_error, cache_tiny_teacher, invoke, quick_timings
+from conftest import SMOKE_STUDY, TINY_TEACHER, assert_user_error, cache_tiny_teacher, invoke, quick_timings
 from optuna.trial import TrialState, create_trial
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -26,7 +26,7 @@ import fastbert_nas.export.onnx as onnx_mod
 import fastbert_nas.export.plan as plan_mod
 import fastbert_nas.export.quantized as quantized_mod
 import fastbert_nas.export.run as export_run
-from fastbert_nas.config import BUDGETS, UserError
+from fastbert_nas.config import BUDGETS, StudentArch, UserError, trial_recipe
 from fastbert_nas.core.tasks import TASKS, encode, load_task
 from fastbert_nas.core.training import evaluate
 from fastbert_nas.report.rows import REMEASURED, gather
@@ -428,3 +428,52 @@ def test_command_line_names_what_differs_from_the_defaults(tmp_path):
     opts = plan_mod.ExportOptions(out=tmp_path / "a b", pick="flops<=0.25", onnx=True, kd_steps=100, seed=2)
     assert plan_mod.command_line(opts) == (f"fastbert-nas export --out '{tmp_path}/a b' --pick 'flops<=0.25' "
                                              "--kd-steps 100 --seed 2 --onnx")
+
+
+def test_a_student_given_by_its_shape_is_exported_without_a_study(tiny_teacher_dir, data_dir, tmp_path):
+    """--student ARCH@HINTS: no study is read; the student trains with the recipe a search trial of that shape
+    gets, on the chosen budget; export.json and the card say where it came from; --again repeats it."""
+    given = "L2-H32-A2-I64@1:2,2:3"
+    out = tmp_path / "given"
+    args = ["export", "--student", given, "--task", "sst2", "--teacher", tiny_teacher_dir, "--results",
+            tmp_path / "results", "--budget", "smoke", "--data-dir", data_dir, "--threads", 1, "--seed", 3]
+    r = invoke(*map(str, args), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "exporting the student given by --student: L2-H32-A2-I64 hints 1:2,2:3" in r.output
+    report = json.loads((out / "export.json").read_text())
+    arch = StudentArch.parse("L2-H32-A2-I64", "1:2,2:3")
+    assert (report["study"], report["trial"], report["trial_state"], report["pick"]) == (None, None, "GIVEN", None)
+    assert report["arch"] == arch.to_dict() and report["name"] == "L2-H32-A2-I64"
+    recipe = trial_recipe(arch)
+    assert {k: report["config"][k] for k in recipe} == recipe and report["config"]["seed"] == 3
+    assert (report["distill"]["hint_steps"], report["distill"]["kd_steps"]) == (
+        BUDGETS["smoke"]["hint_steps"], BUDGETS["smoke"]["kd_steps"])
+    assert "--student L2-H32-A2-I64@1:2,2:3" in report["command"]
+    assert "Its shape was given by `--student`" in (out / "README.md").read_text()
+    loaded = AutoModelForSequenceClassification.from_pretrained(out)
+    assert (loaded.config.num_hidden_layers, loaded.config.hidden_size, loaded.config.intermediate_size) == (2, 32, 64)
+
+    # without hints: the last student layer learns from the last teacher layer
+    plain = tmp_path / "plain"
+    r = invoke(*map(str, args), "--student", "L1-H32-A2-I64", "--out", str(plain))
+    assert r.exit_code == 0, r.output
+    assert json.loads((plain / "export.json").read_text())["hints"] == f"1:{TINY_TEACHER['num_hidden_layers']}"
+
+    # the same student again with another seed, from the first export's folder
+    again = tmp_path / "again"
+    r = invoke("export", "--again", str(out), "--seed", "4", "--out", str(again), "--results",
+               str(tmp_path / "results"), "--budget", "smoke", "--data-dir", str(data_dir), "--threads", "1", "--teacher", str(tiny_teacher_dir))
+    assert r.exit_code == 0, r.output
+    repeated = json.loads((again / "export.json").read_text())
+    assert repeated["arch"] == report["arch"] and repeated["config"] == {**report["config"], "seed": 4}
+
+
+@pytest.mark.parametrize("over, fragments", [
+    ({"--student": "L2-H32"}, ["--student 'L2-H32'", "ARCH@HINTS"]),
+    ({"--student": "L2-H32-A2-I64", "--task": None}, ["--student needs --task"]),
+    ({"--student": "L2-H32-A2-I64", "--trial": 0}, ["exactly one of"]),
+])
+def test_a_bad_student_is_one_error_line(data_dir, tmp_path, over, fragments):
+    opts = {"--task": "sst2", "--out": tmp_path / "x", "--data-dir": data_dir, **over}
+    result = invoke("export", *[str(x) for k, v in opts.items() if v is not None for x in (k, v)])
+    assert_user_error(result, *fragments)

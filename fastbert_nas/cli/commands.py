@@ -269,12 +269,18 @@ def show(study: Annotated[Optional[str], typer.Option(
              "--study", help="Study to show \\[default: the newest in the newest RESULTS/*.db].")] = None,
          storage: StudyStorage = None,
          fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+         remeasure: Annotated[bool, typer.Option(
+             "--remeasure", help="First re-time the teacher and every student on the front side by side in this "
+             "process (as plot --remeasure: random weights, the figures stored in the study), and show those.")
+         ] = False,
+         latency_backend: LatencyBackend = None, precision: Precision = None,
          results: ReportResults = Path("results")):
     """The study's Pareto front sorted by FLOPs: metric, retention and speed-up against the teacher,
     params, FLOPs (2 per multiply-add), batch-1 latency, student and hints."""
     from fastbert_nas.report import rows as report
 
-    out = report.show_front(study, storage, results, fmt)
+    out = report.show_front(study, storage, results, fmt, remeasure, lambda line: typer.echo(line, err=True),
+                            latency_backend, precision)
     if isinstance(out, str):
         typer.echo(out)
     else:
@@ -297,6 +303,11 @@ def export(out: Annotated[Path, typer.Option(
                "--again", help="Instead of --trial or --pick: the student of an earlier export's folder (its "
                "export.json: study, trial, student and the trial's recipe) distilled again, e.g. with another "
                "--seed; the study's database need not be here.")] = None,
+           student: Annotated[Optional[str], typer.Option(
+               "--student", help="Instead of a study's trial: a student given by its shape, "
+               "L<layers>-H<hidden>-A<heads>-I<ffn>, optionally @ its hints, e.g. L4-H160-A5-I448@1:2,2:3,3:5,4:6 "
+               "(one measured with `distill` or `bench depth`), trained with the recipe a search trial of that "
+               "shape gets; needs --task.")] = None,
            study: Annotated[Optional[str], typer.Option(
                "--study", help="Study of the trial \\[default: the newest in the newest RESULTS/*.db].")] = None,
            storage: StudyStorage = None,
@@ -339,7 +350,8 @@ def export(out: Annotated[Path, typer.Option(
     from fastbert_nas.export.onnx import OnnxMismatch
 
     opts = plan_mod.ExportOptions(
-        out=out, trial=trial, pick=pick, again=again, study=study, storage=storage, results=results, budget=budget,
+        out=out, trial=trial, pick=pick, again=again, student=student, study=study, storage=storage, results=results,
+        budget=budget,
         hint_steps=hint_steps, kd_steps=kd_steps, examples=examples, seed=seed, onnx=onnx, quantize=quantize,
         checkpoint_every=checkpoint_every, task=task, data_dir=data_dir, text_column=text_column,
         label_column=label_column, max_len=max_len, teacher=teacher, base=base, no_cache=no_cache, device=device, threads=threads)
@@ -350,7 +362,8 @@ def export(out: Annotated[Path, typer.Option(
         raise typer.Exit(1) from None
     vs = r["vs_teacher"]
     beside = others_text(r["dev"], r["metric"])
-    typer.echo(f"trial {r['trial']} {r['name']} hints {r['hints']}: dev {r['dev']['metric']:.4f}"
+    which = "student" if r["trial"] is None else f"trial {r['trial']}"
+    typer.echo(f"{which} {r['name']} hints {r['hints']}: dev {r['dev']['metric']:.4f}"
                f"{f' ({beside})' if beside else ''} (teacher "
                f"{r['teacher']['dev']['metric']:.4f}, retention {retention_text(r)}); FLOPs {vs['flops_share']:.1%} "
                f"of the teacher's; speed-up b1 {vs['speedup_b1']:.2f}x")

@@ -90,6 +90,14 @@ model = ORTModelForSequenceClassification.from_pretrained("{out}", file_name="mo
 """
 
 
+def origin(r: dict) -> str:
+    """Where the exported student came from: a study's trial, or a shape given by --student."""
+    if r["study"] is None:
+        return (f"Its shape was given by `--student` (not picked from a study); it was distilled on the "
+                f"`{r['budget']}` budget with the recipe a search trial of that shape gets.")
+    return f"It is trial {r['trial']} of\nthe study `{r['study']}`, distilled again on the `{r['budget']}` budget."
+
+
 def model_card(r: dict, out: Path) -> str:
     """README.md of the model folder: what it is, its figures beside the teacher's, how to use and remake it."""
     s, t, vs = r["costs"], r["teacher"]["costs"], r["vs_teacher"]
@@ -148,8 +156,7 @@ A BERT student with {arch['layers']} layers, hidden size {arch['hidden']}, {arch
 and FFN size {arch['ffn']}, distilled by fastbert-nas from the teacher `{r['teacher']['id']}` the FitNets
 way: its layers {r['hints']} (student:teacher) first learned to predict the teacher's hidden states through
 linear regressors, then the whole student learned the teacher's logits softened at temperature
-{cfg['temperature']:.2f} (weight {cfg['kd_alpha']:.2f} against the hard labels). It is trial {r['trial']} of
-the study `{r['study']}`, distilled again on the `{r['budget']}` budget.
+{cfg['temperature']:.2f} (weight {cfg['kd_alpha']:.2f} against the hard labels). {origin(r)}
 
 | | student | teacher |
 |---|---|---|

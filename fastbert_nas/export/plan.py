@@ -26,14 +26,17 @@ from fastbert_nas.config import (
     at_least,
     budget_config,
     run_env,
+    trial_recipe,
 )
 from fastbert_nas.core.tasks import TASKS, resolve_task
 from fastbert_nas.report.rows import gather
+from fastbert_nas.search.baselines import parse_student
 from fastbert_nas.search.trials import COST_ATTRS
 
 NUMBER = r"(\d*\.?\d+(?:[eE][-+]?\d+)?)"
 PICK_PATTERN = re.compile(rf"^\s*(?:{NUMBER}\s*<\s*)?(flops|latency)\s*<=\s*{NUMBER}\s*$")  # [LOW<]COST<=SHARE
 PICK_COSTS = {"flops": "FLOPs", "latency": "batch-1 latency"}
+GIVEN_STATE = "GIVEN"  # a Plan's state for a student given by --student (no trial)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class ExportOptions:
     trial: int | None = None
     pick: str | None = None
     again: Path | None = None        # an earlier export's folder: its student and trial recipe, the study not needed
+    student: str | None = None       # ARCH[@HINTS]: a student given by its shape, trained with the trials' recipe
     study: str | None = None
     storage: str | None = None
     results: Path = Path("results")
@@ -68,9 +72,13 @@ class ExportOptions:
 
     def check(self) -> "ExportOptions":
         """Refuse bad options before anything is loaded."""
-        if sum(x is not None for x in (self.trial, self.pick, self.again)) != 1:
-            raise UserError("give exactly one of --trial N, --pick RULE (e.g. --pick 'flops<=0.25') and "
-                            "--again EXPORT_DIR")
+        if sum(x is not None for x in (self.trial, self.pick, self.again, self.student)) != 1:
+            raise UserError("give exactly one of --trial N, --pick RULE (e.g. --pick 'flops<=0.25'), "
+                            "--again EXPORT_DIR and --student ARCH[@HINTS]")
+        if self.student is not None:
+            parse_student(self.student, "--student")
+            if self.task is None:
+                raise UserError("--student needs --task: a student given by its shape has no study to take it from")
         if self.again is not None and not (Path(self.again) / "export.json").exists():
             raise UserError(f"--again {self.again}: no export.json there (give the folder of a finished export)")
         if self.pick is not None:
@@ -162,14 +170,20 @@ def chosen_trial(study: optuna.Study, opts: ExportOptions) -> FrozenTrial:
 class Plan:
     """One export: the trial's student and settings on the chosen budget, and where its teacher is."""
 
-    study: str
-    trial: int
-    state: str                     # the trial's state (an export of a PRUNED trial is allowed)
+    study: str | None              # None: a student given by --student, not taken from a study
+    trial: int | None
+    state: str                     # the trial's state (an export of a PRUNED trial is allowed); GIVEN for --student
     env: RunEnv                    # the study's for the study's task (options may not contradict it)
     teacher_id: str                # --teacher, else the study's for the study's task, else the task's cached one
     arch: StudentArch
     cfg: DistillConfig
     metric: float | None           # the trial's validation metric in the search
+
+    def source(self) -> str:
+        """Where the student comes from, for the log."""
+        if self.study is None:
+            return "the student given by --student"
+        return f"trial {self.trial} ({self.state}) of study {self.study}"
 
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed (no paths, nothing about the machine)."""
@@ -198,6 +212,19 @@ def again_plan(report: dict, opts: ExportOptions) -> Plan:
     cfg = budgeted(report["config"], opts)
     return Plan(report["study"], report["trial"], report["trial_state"], env, env.teacher.id(spec.name),
                 StudentArch.from_dict(report["arch"]), cfg, report["trial_val_metric"])
+
+
+def student_plan(opts: ExportOptions) -> Plan:
+    """The plan of --student: a student given by its shape and hints (one that `distill` or `bench depth`
+    measured on validation, say), trained with the recipe a search trial of that shape gets
+    (config.trial_recipe: teacher init, a learning rate tied to its width and depth) on the export's budget,
+    in the environment of --task and the data options. No study is read."""
+    arch = parse_student(opts.student, "--student")
+    env = run_env(opts.task, opts.data_dir, opts.text_column, opts.label_column, opts.max_len, opts.teacher,
+                  opts.base, opts.device, opts.threads, opts.results, opts.no_cache)
+    spec = resolve_task(env.task, env.text_column, env.label_column, env.max_len)
+    cfg = budgeted(trial_recipe(arch), opts)
+    return Plan(None, None, GIVEN_STATE, env, env.teacher.id(spec.name), arch, cfg, None)
 
 
 def same_task(a: str, b: str | None) -> bool:

@@ -19,7 +19,15 @@ from fastbert_nas.core.metrics import others_text
 from fastbert_nas.core.tasks import encode_for
 from fastbert_nas.export.card import CARD_FILE, card_example, model_card
 from fastbert_nas.export.checkpoint import CHECKPOINT_DIR, REPORT_FILE, FileCheckpoint, check_out_dir, write_atomically
-from fastbert_nas.export.plan import ExportOptions, again_plan, chosen_trial, command_line, export_plan, same_task
+from fastbert_nas.export.plan import (
+    ExportOptions,
+    again_plan,
+    chosen_trial,
+    command_line,
+    export_plan,
+    same_task,
+    student_plan,
+)
 from fastbert_nas.report.rows import find_study
 
 # Class names in class-id order, from the data sets' own descriptions (GLUE SST-2 and CoLA;
@@ -54,6 +62,8 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         earlier = json.loads((Path(opts.again) / REPORT_FILE).read_text())
         plan, pick = again_plan(earlier, opts), earlier["pick"]
         studied = earlier["teacher"]["fingerprint"] if same_task(plan.env.task, earlier["task"]) else None
+    elif opts.student is not None:  # a student given by its shape: no study, no pick
+        plan, pick, studied = student_plan(opts), None, None
     else:
         study = find_study(opts.study, opts.storage, opts.results)
         trial = chosen_trial(study, opts)
@@ -70,7 +80,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     checkpoint = FileCheckpoint(out / CHECKPOINT_DIR, opts.checkpoint_every, log)
     checkpoint.check(plan.identity())
     cfg = plan.cfg
-    log(f"exporting trial {plan.trial} ({plan.state}) of study {plan.study}: {plan.arch.name} hints "
+    log(f"exporting {plan.source()}: {plan.arch.name} hints "
         f"{plan.arch.hints_str}; {cfg.hint_steps} hint + {cfg.kd_steps} KD steps of {cfg.batch_size} examples")
 
     ctx = pipeline.prepare(plan.env, cfg)
@@ -79,7 +89,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
             f"({studied} -> {ctx.teacher.fingerprint}): the student is distilled from the teacher there is now")
     checkpoint.claim({**plan.identity(), "teacher_fingerprint": ctx.teacher.fingerprint,
                       "data_fingerprint": ctx.data.fingerprint(), "examples_used": len(ctx.train)})
-    arch = plan.arch.validate(ctx.teacher.layers)
+    arch = plan.arch.with_default_hints(ctx.teacher.layers).validate(ctx.teacher.layers)
     student, report = pipeline.run_student(ctx, arch, cfg, checkpoint=checkpoint)
     pipeline.score_on_dev(ctx, student, report)
     labels = label_names(ctx.spec)

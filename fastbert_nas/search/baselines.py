@@ -81,13 +81,14 @@ def baseline_params(space: SearchSpace, teacher_config) -> tuple[list[tuple[str,
     return queued, notes
 
 
-def parse_student(text: str) -> StudentArch:
-    """'L3-H320-A10-I640' or 'L3-H320-A10-I640@1:2,2:4,3:6' -> StudentArch (not yet validated)."""
+def parse_student(text: str, option: str = "--enqueue") -> StudentArch:
+    """'L3-H320-A10-I640' or 'L3-H320-A10-I640@1:2,2:4,3:6' -> StudentArch (not yet validated); a UserError
+    names `option`."""
     arch, _, hints = text.partition("@")
     try:
         return StudentArch.parse(arch, hints or None)
     except UserError as exc:
-        raise UserError(f"--enqueue {text!r}: {str(exc).split(': ', 1)[-1]}; "
+        raise UserError(f"{option} {text!r}: {str(exc).split(': ', 1)[-1]}; "
                         "the form is ARCH or ARCH@HINTS, e.g. L3-H320-A10-I640@1:2,2:4,3:6") from None
 
 
