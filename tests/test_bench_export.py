@@ -242,15 +242,55 @@ def test_bad_options_are_one_error_line(tmp_path, data_dir, over, fragments):
     assert not (tmp_path / "exports").exists()
 
 
+def test_a_given_student_makes_a_variant_report_without_the_study(bench, data_dir, tmp_path, monkeypatch,
+                                                                  restore_threads):
+    """--student SHARE=ARCH@HINTS: that share's student is exported by its shape (no study read), with --hint-steps,
+    into folders and a report of --report's name; the main report and exports stay; a second run finds them."""
+    results = tmp_path / "results"
+    shutil.copytree(bench["results"], results)
+    (results / f"{SMOKE_STUDY}.db").unlink()
+    main = {p: p.read_bytes() for p in (results / "benchmarks").iterdir()}
+    exports = sorted(p.name for p in (results / "exports").iterdir())
+    quick_timings(monkeypatch)
+    args = bench_args(data_dir, results, (0.5,), "--student", "0.5=L1-H32-A2-I64@1:2", "--chosen-by",
+                      "the best validation accuracy of a test", "--report", "export-given", "--hint-steps", "3",
+                      **{"--tasks": "sst2"})
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    assert {p: p.read_bytes() for p in main} == main
+    made = sorted(p.name for p in (results / "exports").iterdir() if p.name not in exports)
+    assert made == ["sst2-50-given", "sst2-50-given-seed1"]
+    report = json.loads((results / "benchmarks" / "export-given.json").read_text())
+    assert report["students"] == {"0.5": "L1-H32-A2-I64@1:2"} and report["report"] == "export-given"
+    assert [(row["seed"], row["trial"], row["student"], row["hints"], row["hint_steps"], row["pick"])
+            for row in report["rows"]] == [(seed, None, "L1-H32-A2-I64", "1:2", 3, "--student") for seed in (0, 1)]
+    for name in made:
+        export = json.loads((results / "exports" / name / "export.json").read_text())
+        assert (export["study"], export["trial"], export["distill"]["hint_steps"]) == (None, None, 3)
+    md = (results / "benchmarks" / "export-given.md").read_text()
+    for text in ("# Export benchmark (`export-given`): students given by shape", "50% `L1-H32-A2-I64@1:2`",
+                 "How they were chosen: the best validation accuracy of a test",
+                 "| SST-2 | 50% | given | L1-H32-A2-I64 |"):
+        assert text in md, text
+    r = invoke(*args)  # found, not made again
+    assert r.exit_code == 0 and "exporting" not in r.output, r.output
+    assert_user_error(invoke(*bench_args(data_dir, results, (0.5,), "--student", "0.5=L1-H32-A2-I64@1:2",
+                                         **{"--tasks": "sst2"})), "--student needs --chosen-by")
+
+
 def test_folder_names_and_picks_of_shares(tmp_path):
     assert [bx.export_dir(tmp_path, "sst2", s).name for s in (0.25, 0.10, 0.05, 1.0)] == \
         ["sst2-25", "sst2-10", "sst2-05", "sst2-100"]
     assert bx.export_dir(tmp_path, "sst2", 0.25, seed=2).name == "sst2-25-seed2"
+    assert bx.export_dir(tmp_path, "sst2", 0.1, 2, bx.ExportBenchOptions(report="export-given").variant).name == \
+        "sst2-10-given-seed2"
+    assert bx.parse_given(["0.1=L4-H160-A5-I448@1:2,2:3"]) == ((0.1, "L4-H160-A5-I448@1:2,2:3"),)
     assert bx.pick_rule(0.10) == "flops<=0.1" and bx.parse_shares(" 0.25, 0.10 ") == (0.25, 0.1)
     assert [bx.pick_rule(s, (0.25, 0.1)) for s in (0.25, 0.1)] == ["0.1<flops<=0.25", "flops<=0.1"]  # own students
     # an export made with --pick "flops<=0.10" is the benchmark's 0.1 export
     made = {"study": "s", "task": "sst2", "pick": "flops<=0.10", "budget": "small", "trial": 3,
-            "name": "L2-H64-A2-I128", "config": {"kd_steps": bx.BENCH_EXPORT_KD_STEPS, "seed": 1}}  # the default
+            "name": "L2-H64-A2-I128",
+            "config": {"hint_steps": 300, "kd_steps": bx.BENCH_EXPORT_KD_STEPS, "seed": 1}}  # the defaults
     want = bx.expected(bx.ExportBenchOptions(study="s"), "sst2", 0.1, seed=1)
     assert bx.found(made, want) == want
     # a study of the same name, re-made since, whose pick is another trial or student: not this export
@@ -320,7 +360,8 @@ def test_help_names_every_option():
     r = invoke("bench", "export", "--help")
     assert r.exit_code == 0, r.output
     for option in ("--study", "--tasks", "--shares", "--budget", "--kd-steps", "--seeds", "--other-seeds", "--rounds",
-                   "--data-dir", "--results", "--threads", "--device"):
+                   "--hint-steps", "--student", "--chosen-by", "--report", "--data-dir", "--results", "--threads",
+                   "--device"):
         assert option in r.output, option
 
 

@@ -56,6 +56,7 @@ from fastbert_nas.export.plan import ExportOptions, chosen_trial, parse_pick, pi
 from fastbert_nas.export.run import run_export
 from fastbert_nas.report.remeasure import load_recorded_teacher
 from fastbert_nas.report.rows import find_study
+from fastbert_nas.search.baselines import parse_student
 
 EXPORTS_DIR = "exports"                   # RESULTS/exports/<task>-<NN>/, NN = the share in percent
 BENCH_FILE = "export"                     # RESULTS/benchmarks/export.json and export.md
@@ -77,6 +78,19 @@ class ExportBenchOptions:
     rounds: int = BENCH_EXPORT_ROUNDS
     seeds: int = BENCH_EXPORT_SEEDS              # of each row of a task with goals
     other_seeds: int = BENCH_EXPORT_OTHER_SEEDS  # of each row of the other tasks
+    hint_steps: int | None = None                # None: the budget's own
+    students: tuple[tuple[float, str], ...] = ()  # (share, ARCH@HINTS): that share's student given, not picked
+    chosen_by: str | None = None                 # how the given students were chosen (which split), for the report
+    report: str = BENCH_FILE                     # RESULTS/benchmarks/<report>.*; another name: a variant
+
+    @property
+    def variant(self) -> str:
+        """The export folders' suffix of a variant report ('export-given' -> '-given'); '' for the main one."""
+        return "" if self.report == BENCH_FILE else "-" + self.report.removeprefix(BENCH_FILE + "-")
+
+    def given(self) -> dict[float, str]:
+        """Share -> the ARCH@HINTS given for it by --student."""
+        return dict(self.students)
 
     def check(self) -> "ExportBenchOptions":
         """Refuse bad options before anything is loaded or exported."""
@@ -90,6 +104,15 @@ class ExportBenchOptions:
         if self.budget not in BUDGETS:
             raise UserError(f"--budget {self.budget!r}: unknown; choose one of {', '.join(BUDGETS)}")
         at_least(1, kd_steps=self.kd_steps, rounds=self.rounds, seeds=self.seeds, other_seeds=self.other_seeds)
+        at_least(0, hint_steps=self.hint_steps)
+        for share, text in self.students:
+            parse_student(text, "--student")
+            if share not in self.shares:
+                raise UserError(f"--student {share:g}={text}: {share:g} is not one of --shares")
+        if self.students and not self.chosen_by:
+            raise UserError("--student needs --chosen-by: say how (on which split) the given students were chosen")
+        if not re.fullmatch(r"[\w.-]+", self.report):
+            raise UserError(f"--report {self.report!r}: a file name of letters, digits, '.', '_' and '-'")
         return self
 
     def seeds_of(self, task: str) -> range:
@@ -100,6 +123,21 @@ class ExportBenchOptions:
 def parse_tasks(text: str) -> tuple[str, ...]:
     """'sst2,cola' -> ('sst2', 'cola')."""
     return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def parse_given(texts: list[str] | None) -> tuple[tuple[float, str], ...]:
+    """['0.1=L4-H160-A5-I448@1:2,2:3'] -> ((0.1, 'L4-H160-A5-I448@1:2,2:3'),)."""
+    out = []
+    for text in texts or ():
+        share, sep, student = text.partition("=")
+        try:
+            out.append((float(share), student.strip()))
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UserError(f"--student {text!r}: expected SHARE=ARCH[@HINTS], "
+                            "e.g. 0.1=L4-H160-A5-I448@1:2,2:3,3:5,4:6")
+    return tuple(out)
 
 
 def parse_shares(text: str) -> tuple[float, ...]:
@@ -116,18 +154,20 @@ def pick_rule(share: float, shares: tuple[float, ...] = ()) -> str:
     return pick_text("flops", share, max((s for s in shares if s < share), default=0.0))
 
 
-def export_dir(results: Path, task: str, share: float, seed: int = 0) -> Path:
-    """RESULTS/exports/<task>-<NN>[-seed<K>]: 0.25 -> sst2-25, 0.10 -> sst2-10, 0.05 -> sst2-05; seed 2 of
-    0.25 -> sst2-25-seed2 (seed 0 has no suffix)."""
+def export_dir(results: Path, task: str, share: float, seed: int = 0, variant: str = "") -> Path:
+    """RESULTS/exports/<task>-<NN>[<variant>][-seed<K>]: 0.25 -> sst2-25, 0.10 -> sst2-10, 0.05 -> sst2-05; seed 2
+    of 0.25 -> sst2-25-seed2 (seed 0 has no suffix); a variant report's: sst2-10-given-seed2."""
     name = re.sub(r"[^\w.-]", "_", resolve_task(task).name)
-    return Path(results) / EXPORTS_DIR / f"{name}-{share * 100:02g}{f'-seed{seed}' if seed else ''}"
+    return Path(results) / EXPORTS_DIR / f"{name}-{share * 100:02g}{variant}{f'-seed{seed}' if seed else ''}"
 
 
 def export_options(opts: ExportBenchOptions, task: str, share: float, seed: int, out: Path) -> ExportOptions:
-    """The `fastbert-nas export` this benchmark row stands for."""
-    return ExportOptions(out=out, pick=pick_rule(share, opts.shares), study=opts.study, results=Path(opts.results),
-                         budget=opts.budget, kd_steps=opts.kd_steps, seed=seed, task=task, data_dir=opts.data_dir,
-                         device=opts.device, threads=opts.threads)
+    """The `fastbert-nas export` this benchmark row stands for: --pick in the study, or the --student given."""
+    student = opts.given().get(share)
+    source = {"student": student} if student else {"pick": pick_rule(share, opts.shares), "study": opts.study}
+    return ExportOptions(out=out, **source, results=Path(opts.results), budget=opts.budget,
+                         hint_steps=opts.hint_steps, kd_steps=opts.kd_steps, seed=seed, task=task,
+                         data_dir=opts.data_dir, device=opts.device, threads=opts.threads)
 
 
 # ---------------------------------------------------------------------------
@@ -153,8 +193,11 @@ def expected(opts: ExportBenchOptions, task: str, share: float, seed: int, picke
     chooses in the study now, and its student), those too, so that an export of a study since re-made is
     not taken for one of this study."""
     kd = opts.kd_steps if opts.kd_steps is not None else BUDGETS[opts.budget]["kd_steps"]
-    want = {"study": opts.study, "task": resolve_task(task).name, "pick": pick_rule(share, opts.shares),
-            "budget": opts.budget, "kd_steps": kd, "seed": seed}
+    hint = opts.hint_steps if opts.hint_steps is not None else BUDGETS[opts.budget]["hint_steps"]
+    given = share in opts.given()
+    want = {"study": None if given else opts.study, "task": resolve_task(task).name,
+            "pick": None if given else pick_rule(share, opts.shares), "budget": opts.budget, "hint_steps": hint,
+            "kd_steps": kd, "seed": seed}
     if picked is not None:
         want |= {"trial": picked[0], "student": picked[1]}
     return want
@@ -163,23 +206,29 @@ def expected(opts: ExportBenchOptions, task: str, share: float, seed: int, picke
 def picks(opts: ExportBenchOptions, log: Callable[[str], None]) -> dict[float, tuple[int, str, Path | None]]:
     """Per share: (trial, student, None) as the pick chooses them in the study; where the study's database is
     not here (it is not committed), (trial, student, folder) of the share's seed-0 export of the first task,
-    whose student the missing rows are exported again from (export --again)."""
+    whose student the missing rows are exported again from (export --again); (None, student, None) for a share
+    whose student --student gives (no study needed)."""
     first = opts.tasks[0]
+    given = {share: (None, parse_student(text, "--student").name, None) for share, text in opts.students}
+    studied = tuple(share for share in opts.shares if share not in given)
+    if not studied:
+        return given
     try:
         study = find_study(opts.study, None, opts.results)
     except UserError:
-        folders = {share: export_dir(opts.results, first, share) for share in opts.shares}
+        folders = {share: export_dir(opts.results, first, share, 0, opts.variant) for share in studied}
         missing = [str(f) for f in folders.values() if not (f / REPORT_FILE).exists()]
         if missing:
             raise
         log(f"study {opts.study} not here: each share's student is taken from its seed-0 export "
             f"({', '.join(f.name for f in folders.values())}/export.json)")
         reports = {share: json.loads((f / REPORT_FILE).read_text()) for share, f in folders.items()}
-        return {share: (r["trial"], r["name"], folders[share]) for share, r in reports.items()}
+        return given | {share: (r["trial"], r["name"], folders[share]) for share, r in reports.items()}
     # the pick depends on the share alone: one study serves every task and seed
     chosen = {share: chosen_trial(study, export_options(opts, first, share, 0, export_dir(opts.results, first, share)))
-              for share in opts.shares}
-    return {share: (t.number, StudentArch.from_dict(t.user_attrs["arch"]).name, None) for share, t in chosen.items()}
+              for share in studied}
+    return given | {share: (t.number, StudentArch.from_dict(t.user_attrs["arch"]).name, None)
+                    for share, t in chosen.items()}
 
 
 def found(report: dict, want: dict) -> dict:
@@ -188,7 +237,8 @@ def found(report: dict, want: dict) -> dict:
 
     pick = parse_pick(report["pick"]) if report.get("pick") else None
     have = {"study": report["study"], "task": report["task"], "pick": pick_text(*pick) if pick else report.get("pick"),
-            "budget": report["budget"], "kd_steps": report["config"]["kd_steps"], "seed": report["config"]["seed"],
+            "budget": report["budget"], "hint_steps": report["config"]["hint_steps"],
+            "kd_steps": report["config"]["kd_steps"], "seed": report["config"]["seed"],
             "trial": report["trial"], "student": report["name"]}
     return {k: have[k] for k in want}
 
@@ -212,13 +262,14 @@ def gather_exports(opts: ExportBenchOptions, log: Callable[[str], None] = print)
     for task in opts.tasks:
         for seed in opts.seeds_of(task):
             for share in opts.shares:
-                folder = export_dir(opts.results, task, share, seed)
+                folder = export_dir(opts.results, task, share, seed, opts.variant)
                 trial, student, again = picked[share]
                 want = expected(opts, task, share, seed, (trial, student))
                 if (folder / REPORT_FILE).exists():
                     rows.append(Row(task, share, seed, folder, read_export(folder, want), "found"))
                     continue
-                log(f"exporting {pick_rule(share, opts.shares)} for {task}, seed {seed}, into {folder}/ ...")
+                what = opts.given().get(share) or pick_rule(share, opts.shares)
+                log(f"exporting {what} for {task}, seed {seed}, into {folder}/ ...")
                 export = export_options(opts, task, share, seed, folder)
                 run_export(export if again is None else replace(export, pick=None, again=again), log=log)
                 rows.append(Row(task, share, seed, folder, read_export(folder, want), "exported"))
@@ -260,7 +311,8 @@ def row_figures(row: Row, student, teacher, latency: dict, teacher_latency: dict
     s_flops, t_flops = count_flops(student, task_len), count_flops(teacher, task_len)
     s_ref, t_ref = count_flops(student), count_flops(teacher)  # at REF_SEQ_LEN, as published figures are
     return {
-        "task": r["task"], "share_limit": row.share, "seed": row.seed, "pick": r["pick"] or f"trial {r['trial']}",
+        "task": r["task"], "share_limit": row.share, "seed": row.seed,
+        "pick": r["pick"] or (f"trial {r['trial']}" if r["trial"] is not None else "--student"),
         "trial": r["trial"],
         "student": r["name"], "hints": r["hints"], "export_dir": str(row.folder), "source": row.source,
         "budget": r["budget"], "hint_steps": r["distill"]["hint_steps"], "kd_steps": r["distill"]["kd_steps"],
@@ -335,9 +387,12 @@ def bench_export(opts: ExportBenchOptions, log: Callable[[str], None] = print) -
     means = over_seeds(figures)
     report = {
         "study": opts.study, "tasks": list(opts.tasks), "shares": list(opts.shares), "budget": opts.budget,
-        "kd_steps": opts.kd_steps, "seeds": opts.seeds, "other_seeds": opts.other_seeds, "timing": timing,
+        "kd_steps": opts.kd_steps, "hint_steps": opts.hint_steps, "seeds": opts.seeds,
+        "other_seeds": opts.other_seeds, "report": opts.report,
+        "students": {f"{share:g}": text for share, text in opts.students}, "chosen_by": opts.chosen_by,
+        "timing": timing,
         "rows": figures, "over_seeds": means, "goals": check_goals(means),
         "flops_unit": "FLOPs, 2 per multiply-add, batch 1, 128 tokens", "machine": machine(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return save_report(report, opts.results, BENCH_FILE, export_markdown)
+    return save_report(report, opts.results, opts.report, export_markdown)

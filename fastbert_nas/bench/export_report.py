@@ -53,6 +53,10 @@ def _limit(share: float) -> str:
     return f"{share * 100:g}%"
 
 
+def _trial(trial: int | None) -> str:
+    return "given" if trial is None else str(trial)
+
+
 def _ms(s: dict) -> str:
     return f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
 
@@ -63,16 +67,31 @@ def export_markdown(r: dict) -> str:
     title = lambda task: TASK_TITLES.get(task, task)  # noqa: E731
     steps = sorted({(f["budget"], f["hint_steps"], f["kd_steps"], f["batch_size"]) for f in r["rows"]})
     budgets = "; ".join(f"`{b}` budget, {h:,} hint + {k:,} KD steps of {bs} examples" for b, h, k, bs in steps)
+    given = r.get("students") or {}
+    variant = f" (`{r['report']}`)" if r.get("report", "export") != "export" else ""
+    if given:
+        picked = [share for share in r["shares"] if f"{share:g}" not in given]
+        whose = f"students of `{r['study']}` and given by shape" if picked else "students given by shape"
+        students = (f"Each row's student is distilled again from each task's own fine-tuned teacher ({budgets}). "
+                    + (f"Students of the {', '.join(map(_limit, picked))} rows: the trial of `{r['study']}` picked "
+                       "by `--pick`, chosen on the validation split. " if picked else "")
+                    + "Students given by `--student` (trained with the recipe a search trial of that shape gets): "
+                    + "; ".join(f"{_limit(float(share))} `{text}`" for share, text in given.items())
+                    + f". How they were chosen: {r['chosen_by'].rstrip('.')}. Reported")
+    else:
+        whose = f"students of `{r['study']}`"
+        students = ("Students: the architecture, hints and settings of the study's trial picked by `--pick` (the "
+                    "best validation metric in the study within that band of the teacher's FLOPs: above the next "
+                    f"smaller share of the benchmark, so that each row is its own student), distilled again from "
+                    f"each task's own fine-tuned teacher ({budgets}). Dev metrics are on each task's official dev "
+                    "set (export.json); retention = student dev metric / teacher dev metric. Chosen on the "
+                    "validation split (the study's trials and `--pick`); reported")
     lines = [
-        f"# Export benchmark: students of `{r['study']}` distilled for {', '.join(map(title, r['tasks']))}", "",
+        f"# Export benchmark{variant}: {whose} distilled for {', '.join(map(title, r['tasks']))}", "",
         f"Measured {r['time']} on {m['cpu']}{', ' + m['cuda'] if m['cuda'] else ''}, torch {m['torch']}. "
-        "Students: the architecture, hints and settings of the study's trial picked by `--pick` (the best "
-        "validation metric in the study within that band of the teacher's FLOPs: above the next smaller share "
-        "of the benchmark, so that each row is its own student), "
-        f"distilled again from each task's own fine-tuned teacher ({budgets}). Dev metrics are on each task's "
-        "official dev set (export.json); retention = student dev metric / teacher dev metric. "
-        "Chosen on the validation split (the study's trials and `--pick`); reported on the official dev set, "
-        "which chose nothing.", "",
+        f"{students} on the official dev set, which chose nothing."
+        + (" Dev metrics are on each task's official dev set (export.json); retention = student dev metric / "
+           "teacher dev metric." if given else ""), "",
         "FLOPs count 2 per multiply-add, batch 1, at the task's length (its --max-len: what the study's `--pick` "
         f"and the goals use) and at {t['seq_len']} tokens in the column beside. "
         f"Latency: batch 1, {t['seq_len']} tokens, "
@@ -90,7 +109,8 @@ def export_markdown(r: dict) -> str:
         ret = f"{f['retention']:.1%}" if f["retention"] is not None else "-"
         val = f"{f['val']['metric']:.4f}" if "val" in f else "-"
         lines.append(
-            f"| {title(f['task'])} | {_limit(f['share_limit'])} | {f['trial']} | {f['student']} | {f['hints']} | "
+            f"| {title(f['task'])} | {_limit(f['share_limit'])} | {_trial(f['trial'])} | {f['student']} | "
+            f"{f['hints']} | "
             f"{f.get('seed', 0)} | {val} | "
             f"{f['metric']} {f['dev']['metric']:.4f} | {f['teacher_dev']['metric']:.4f} | {ret} | "
             f"{f['params'] / 1e6:.2f} | {f['flops'] / 1e9:.3f} at {f.get('task_len', 128)} ({f['flops_share']:.1%}) | "
@@ -113,7 +133,7 @@ def export_markdown(r: dict) -> str:
                   "| task | FLOPs limit | trial | student | seeds | val metric | dev metric | retention |",
                   "|---|---|---|---|---|---|---|---|"]
         for m in r["over_seeds"]:
-            lines.append(f"| {title(m['task'])} | {_limit(m['share_limit'])} | {m['trial']} | {m['student']} | "
+            lines.append(f"| {title(m['task'])} | {_limit(m['share_limit'])} | {_trial(m['trial'])} | {m['student']} | "
                          f"{len(m['seeds'])} | {seed_text(m['val_metric'], '.4f')} | {m['metric']} "
                          f"{seed_text(m['dev_metric'], '.4f')} | "
                          f"{seed_text(m['retention'], '.1%') if m['retention'] else '-'} |")
@@ -123,12 +143,13 @@ def export_markdown(r: dict) -> str:
         for g in r["goals"]:
             head = (f"{title(g['task'])}, at least {g['retention_at_least']:.0%} retention with at most "
                     f"{g['flops_share_at_most']:.0%} of the teacher's FLOPs: ")
-            if g["trial"] is None:
+            if g["student"] is None:
                 lines.append(f"- {head}**not met**: no student in the benchmark is within that share.")
             else:
                 seeds = g.get("retention_over_seeds") or {"n": 1}
-                lines.append(f"- {head}**{'met' if g['met'] else 'not met'}**: the best within it, trial "
-                             f"{g['trial']} {g['student']} ({g['flops_share']:.1%} of the FLOPs), retains "
+                trial = f"trial {g['trial']} " if g["trial"] is not None else ""
+                lines.append(f"- {head}**{'met' if g['met'] else 'not met'}**: the best within it, {trial}"
+                             f"{g['student']} ({g['flops_share']:.1%} of the FLOPs), retains "
                              f"{g['retention']:.1%}" + (f" on the mean of {seeds['n']} seeds "
                                                        f"({seed_text(seeds, '.1%')})" if seeds["n"] > 1 else "") + ".")
         others = [task for task in r["tasks"] if task not in {g["task"] for g in r["goals"]}]
@@ -144,7 +165,7 @@ def export_markdown(r: dict) -> str:
                   "macro-F1 | majority baseline |", "|---|---|---|---|---|---|---|---|---|"]
         for f in extra:
             d, td = f["dev"], f["teacher_dev"]
-            lines.append(f"| {title(f['task'])} | {_limit(f['share_limit'])} | {f['trial']} | {f['student']} | "
+            lines.append(f"| {title(f['task'])} | {_limit(f['share_limit'])} | {_trial(f['trial'])} | {f['student']} | "
                          f"{d.get('accuracy', d['metric']):.4f} | {d['macro_f1']:.4f} | "
                          f"{td.get('accuracy', td['metric']):.4f} | {td.get('macro_f1', float('nan')):.4f} | "
                          f"{d['majority']:.4f} |")

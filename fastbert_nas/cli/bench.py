@@ -133,20 +133,36 @@ def bench_export(study: Annotated[str, typer.Option(
                  rounds: Annotated[int, typer.Option(
                      "--rounds", help="Timing rounds: each times every teacher and student once.")
                  ] = BENCH_EXPORT_ROUNDS,
+                 hint_steps: Annotated[Optional[int], typer.Option(
+                     "--hint-steps", help="Hint steps of each export \\[default: the budget's].")] = None,
+                 student: Annotated[Optional[list[str]], typer.Option(
+                     "--student", help="SHARE=ARCH\\[@HINTS] (repeatable): that share's student given by its shape, "
+                     "e.g. 0.1=L4-H160-A5-I448@1:2,2:3,3:5,4:6, instead of the one --pick chooses in the study; "
+                     "needs --chosen-by.")] = None,
+                 chosen_by: Annotated[Optional[str], typer.Option(
+                     "--chosen-by", help="How the --student shapes were chosen and on which split (written into "
+                     "the report), e.g. 'the best validation accuracy of bench depth-hint4000's 10% share'.")
+                 ] = None,
+                 report: Annotated[str, typer.Option(
+                     "--report", help="Name of the report: RESULTS/benchmarks/REPORT.json and .md; another name "
+                     "than export (a variant, such as given students or other step counts) also gives its export "
+                     "folders a suffix (export-given: <task>-<NN>-given[-seed<K>]/), so the main report and its "
+                     "exports stay as they are.")] = "export",
                  data_dir: DataDir = None, device: Device = "auto", threads: Threads = None,
                  results: Results = Path("results")):
     """Exported students beside their teachers: dev metric, retention, params, FLOPs and batch-1 speed-up.
 
     Uses each finished export folder RESULTS/exports/<task>-<NN>[-seed<K>]/ and exports (or resumes) the missing
     ones, then times every student, loaded from its folder, and its task's teacher side by side in this
-    process. Writes RESULTS/benchmarks/export.json and export.md.
+    process. Writes RESULTS/benchmarks/export.json and export.md (or under the name --report gives).
     """
     from fastbert_nas.bench import export as bx
 
     opts = bx.ExportBenchOptions(study=study, tasks=bx.parse_tasks(tasks), shares=bx.parse_shares(shares),
                                  budget=budget, kd_steps=kd_steps, data_dir=data_dir, results=results,
                                  threads=threads, device=device, rounds=rounds, seeds=seeds,
-                                 other_seeds=other_seeds)
+                                 other_seeds=other_seeds, hint_steps=hint_steps, students=bx.parse_given(student),
+                                 chosen_by=chosen_by, report=report)
     r = bx.bench_export(opts, log=typer.echo)
     finish(r, bx.export_markdown, results)
 
