@@ -250,6 +250,25 @@ def test_remeasure_times_the_front_and_stores_it(tmp_path, tiny_teacher_dir, mon
     assert sum(p.numel() for p in teacher.parameters()) in timed and len(timed) == n + 1
 
 
+def test_show_re_times_the_front_in_the_runtime_asked_for(tmp_path, tiny_teacher_dir, monkeypatch):
+    """show --remeasure --latency-backend onnxruntime --precision int8: the front re-timed in ONNX Runtime int8,
+    stored with its runtime, and shown (the log on stderr, so --format json stays JSON)."""
+    monkeypatch.setattr(remeasure_mod, "latency", functools.partial(latency, min_run_time=0.05))
+    make_study(tmp_path, teacher_id=str(tiny_teacher_dir))
+    r = invoke("show", "--results", tmp_path, "--format", "json", "--remeasure", "--latency-backend", "onnxruntime",
+               "--precision", "int8")
+    assert r.exit_code == 0, r.output
+    assert "re-measuring the teacher and" in r.stderr and "in ONNX Runtime int8" in r.stderr
+    stored = optuna.load_study(study_name="sst2-test", storage=f"sqlite:///{tmp_path}/sst2-test.db"
+                               ).user_attrs[report.REMEASURED]
+    assert (stored["backend"], stored["precision"]) == ("onnxruntime", "int8")
+    rows = {row["trial"]: row for row in json.loads(r.stdout)}
+    assert rows and all(row["latency_ms"] == stored["trials"][str(n)] for n, row in rows.items())
+    r = invoke("show", "--results", tmp_path)
+    assert r.exit_code == 0 and "ONNX Runtime int8" in r.output  # the title says which runtime the ms are
+    assert_user_error(invoke("show", "--results", tmp_path, "--precision", "int8"), "add --remeasure")
+
+
 # ---------------------------------------------------------------------------
 # The commands
 

@@ -29,7 +29,15 @@ from plotly.colors import qualitative
 
 from fastbert_nas.config import RunEnv, UserError
 from fastbert_nas.core.metrics import others_text
-from fastbert_nas.report.rows import PLOTTED_COSTS, StudyData, find_study, gather, param_importances, pareto_front
+from fastbert_nas.report.rows import (
+    PLOTTED_COSTS,
+    StudyData,
+    check_remeasure,
+    find_study,
+    gather_remeasured,
+    param_importances,
+    pareto_front,
+)
 from fastbert_nas.search.trials import COST_ATTRS
 
 PNG_WIDTH = 1100     # px
@@ -235,18 +243,12 @@ def plot(studies: list[str] | None, storage: str | None, results: Path, show_pru
     """Gather each study (re-timing its front first with `remeasure_front`, in `latency_backend` and
     `precision` when given, else the study's runtime), add the fastText reference, draw, write; returns the
     files written."""
-    if (latency_backend or precision) and not remeasure_front:
-        raise UserError("--latency-backend and --precision choose what --remeasure times in: add --remeasure")
+    check_remeasure(remeasure_front, latency_backend, precision)
     names = list(dict.fromkeys(studies or [None]))
     datas, found = [], []
     for name in names:
         study = find_study(name, storage, results)
-        data = gather(study, results)
-        if remeasure_front:
-            from fastbert_nas.report.remeasure import remeasure  # torch: only when re-timing
-
-            remeasure(study, data, results, log, latency_backend, precision)
-            data = gather(study, results)  # with the new figures
+        data = gather_remeasured(study, results, remeasure_front, log, latency_backend, precision)
         if fasttext:
             data.fasttext = fasttext_or_note(data, results, data_dir)
         datas.append(data)

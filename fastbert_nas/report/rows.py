@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -320,12 +321,33 @@ def rung_steps_note(rows: list[dict]) -> str:
                      for i, (rung, kd) in enumerate(steps))
 
 
-def show_front(name: str | None, storage: str | None, results: Path, fmt: str):
-    """The job behind `fastbert-nas show`: the study's front_table, formatted."""
+def check_remeasure(remeasure_front: bool, backend: str | None, precision: str | None) -> None:
+    """--latency-backend and --precision say what --remeasure times in: refused without it."""
+    if (backend or precision) and not remeasure_front:
+        raise UserError("--latency-backend and --precision choose what --remeasure times in: add --remeasure")
+
+
+def gather_remeasured(study: optuna.Study, results: Path, remeasure_front: bool, log: Callable[[str], None],
+                      backend: str | None = None, precision: str | None = None) -> StudyData:
+    """gather(study), after re-timing its teacher and front side by side (remeasure.py) when asked: in
+    `backend` and `precision` when given, else in the study's runtime."""
+    check_remeasure(remeasure_front, backend, precision)
+    if remeasure_front:
+        from fastbert_nas.report.remeasure import remeasure  # torch: only when re-timing
+
+        remeasure(study, gather(study, results), results, log, backend, precision)
+    return gather(study, results)
+
+
+def show_front(name: str | None, storage: str | None, results: Path, fmt: str, remeasure_front: bool = False,
+               log: Callable[[str], None] = print, backend: str | None = None, precision: str | None = None):
+    """The job behind `fastbert-nas show`: the study's front_table (re-timed first with `remeasure_front`),
+    formatted."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    check_remeasure(remeasure_front, backend, precision)
     study = find_study(name, storage, results)
-    data = gather(study, results)
+    data = gather_remeasured(study, results, remeasure_front, log, backend, precision)
     against = f"against {', '.join(data.objectives[1:])}" if len(data.objectives) > 1 else "within its cost limits"
     rows = front_table(study, data)
     majority = f"; majority class {data.majority:.4f}" if data.majority is not None else ""
