@@ -249,6 +249,7 @@ def test_a_given_student_makes_a_variant_report_without_the_study(bench, data_di
     results = tmp_path / "results"
     shutil.copytree(bench["results"], results)
     (results / f"{SMOKE_STUDY}.db").unlink()
+    fingerprint = cache_tiny_teacher(results, "sst2", data_dir, seed=2)  # a given student learns from the task's
     main = {p: p.read_bytes() for p in (results / "benchmarks").iterdir()}
     exports = sorted(p.name for p in (results / "exports").iterdir())
     quick_timings(monkeypatch)
@@ -267,6 +268,7 @@ def test_a_given_student_makes_a_variant_report_without_the_study(bench, data_di
     for name in made:
         export = json.loads((results / "exports" / name / "export.json").read_text())
         assert (export["study"], export["trial"], export["distill"]["hint_steps"]) == (None, None, 3)
+        assert export["teacher"]["fingerprint"] == fingerprint
     md = (results / "benchmarks" / "export-given.md").read_text()
     for text in ("# Export benchmark (`export-given`): students given by shape", "50% `L1-H32-A2-I64@1:2`",
                  "How they were chosen: the best validation accuracy of a test",
