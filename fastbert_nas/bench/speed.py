@@ -33,6 +33,7 @@ from fastbert_nas.core.cost import REF_SEQ_LEN, analytic_flops
 from fastbert_nas.core.family import config_shape
 from fastbert_nas.core.pipeline import Context, distill_student, init_student, prepare
 from fastbert_nas.core.training import EVAL_BATCH, evaluate
+from fastbert_nas.search.baselines import parse_student
 from fastbert_nas.search.space import DEFAULT_SPACE, load_space, space_budget
 
 # The students timed: (arch, hints). Hints as the other benchmarks map them.
@@ -52,12 +53,6 @@ TOP_OPS = 10             # ops listed per profiled stage
 GOAL_CACHE_SPEEDUP = 2.0  # goal: the cache makes the smallest student's trials this much faster
 GOAL_PEAK_SHARE = 0.40    # goal: the largest student's KD steps reach this share of the matmul peak
 OUTSIDE_OPS = "(outside ops: Python, framework)"  # the profiler's step time spent in no aten op
-
-
-def parse_student(text: str) -> StudentArch:
-    """'L4-H128-A2-I512@2:3,4:6' (or just the arch) -> StudentArch (not yet validated)."""
-    arch, _, hints = text.partition("@")
-    return StudentArch.parse(arch, hints or None)
 
 
 def synchronize(device: torch.device) -> None:
@@ -259,7 +254,7 @@ def bench_speed(env: RunEnv, students: list[str] | None = None, repeats: int = R
     trial = space_budget(load_space(space), budget)
     ctx = prepare(env, trial)
     layers = ctx.teacher.layers
-    archs = [parse_student(s).with_default_hints(layers).validate(layers)
+    archs = [parse_student(s, "--student").with_default_hints(layers).validate(layers)
              for s in (students or [f"{a}@{h}" for a, h in STUDENTS])]
     t_arch, labels = teacher_arch(ctx.teacher.model), ctx.teacher.model.config.num_labels
     synchronize(ctx.device)

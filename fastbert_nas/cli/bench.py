@@ -28,7 +28,18 @@ from fastbert_nas.bench.settings import (
     FAMILIES,
 )
 from fastbert_nas.cli.app import INTERRUPTED_BENCH, app, handled
-from fastbert_nas.cli.options import DataDir, Device, Results, Task, TeacherOpt, Threads
+from fastbert_nas.cli.options import (
+    DataDir,
+    Device,
+    ExportBenchChosenBy,
+    ExportBenchHintSteps,
+    ExportBenchReport,
+    ExportBenchStudent,
+    Results,
+    Task,
+    TeacherOpt,
+    Threads,
+)
 from fastbert_nas.config import DEFAULT_TRIAL_BUDGET, at_least, run_env
 from fastbert_nas.search.space import DEFAULT_SPACE
 
@@ -133,21 +144,8 @@ def bench_export(study: Annotated[str, typer.Option(
                  rounds: Annotated[int, typer.Option(
                      "--rounds", help="Timing rounds: each times every teacher and student once.")
                  ] = BENCH_EXPORT_ROUNDS,
-                 hint_steps: Annotated[Optional[int], typer.Option(
-                     "--hint-steps", help="Hint steps of each export \\[default: the budget's].")] = None,
-                 student: Annotated[Optional[list[str]], typer.Option(
-                     "--student", help="SHARE=ARCH\\[@HINTS] (repeatable): that share's student given by its shape, "
-                     "e.g. 0.1=L4-H160-A5-I448@1:2,2:3,3:5,4:6, instead of the one --pick chooses in the study; "
-                     "needs --chosen-by.")] = None,
-                 chosen_by: Annotated[Optional[str], typer.Option(
-                     "--chosen-by", help="How the --student shapes were chosen and on which split (written into "
-                     "the report), e.g. 'the best validation accuracy of bench depth-hint4000's 10% share'.")
-                 ] = None,
-                 report: Annotated[str, typer.Option(
-                     "--report", help="Name of the report: RESULTS/benchmarks/REPORT.json and .md; another name "
-                     "than export (a variant, such as given students or other step counts) also gives its export "
-                     "folders a suffix (export-given: <task>-<NN>-given[-seed<K>]/), so the main report and its "
-                     "exports stay as they are.")] = "export",
+                 hint_steps: ExportBenchHintSteps = None, student: ExportBenchStudent = None,
+                 chosen_by: ExportBenchChosenBy = None, report: ExportBenchReport = "export",
                  data_dir: DataDir = None, device: Device = "auto", threads: Threads = None,
                  results: Results = Path("results")):
     """Exported students beside their teachers: dev metric, retention, params, FLOPs and batch-1 speed-up.

@@ -85,6 +85,24 @@ Precision = Annotated[Optional[str], typer.Option(
     "quantized as it runs; with --latency-backend onnxruntime) \\[default: the study's, else fp32].")]
 
 
+# Options of bench export that give it students by shape and a variant report.
+ExportBenchHintSteps = Annotated[Optional[int], typer.Option(
+    "--hint-steps", help="Hint steps of each export \\[default: the budget's].")]
+
+ExportBenchStudent = Annotated[Optional[list[str]], typer.Option(
+    "--student", help="SHARE=ARCH\\[@HINTS] (repeatable): that share's student given by its shape, e.g. "
+    "0.1=L4-H160-A5-I448@1:2,2:3,3:5,4:6, instead of the one --pick chooses in the study; needs --chosen-by.")]
+
+ExportBenchChosenBy = Annotated[Optional[str], typer.Option(
+    "--chosen-by", help="How the --student shapes were chosen and on which split (written into the report), "
+    "e.g. 'the best validation accuracy of bench depth-hint4000's 10% share'.")]
+
+ExportBenchReport = Annotated[str, typer.Option(
+    "--report", help="Name of the report: RESULTS/benchmarks/REPORT.json and .md; another name than export (a "
+    "variant, such as given students or other step counts) also gives its export folders a suffix "
+    "(export-given: <task>-<NN>-given[-seed<K>]/), so the main report and its exports stay as they are.")]
+
+
 # Options of search.
 TRIAL_RECIPE = DistillConfig()  # the recipe an enqueued student trains with, quoted by --enqueue's help
 

@@ -330,8 +330,8 @@ def check_remeasure(remeasure_front: bool, backend: str | None, precision: str |
 def gather_remeasured(study: optuna.Study, results: Path, remeasure_front: bool, log: Callable[[str], None],
                       backend: str | None = None, precision: str | None = None) -> StudyData:
     """gather(study), after re-timing its teacher and front side by side (remeasure.py) when asked: in
-    `backend` and `precision` when given, else in the study's runtime."""
-    check_remeasure(remeasure_front, backend, precision)
+    `backend` and `precision` when given, else in the study's runtime. Callers check_remeasure first, before
+    they load the study."""
     if remeasure_front:
         from fastbert_nas.report.remeasure import remeasure  # torch: only when re-timing
 
