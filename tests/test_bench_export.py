@@ -415,3 +415,29 @@ def test_bench_deploy_scores_and_times_every_export_and_teacher_in_every_runtime
     assert set(report["cpu_flags"]) == set(bd.runtime.CPU_FLAGS)
     md = (results / "benchmarks" / "deploy.md").read_text()
     assert "| SST-2 | teacher sst2 | ONNX Runtime int8 |" in md and "not measured" in md
+
+
+def test_bench_deploy_of_a_variant_reads_its_folders_and_writes_its_own_report(bench, data_dir, tmp_path,
+                                                                                monkeypatch):
+    """--exports export-given: the seed-0 folders <task>-<NN>-given/ are measured and deploy-given.* written
+    (deploy.* left alone); --no-trial-overhead needs no study and leaves that goal unmeasured."""
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copytree(bench["results"] / "teachers", results / "teachers")
+    share = bench["shares"][0]
+    given = bx.export_dir(results, "sst2", share, variant=bx.variant_suffix("export-given"))
+    assert given.name.endswith("-given")
+    shutil.copytree(bx.export_dir(bench["results"], "sst2", share), given)
+    quick_timings(monkeypatch)
+    r = invoke("bench", "deploy", "--tasks", "sst2", "--shares", share, "--exports", "export-given",
+               "--no-trial-overhead", "--rounds", 1, "--data-dir", data_dir, "--results", results, "--threads", 1)
+    assert r.exit_code == 0, r.output
+    assert not (results / "benchmarks" / "deploy.json").exists()
+    report = json.loads((results / "benchmarks" / "deploy-given.json").read_text())
+    assert report["exports"] == "export-given" and report["study"] is None and report["search_overhead"] is None
+    assert [row["folder"] for row in report["rows"] if row["share"] is not None] == [str(given)]
+    assert report["goals"][-1]["met"] is None
+    md = (results / "benchmarks" / "deploy-given.md").read_text()
+    assert "`export-given`" in md and "--no-trial-overhead" in md
+    bad = invoke("bench", "deploy", "--exports", "a/b", "--results", results)
+    assert_user_error(bad, "--exports")

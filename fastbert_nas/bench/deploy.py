@@ -1,12 +1,13 @@
 """`fastbert-nas bench deploy`: the export benchmark's students and their teachers in every runtime.
 
-    for each task and share: RESULTS/exports/<task>-<NN>/ (seed 0, as `bench export` leaves it) and its teacher
+    for each task and share: RESULTS/exports/<task>-<NN>[<variant>]/ (seed 0, as `bench export` leaves it; a
+    variant report's folders with --exports) and its teacher
     -> each model saved, exported to ONNX and quantized to int8 in a temporary folder (export/quantized.py)
     -> scored in every runtime on the validation split and on dev: int8's accuracy is measured, never assumed
     -> timed side by side, every model in every runtime, --rounds rounds, batch 1 at the task's length
     -> what timing in ONNX Runtime costs a search: runtime.latency of each student's shape (random weights),
        per runtime, as a trial times it, against the median wall time of the study's trials
-    -> RESULTS/benchmarks/deploy.json and .md, with the goals judged here and the CPU's flags
+    -> RESULTS/benchmarks/deploy[<variant>].json and .md, with the goals judged here and the CPU's flags
 
 A missing export is listed, not made: `bench export` makes them (hours on a CPU).
 """
@@ -26,7 +27,8 @@ from optuna.trial import TrialState
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from fastbert_nas.bench.common import machine, save_report
-from fastbert_nas.bench.export import EXPORTS_DIR, export_dir, load_teacher
+from fastbert_nas.bench.export import BENCH_FILE as EXPORT_REPORT
+from fastbert_nas.bench.export import EXPORTS_DIR, check_report_name, export_dir, load_teacher, variant_suffix
 from fastbert_nas.bench.export_report import TASK_TITLES
 from fastbert_nas.bench.settings import BENCH_EXPORT_ROUNDS, BENCH_EXPORT_SHARES, BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS
 from fastbert_nas.config import StudentArch, UserError, at_least
@@ -57,6 +59,8 @@ class DeployBenchOptions:
     tasks: tuple[str, ...] = BENCH_EXPORT_TASKS
     shares: tuple[float, ...] = BENCH_EXPORT_SHARES
     study: str = BENCH_EXPORT_STUDY   # whose trials' wall time the search overhead is measured against
+    trial_overhead: bool = True       # measure the search overhead (needs the study); False: left unmeasured
+    exports: str = EXPORT_REPORT      # the bench export report whose export folders are measured
     data_dir: str | None = None
     results: Path = Path("results")
     threads: int | None = None
@@ -66,8 +70,14 @@ class DeployBenchOptions:
         for task in self.tasks:
             resolve_task(task)
         at_least(1, rounds=self.rounds)
+        check_report_name(self.exports, "--exports")
         Runtime("onnxruntime", "int8").check()
         return self
+
+    @property
+    def report(self) -> str:
+        """The report's name: deploy for the main exports, deploy-given for export-given's."""
+        return BENCH_FILE + variant_suffix(self.exports)
 
 
 def found_exports(opts: DeployBenchOptions) -> tuple[list[tuple[str, float, Path]], list[str]]:
@@ -75,7 +85,7 @@ def found_exports(opts: DeployBenchOptions) -> tuple[list[tuple[str, float, Path
     have, missing = [], []
     for task in opts.tasks:
         for share in opts.shares:
-            folder = export_dir(opts.results, task, share)
+            folder = export_dir(opts.results, task, share, variant=variant_suffix(opts.exports))
             (have.append((task, share, folder)) if (folder / REPORT_FILE).exists() else missing.append(str(folder)))
     return have, missing
 
@@ -144,7 +154,8 @@ def bench_deploy(opts: DeployBenchOptions, log: Callable[[str], None] = print) -
     """Stage, score and time every found export and its teacher; RESULTS/benchmarks/deploy.*"""
     opts.check()
     threads = set_threads(opts.threads)
-    trial_s = trial_wall_s(opts.study, opts.results)  # before the work: a missing study is refused at once
+    # before the work: a missing study is refused at once
+    trial_s = trial_wall_s(opts.study, opts.results) if opts.trial_overhead else None
     have, missing = found_exports(opts)
     for folder in missing:
         log(f"note: no finished export in {folder}/ (bench export makes it): left out")
@@ -179,17 +190,18 @@ def bench_deploy(opts: DeployBenchOptions, log: Callable[[str], None] = print) -
         key = r["folder"] if r["share"] is not None else r["model"]
         r["runtimes"] = against_teacher(timed[key], timed[f"teacher {r['task']}"], r.pop("scores"))
     overhead = None
-    if have:
+    if have and opts.trial_overhead:
         log(f"timing {len(archs)} students' shapes as a trial does, in every runtime ...")
         overhead = search_overhead(archs, {task: teacher.config for task, (teacher, _) in teachers.items()}, threads,
                                    trial_s)
-    report = {"study": opts.study, "tasks": list(opts.tasks), "shares": list(opts.shares), "rounds": opts.rounds,
+    report = {"study": opts.study if opts.trial_overhead else None, "exports": opts.exports,
+              "tasks": list(opts.tasks), "shares": list(opts.shares), "rounds": opts.rounds,
               "threads": threads, "batch": 1, "device": "cpu", "cpu_flags": runtime.cpu_flags(), "machine": machine(),
               "quantization": "onnxruntime dynamic, int8 weights (QInt8), uint8 activations", "rows": rows,
               "missing": missing, "search_overhead": overhead, "goals": goals(rows, overhead),
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "exports_dir": str(Path(opts.results) / EXPORTS_DIR)}
-    return save_report(report, opts.results, BENCH_FILE, deploy_markdown)
+    return save_report(report, opts.results, opts.report, deploy_markdown)
 
 
 def deploy_markdown(r: dict) -> str:
@@ -198,8 +210,9 @@ def deploy_markdown(r: dict) -> str:
     lines = [f"# Deployment: students and teachers in every runtime ({r['time']})", "",
              f"CPU {r['machine']['cpu']} ({flags}), {r['threads']} threads, batch 1 at each task's length, median of "
              f"{r['rounds']} rounds (every model in every runtime once per round, in one process). int8: "
-             f"{r['quantization']}. Metrics: the validation split carved from train and the official dev set; "
-             "nothing here was chosen on either.", "",
+             f"{r['quantization']}. Students: the seed-0 exports of bench export's report "
+             f"`{r.get('exports', EXPORT_REPORT)}`. Metrics: the validation split carved from train and the official "
+             "dev set; nothing here was chosen on either.", "",
              "| task | model | runtime | size MB | ms | x PyTorch fp32 teacher | x teacher, same runtime | val | dev |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
@@ -217,6 +230,8 @@ def deploy_markdown(r: dict) -> str:
                   f"a completed trial of study {r['study']} ran {o['trial_wall_s']:.0f} s): "
                   + ", ".join(f"{label} {statistics.median(s):.1f} s ({o['extra_share'][label]:+.1%} of a trial)"
                               for label, s in o["seconds"].items()) + "."]
+    elif r["study"] is None:
+        lines += ["", "A trial's latency timing per runtime: not measured here (--no-trial-overhead)."]
     lines += ["", "Goals:", ""]
     for g in r["goals"]:
         verdict = {True: "met", False: "not met", None: "not measured"}[g["met"]]

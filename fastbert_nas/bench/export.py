@@ -85,8 +85,8 @@ class ExportBenchOptions:
 
     @property
     def variant(self) -> str:
-        """The export folders' suffix of a variant report ('export-given' -> '-given'); '' for the main one."""
-        return "" if self.report == BENCH_FILE else "-" + self.report.removeprefix(BENCH_FILE + "-")
+        """The export folders' suffix of this report (see variant_suffix)."""
+        return variant_suffix(self.report)
 
     def given(self) -> dict[float, str]:
         """Share -> the ARCH@HINTS given for it by --student."""
@@ -111,13 +111,23 @@ class ExportBenchOptions:
                 raise UserError(f"--student {share:g}={text}: {share:g} is not one of --shares")
         if self.students and not self.chosen_by:
             raise UserError("--student needs --chosen-by: say how (on which split) the given students were chosen")
-        if not re.fullmatch(r"[\w.-]+", self.report):
-            raise UserError(f"--report {self.report!r}: a file name of letters, digits, '.', '_' and '-'")
+        check_report_name(self.report, "--report")
         return self
 
     def seeds_of(self, task: str) -> range:
         """The seeds a task's rows are exported with: --seeds for a task with goals, else --other-seeds."""
         return range(self.seeds if resolve_task(task).name in GOAL_TASKS else self.other_seeds)
+
+
+def variant_suffix(report: str) -> str:
+    """The export folders' suffix of a bench export report: 'export-given' -> '-given'; '' for the main one."""
+    return "" if report == BENCH_FILE else "-" + report.removeprefix(BENCH_FILE + "-")
+
+
+def check_report_name(report: str, option: str) -> None:
+    """Refuse a report name that is not a plain file name."""
+    if not re.fullmatch(r"[\w.-]+", report):
+        raise UserError(f"{option} {report!r}: a file name of letters, digits, '.', '_' and '-'")
 
 
 def parse_tasks(text: str) -> tuple[str, ...]:

@@ -30,6 +30,8 @@ from fastbert_nas.bench.settings import (
 from fastbert_nas.cli.app import INTERRUPTED_BENCH, app, handled
 from fastbert_nas.cli.options import (
     DataDir,
+    DeployExports,
+    DeployTrialOverhead,
     Device,
     ExportBenchChosenBy,
     ExportBenchHintSteps,
@@ -168,8 +170,8 @@ def bench_export(study: Annotated[str, typer.Option(
 @bench_app.command("deploy")
 @handled()
 def bench_deploy(tasks: Annotated[str, typer.Option(
-                     "--tasks", help="Comma-separated tasks whose exports (RESULTS/exports/<task>-<NN>/, seed 0, as "
-                     "bench export leaves them) are measured.")] = ",".join(BENCH_EXPORT_TASKS),
+                     "--tasks", help="Comma-separated tasks whose exports (seed 0, as bench export leaves them) "
+                     "are measured.")] = ",".join(BENCH_EXPORT_TASKS),
                  shares: Annotated[str, typer.Option(
                      "--shares", help="Comma-separated FLOPs shares of the teacher, as bench export's.")
                  ] = ",".join(f"{x:.2f}" for x in BENCH_EXPORT_SHARES),
@@ -178,19 +180,22 @@ def bench_deploy(tasks: Annotated[str, typer.Option(
                      "Runtime is compared with.")] = BENCH_EXPORT_STUDY,
                  rounds: Annotated[int, typer.Option(
                      "--rounds", help="Timing rounds: each times every model in every runtime once.")
-                 ] = BENCH_EXPORT_ROUNDS,
+                 ] = BENCH_EXPORT_ROUNDS, exports: DeployExports = "export",
+                 trial_overhead: DeployTrialOverhead = True,
                  data_dir: DataDir = None, threads: Threads = None, results: Results = Path("results")):
     """The export benchmark's students and their teachers in PyTorch fp32, ONNX Runtime fp32 and ONNX Runtime
     int8 (dynamic quantization): size on disk, validation and dev metrics in each runtime (int8's change is
     measured), batch-1 latency at the task's length side by side, speed-ups against the PyTorch fp32 teacher and
     the teacher in the same runtime, the CPU's flags, and what timing in ONNX Runtime costs a search trial.
-    Writes RESULTS/benchmarks/deploy.json and deploy.md; a missing export is listed, not made.
+    Writes RESULTS/benchmarks/deploy.json and .md (deploy-given.* for --exports export-given); a missing export
+    is listed, not made.
     """
     from fastbert_nas.bench import deploy as bd
     from fastbert_nas.bench.export import parse_shares, parse_tasks
 
     opts = bd.DeployBenchOptions(tasks=parse_tasks(tasks), shares=parse_shares(shares), study=study,
-                                 data_dir=data_dir, results=results, threads=threads, rounds=rounds)
+                                 trial_overhead=trial_overhead, exports=exports, data_dir=data_dir,
+                                 results=results, threads=threads, rounds=rounds)
     r = bd.bench_deploy(opts, log=typer.echo)
     finish(r, bd.deploy_markdown, results)
 

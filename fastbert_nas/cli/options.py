@@ -103,6 +103,16 @@ ExportBenchReport = Annotated[str, typer.Option(
     "(export-given: <task>-<NN>-given[-seed<K>]/), so the main report and its exports stay as they are.")]
 
 
+DeployExports = Annotated[str, typer.Option(
+    "--exports", help="The bench export report whose seed-0 export folders are measured: export (the main one, "
+    "RESULTS/exports/<task>-<NN>/) or a variant such as export-given (<task>-<NN>-given/); a variant's report is "
+    "written as deploy-given.json and .md.")]
+
+DeployTrialOverhead = Annotated[bool, typer.Option(
+    "--trial-overhead/--no-trial-overhead", help="Measure what timing in ONNX Runtime costs a search trial "
+    "against --study's trials (needs its database); --no-trial-overhead leaves that goal unmeasured.")]
+
+
 # Options of search.
 TRIAL_RECIPE = DistillConfig()  # the recipe an enqueued student trains with, quoted by --enqueue's help
 
