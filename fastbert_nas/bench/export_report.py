@@ -31,10 +31,16 @@ def over_seeds(figures: list[dict]) -> list[dict]:
 
 def check_goals(means: list[dict]) -> list[dict]:
     """Each goal of a task in the benchmark: the row (over_seeds) with the best mean retention within its
-    FLOPs share; met when that mean reaches the goal."""
+    FLOPs share; met when that mean reaches the goal; None (not measured) when no row's share limit is at or
+    under the goal's (a variant report of other --shares)."""
     out = []
     for task, share, least in GOALS:
         if not any(m["task"] == task for m in means):
+            continue
+        if not any(m["task"] == task and m["share_limit"] <= share for m in means):
+            out.append({"task": task, "flops_share_at_most": share, "retention_at_least": least, "met": None,
+                        "trial": None, "student": None, "retention": None, "retention_over_seeds": None,
+                        "flops_share": None})
             continue
         fits = [m for m in means if m["task"] == task and m["flops_share"] <= share and m["retention"] is not None]
         best = max(fits, key=lambda m: m["retention"]["mean"], default=None)
@@ -143,14 +149,16 @@ def export_markdown(r: dict) -> str:
         for g in r["goals"]:
             head = (f"{title(g['task'])}, at least {g['retention_at_least']:.0%} retention with at most "
                     f"{g['flops_share_at_most']:.0%} of the teacher's FLOPs: ")
-            if g["student"] is None:
+            if g["met"] is None:
+                lines.append(f"- {head}not measured here: no row of this report is of that share.")
+            elif g["student"] is None:
                 lines.append(f"- {head}**not met**: no student in the benchmark is within that share.")
             else:
                 seeds = g.get("retention_over_seeds") or {"n": 1}
                 trial = f"trial {g['trial']} " if g["trial"] is not None else ""
                 lines.append(f"- {head}**{'met' if g['met'] else 'not met'}**: the best within it, {trial}"
                              f"{g['student']} ({g['flops_share']:.1%} of the FLOPs), retains "
-                             f"{g['retention']:.1%}" + (f" on the mean of {seeds['n']} seeds "
+                             f"{g['retention']:.2%}" + (f" on the mean of {seeds['n']} seeds "
                                                        f"({seed_text(seeds, '.1%')})" if seeds["n"] > 1 else "") + ".")
         others = [task for task in r["tasks"] if task not in {g["task"] for g in r["goals"]}]
         if others:
