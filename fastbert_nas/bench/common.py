@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import signal
 import statistics
 from pathlib import Path
@@ -33,6 +34,12 @@ def machine() -> dict:
     """What the figures were measured on."""
     return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def check_report_name(name: str, option: str) -> None:
+    """Refuse a report name that is not a plain file name (it names RESULTS/benchmarks/<name>.*)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(f"{option} {name!r}: a file name (letters, digits, '.', '_', '-')")
 
 
 def save_report(report: dict, results, name: str, markdown: Callable[[dict], str]) -> dict:

@@ -26,9 +26,9 @@ from typing import Callable
 from optuna.trial import TrialState
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from fastbert_nas.bench.common import machine, save_report
+from fastbert_nas.bench.common import check_report_name, machine, save_report
 from fastbert_nas.bench.export import BENCH_FILE as EXPORT_REPORT
-from fastbert_nas.bench.export import EXPORTS_DIR, check_report_name, export_dir, load_teacher, variant_suffix
+from fastbert_nas.bench.export import EXPORTS_DIR, export_dir, load_teacher, variant_suffix
 from fastbert_nas.bench.export_report import TASK_TITLES
 from fastbert_nas.bench.settings import BENCH_EXPORT_ROUNDS, BENCH_EXPORT_SHARES, BENCH_EXPORT_STUDY, BENCH_EXPORT_TASKS
 from fastbert_nas.config import StudentArch, UserError, at_least

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from fastbert_nas.bench import settings
-from fastbert_nas.bench.common import machine, save_report, seed_stats, teacher_id
+from fastbert_nas.bench.common import check_report_name, machine, save_report, seed_stats, teacher_id
 from fastbert_nas.bench.depth_report import depth_markdown, write_plot
 from fastbert_nas.config import (
     BUDGETS,
@@ -176,8 +175,7 @@ class DepthOptions:
         for task in self.tasks:
             resolve_task(task)
         self.config()
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.report):
-            raise UserError(f"--report {self.report!r}: a file name (letters, digits, '.', '_', '-')")
+        check_report_name(self.report, "--report")
         return self
 
     def config(self) -> DistillConfig:

@@ -35,7 +35,7 @@ from typing import Callable
 
 from transformers import AutoModelForSequenceClassification
 
-from fastbert_nas.bench.common import machine, save_report, spread
+from fastbert_nas.bench.common import check_report_name, machine, save_report, spread
 from fastbert_nas.bench.export_report import GOAL_TASKS, check_goals, export_markdown, over_seeds
 from fastbert_nas.bench.settings import (
     BENCH_EXPORT_BUDGET,
@@ -122,12 +122,6 @@ class ExportBenchOptions:
 def variant_suffix(report: str) -> str:
     """The export folders' suffix of a bench export report: 'export-given' -> '-given'; '' for the main one."""
     return "" if report == BENCH_FILE else "-" + report.removeprefix(BENCH_FILE + "-")
-
-
-def check_report_name(report: str, option: str) -> None:
-    """Refuse a report name that is not a plain file name."""
-    if not re.fullmatch(r"[\w.-]+", report):
-        raise UserError(f"{option} {report!r}: a file name of letters, digits, '.', '_' and '-'")
 
 
 def parse_tasks(text: str) -> tuple[str, ...]:
